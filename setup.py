@@ -1,0 +1,60 @@
+"""tf_advscale: adversarial training at scale for Keras 3 / TensorFlow."""
+
+import os
+
+from setuptools import find_packages, setup
+
+here = os.path.dirname(os.path.abspath(__file__))
+about = {}
+with open(os.path.join(here, "tf_advscale", "__init__.py")) as f:
+    exec(f.read(), about)
+
+
+def zoo_files():
+    """The top-level zoo/ folder is installed with the package."""
+    out = []
+    for root, _, files in os.walk(os.path.join(here, "zoo")):
+        rel = os.path.relpath(root, here)
+        if files:
+            out.append((os.path.join("share", "tf_advscale", rel),
+                        [os.path.join(rel, f) for f in files]))
+    return out
+
+
+setup(
+    name="tf_advscale",
+    version=about["__version__"],
+    description="Adversarial training at scale for Keras 3 / TensorFlow "
+                "(Xie & Yuille, ICLR 2020, as tested building blocks)",
+    long_description=open(os.path.join(here, "README.md")).read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10,<3.14",
+    packages=find_packages(include=["tf_advscale", "tf_advscale.*"]),
+    package_data={"tf_advscale": ["_data/*.npz", "_data/*.md"]},
+    data_files=zoo_files(),
+    install_requires=[
+        # TF 2.21 + Keras 3.15 is the tested pair; the CPU build is enough
+        # here, users with GPUs install `tensorflow[and-cuda]` instead.
+        "tensorflow-cpu>=2.20,<2.22; platform_system=='Linux' and platform_machine=='x86_64'",
+        "tensorflow>=2.20,<2.22; platform_system!='Linux' or platform_machine!='x86_64'",
+        "keras>=3.12,<3.16",
+        "keras-tuner>=1.4.7,<1.5",
+        "tensorflow-datasets>=4.9.9,<4.10",
+        "importlib_resources>=6",  # tensorflow-datasets imports it without declaring it
+        "tensorboard>=2.20,<2.22",  # tensorflow-cpu does not pull it in
+        "absl-py>=2.1,<3",
+        "numpy>=1.26,<2.5",
+        "matplotlib>=3.8,<3.12",
+    ],
+    extras_require={
+        "test": ["pytest>=8,<10", "hypothesis>=6.100,<7"],
+        "bench": ["torch==2.13.0", "torchattacks==3.5.1",
+                  "adversarial-robustness-toolbox==1.20.1"],
+    },
+    entry_points={"console_scripts": ["advscale=tf_advscale.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)

@@ -1,0 +1,49 @@
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pathlib
+
+import pytest
+import tensorflow as tf
+
+# Two logical CPU devices, so tf.distribute tests can run MirroredStrategy
+# on this machine; must happen before TensorFlow initialises its devices.
+_cpus = tf.config.list_physical_devices("CPU")
+try:
+    tf.config.set_logical_device_configuration(
+        _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+except RuntimeError:
+    pass
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+CIFAR_JPEG = SHARED_DATA / "cifar10-jpeg"
+FMNIST_IDX = pathlib.Path("/usr/share/datasets/fashion-mnist")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: long-running test (run with -m slow)")
+
+
+@pytest.fixture
+def cifar_jpeg():
+    if not (CIFAR_JPEG / "train").is_dir():
+        pytest.skip(f"CIFAR-10 JPEG folder not found at {CIFAR_JPEG} (../shared/data is absent)")
+    return CIFAR_JPEG
+
+
+@pytest.fixture
+def fmnist_idx():
+    if not (FMNIST_IDX / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip(f"Fashion-MNIST IDX files not found in {FMNIST_IDX} "
+                    "(apt-get install dataset-fashion-mnist)")
+    return FMNIST_IDX
+
+
+@pytest.fixture(scope="session")
+def sample():
+    """Real Fashion-MNIST images from the package sample: (x in [0,1], y)."""
+    from tf_advscale import data
+    x, y, _ = data.as_numpy("fashion_mnist_sample", "test")
+    return x, y

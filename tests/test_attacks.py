@@ -1,0 +1,157 @@
+"""Attack properties on real images (the Fashion-MNIST sample)."""
+
+import numpy as np
+import keras
+import pytest
+import tensorflow as tf
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tf_advscale import attacks, data
+from tf_advscale.models import resnet
+from tf_advscale.training import AdversarialModel
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A small model trained on the sample's training split (over 50% test
+    accuracy), so that gradients and probabilities are meaningful."""
+    x, y, _ = data.as_numpy("fashion_mnist_sample", "train")
+    keras.utils.set_random_seed(0)
+    m = resnet(8, 10, input_shape=(28, 28, 1))
+    am = AdversarialModel(m, attack=None)
+    am.compile(optimizer=keras.optimizers.Adam(2e-3))
+    am.fit(x, y, batch_size=64, epochs=4, verbose=0)
+    return m
+
+
+def test_fixture_model_is_trained(trained, sample):
+    x, y = sample
+    assert (trained.predict(x, verbose=0).argmax(-1) == y).mean() > 0.5
+
+
+def _fn(model):
+    return lambda images: model(images, training=False)
+
+
+def _xent(model, x, y):
+    return keras.losses.sparse_categorical_crossentropy(y, model(x, training=False),
+                                                        from_logits=True).numpy()
+
+
+ATTACKS = st.sampled_from(["pgd_linf", "pgd_l2", "fgsm", "fgsm_rs", "pgd_targeted"])
+
+
+def _make(kind, eps, steps):
+    if kind == "pgd_linf":
+        return attacks.PGD(epsilon=eps, step_size=eps / 4, steps=steps)
+    if kind == "pgd_l2":
+        return attacks.PGD(epsilon=eps * 10, step_size=eps * 2.5, steps=steps, norm="l2")
+    if kind == "fgsm":
+        return attacks.FGSM(epsilon=eps)
+    if kind == "fgsm_rs":
+        return attacks.fgsm_rs(epsilon=eps)
+    return attacks.PGD(epsilon=eps, step_size=eps / 4, steps=steps, targeted=True,
+                       random_start=0.8)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kind=ATTACKS, eps=st.floats(0.005, 0.3), steps=st.integers(0, 4),
+       start=st.integers(0, 480))
+def test_output_in_ball_and_valid_range(trained, sample, kind, eps, steps, start):
+    x, y = sample[0][start:start + 16], sample[1][start:start + 16]
+    attack = _make(kind, eps, steps)
+    adv = attack(_fn(trained), x, y).numpy()
+    assert adv.shape == x.shape and adv.dtype == np.float32
+    assert adv.min() >= 0.0 and adv.max() <= 1.0
+    d = (adv - x).reshape(len(x), -1)
+    if attack.norm == "linf":
+        assert np.abs(d).max() <= attack.epsilon + 1e-6
+    else:
+        assert np.linalg.norm(d, axis=1).max() <= attack.epsilon * (1 + 1e-5)
+
+
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(start=st.integers(0, 400), eps=st.floats(0.03, 0.1))
+def test_pgd_beats_random_noise_of_the_same_size(trained, sample, start, eps):
+    x, y = sample[0][start:start + 64], sample[1][start:start + 64]
+    pgd = attacks.PGD(epsilon=eps, step_size=eps / 4, steps=10)
+    noise = np.clip(x + np.sign(np.random.default_rng(start).normal(size=x.shape)) * eps, 0, 1)
+    assert _xent(trained, pgd(_fn(trained), x, y), y).mean() > \
+        _xent(trained, noise.astype("float32"), y).mean()
+
+
+def test_targeted_attack_raises_target_probability(trained, sample):
+    x, y = sample[0][:64], sample[1][:64]
+    target = (y + 3) % 10
+    pgd = attacks.PGD(epsilon=0.1, step_size=0.02, steps=10, targeted=True)
+    adv = pgd(_fn(trained), x, y, target=target)
+    p0 = tf.nn.softmax(trained(x, training=False)).numpy()[np.arange(64), target]
+    p1 = tf.nn.softmax(trained(adv, training=False)).numpy()[np.arange(64), target]
+    assert p1.mean() > p0.mean() + 0.05
+    assert (p1 > p0).mean() > 0.8
+
+
+def test_random_targets_are_wrong_classes():
+    y = tf.constant(np.arange(1000) % 10, tf.int32)
+    t = attacks.random_targets(y, 10).numpy()
+    assert (t != y.numpy()).all() and set(t) == set(range(10))
+
+
+@pytest.mark.parametrize("attack_bn", ["inference", "train"])
+@pytest.mark.parametrize("norm", ["bn", "mixbn"])
+def test_attacks_leave_all_model_variables_unchanged(sample, attack_bn, norm):
+    x, y = sample[0][:32], sample[1][:32]
+    m = resnet(8, 10, input_shape=(28, 28, 1), norm=norm, width=0.5)
+    am = AdversarialModel(m, attack=attacks.PGD(0.1, 0.03, 3), attack_bn=attack_bn)
+    before = [v.numpy().copy() for v in m.variables]
+    adv = tf.function(am._generate)(tf.constant(x), tf.constant(y))
+    assert not np.allclose(adv.numpy(), x)
+    for b, v in zip(before, m.variables):
+        np.testing.assert_array_equal(b, v.numpy(), err_msg=v.path)
+
+
+def test_restarts_never_lose_a_success(trained, sample):
+    x, y = sample[0][:64], sample[1][:64]
+    fn = _fn(trained)
+    keras.utils.set_random_seed(5)
+    one = attacks.PGD(0.05, 0.0125, 3, restarts=1)
+    many = attacks.PGD(0.05, 0.0125, 3, restarts=4)
+    acc = lambda a: (trained(a, training=False).numpy().argmax(-1) == y).mean()
+    assert acc(many(fn, x, y)) <= acc(one(fn, x, y)) + 1 / 64
+
+
+def test_zero_steps_without_random_start_is_identity(sample):
+    x, y = sample[0][:4], sample[1][:4]
+    m = resnet(8, 10, input_shape=(28, 28, 1))
+    adv = attacks.PGD(0.1, 0.1, steps=0, random_start=0.0)(_fn(m), x, y)
+    np.testing.assert_array_equal(adv.numpy(), x)
+    np.testing.assert_array_equal(attacks.NoAttack()(_fn(m), x, y).numpy(), x)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"epsilon": -0.1}, "epsilon=-0.1"),
+    ({"epsilon": 8}, "epsilon=8"),
+    ({"step_size": float("nan")}, "step_size=nan"),
+    ({"steps": 2.5}, "steps=2.5"),
+    ({"norm": "l1"}, "norm='l1'"),
+    ({"random_start": 1.5}, "random_start=1.5"),
+    ({"restarts": 0}, "restarts=0"),
+])
+def test_bad_attack_arguments_name_the_value(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        attacks.PGD(**kwargs)
+
+
+def test_specs_and_serialization():
+    a = attacks.from_spec({"name": "pgd", "epsilon": 0.1, "steps": 3})
+    assert isinstance(a, attacks.PGD) and a.steps == 3
+    b = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(a))
+    assert a == b
+    p = attacks.paper_pgd(steps=30)
+    assert p.targeted and p.epsilon == 16 / 255 and p.step_size == 1 / 255 and p.random_start == 0.8
+    assert attacks.paper_pgd(steps=10, train=False).step_size == 1.6 / 255
+    with pytest.raises(ValueError, match="'pgdd'"):
+        attacks.from_spec({"name": "pgdd"})
+    with pytest.raises(ValueError, match="stepz"):
+        attacks.from_spec({"name": "pgd", "stepz": 3})

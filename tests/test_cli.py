@@ -1,0 +1,41 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(*args, cwd=ROOT):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run([sys.executable, "-m", "tf_advscale.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_train_default_config_end_to_end(tmp_path):
+    work = tmp_path / "run"
+    r = _run("train", "--workdir", str(work), "--set", "optimizer.epochs=1",
+             "--set", "data.train_subset=256", "--set", "data.batch_size=64",
+             "--set", "eval.val_subset=64", "--set", "eval.test_subset=64")
+    assert r.returncode == 0, r.stderr[-3000:]
+    metrics = json.loads((work / "metrics.json").read_text())
+    assert metrics["test_images"] == 64
+    assert 0.0 <= metrics["results"]["clean_accuracy"] <= 1.0
+    assert metrics["results"]["adv_accuracy"] is not None
+    for name in ("config.json", "final.keras", "history.csv"):
+        assert (work / name).exists(), name
+    assert json.loads((work / "config.json").read_text())["optimizer"]["epochs"] == 1
+
+
+def test_unknown_config_key_is_a_clear_error(tmp_path):
+    r = _run("train", "--workdir", str(tmp_path), "--set", "optimizer.epochz=1")
+    assert r.returncode == 2
+    assert "optimizer.epochz" in r.stderr and "optimizer.epochs" in r.stderr
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_models_lists_the_registry():
+    r = _run("models")
+    assert r.returncode == 0 and "resnet638" in r.stdout and "cifar_resnet20" in r.stdout

@@ -1,0 +1,77 @@
+import pathlib
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tf_advscale import attacks, config
+from tf_advscale.config import ConfigError
+
+CONFIGS = sorted((pathlib.Path(__file__).resolve().parents[1] / "configs").glob("*.py"))
+
+
+def test_there_are_configs():
+    assert len(CONFIGS) >= 2
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+@pytest.mark.parametrize("runlocal", [False, True])
+def test_every_config_loads_and_validates(path, runlocal):
+    cfg = config.load(str(path), runlocal=runlocal)
+    assert set(cfg) == set(config.DEFAULTS)
+    attacks.from_spec(cfg["attack"])
+    if cfg["eval_attack"] is not None:
+        attacks.from_spec(cfg["eval_attack"])
+    text = path.read_text()
+    assert f"advscale train --config configs/{path.name}" in text  # launch command in docstring
+
+
+def test_unknown_keys_are_errors_with_suggestions():
+    with pytest.raises(ConfigError, match="'optimizer.epoch'.*'optimizer.epochs'"):
+        config.merge({"optimizer": {"epoch": 3}})
+    with pytest.raises(ConfigError, match="'mdoel'"):
+        config.merge({"mdoel": {}})
+    with pytest.raises(ConfigError, match="must be a dict"):
+        config.merge({"data": 3})
+
+
+def test_overrides():
+    cfg = config.load(None, overrides=["optimizer.epochs=3", "attack.steps=2",
+                                       "data.dataset=cifar10", "eval_attack=None"])
+    assert cfg["optimizer"]["epochs"] == 3 and cfg["attack"]["steps"] == 2
+    assert cfg["attack"]["name"] == "pgd"  # the rest of the attack is kept
+    assert cfg["data"]["dataset"] == "cifar10" and cfg["eval_attack"] is None
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        config.load(None, overrides=["optimizer.epochs"])
+    with pytest.raises(ConfigError, match="optimizer.epoks"):
+        config.load(None, overrides=["optimizer.epoks=3"])
+
+
+@pytest.mark.parametrize("body,match", [
+    ("def get_config(:\n", "syntax error"),
+    ("x = 1\n", "must define get_config"),
+    ("def get_config(runlocal=False):\n    return [1]\n", "must return a dict"),
+])
+def test_malformed_config_files(tmp_path, body, match):
+    p = tmp_path / "bad.py"
+    p.write_text(body)
+    with pytest.raises(ConfigError, match=match):
+        config.load(str(p))
+    with pytest.raises(ConfigError, match="not found"):
+        config.load(str(tmp_path / "missing.py"))
+
+
+_leaf = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
+                  st.text(max_size=5))
+_keys = st.sampled_from(sorted(config.DEFAULTS) + ["epochs", "dataset", "x", "attack_bn"])
+_trees = st.recursive(_leaf, lambda c: st.dictionaries(_keys, c, max_size=4), max_leaves=10)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(_keys, _trees, max_size=5))
+def test_fuzz_merge_only_raises_config_errors(update):
+    try:
+        cfg = config.merge(update)
+    except ConfigError:
+        return
+    assert set(cfg) == set(config.DEFAULTS)

@@ -1,0 +1,231 @@
+"""MixBN must equal two separate BatchNormalization layers, one per domain."""
+
+import numpy as np
+import keras
+import pytest
+import tensorflow as tf
+
+from tf_advscale.layers import MixBN, convert, mixbn_layers, route, set_route, split
+from tf_advscale.layers import set_batch_stats_at_inference
+from tf_advscale.models import resnet
+
+C = 6
+
+
+def _pair(momentum=0.9, epsilon=1e-3):
+    """A MixBN and two BNs (clean, adversarial) with identical random weights."""
+    rng = np.random.default_rng(0)
+    mix = MixBN(momentum=momentum, epsilon=epsilon)
+    mix.build((None, 4, 4, C))
+    bns = {}
+    for i, domain in enumerate(("clean", "adversarial")):
+        bn = keras.layers.BatchNormalization(momentum=momentum, epsilon=epsilon)
+        bn.build((None, 4, 4, C))
+        gamma, beta = rng.uniform(0.5, 2, C), rng.normal(size=C)
+        mean, var = rng.normal(size=C), rng.uniform(0.5, 2, C)
+        bn.set_weights([gamma, beta, mean, var])
+        for name, value in zip(("gamma", "beta", "moving_mean", "moving_variance"),
+                               (gamma, beta, mean, var)):
+            v = getattr(mix, name).numpy()
+            v[i] = value
+            getattr(mix, name).assign(v)
+        bns[domain] = bn
+    return mix, bns
+
+
+def _data(n_adv=5, n_clean=3):
+    rng = np.random.default_rng(1)
+    adv = rng.normal(2.0, 3.0, (n_adv, 4, 4, C)).astype("float32")
+    clean = rng.normal(-1.0, 0.5, (n_clean, 4, 4, C)).astype("float32")
+    return adv, clean
+
+
+def _check_training_equivalence(call):
+    mix, bns = _pair()
+    adv, clean = _data()
+    out = call(mix, adv, clean)
+    want = np.concatenate([bns["adversarial"](adv, training=True),
+                           bns["clean"](clean, training=True)])
+    np.testing.assert_allclose(np.asarray(out), want, rtol=1e-5, atol=1e-5)
+    for i, domain in enumerate(("clean", "adversarial")):
+        np.testing.assert_allclose(mix.moving_mean.numpy()[i], bns[domain].moving_mean.numpy(),
+                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(mix.moving_variance.numpy()[i],
+                                   bns[domain].moving_variance.numpy(), rtol=1e-5, atol=1e-6)
+    return mix, bns
+
+
+def _split_call(mix, adv, clean):
+    with split([("adversarial", len(adv)), ("clean", len(clean))]):
+        return mix(np.concatenate([adv, clean]), training=True)
+
+
+def test_training_equals_two_bns_eager():
+    _check_training_equivalence(_split_call)
+
+
+def test_training_equals_two_bns_tf_function():
+    def call(mix, adv, clean):
+        @tf.function
+        def f(x):
+            with split([("adversarial", len(adv)), ("clean", len(clean))]):
+                return mix(x, training=True)
+        return f(np.concatenate([adv, clean]))
+    _check_training_equivalence(call)
+
+
+def test_training_equals_two_bns_xla():
+    def call(mix, adv, clean):
+        @tf.function(jit_compile=True)
+        def f(x):
+            with split([("adversarial", len(adv)), ("clean", len(clean))]):
+                return mix(x, training=True)
+        return f(np.concatenate([adv, clean]))
+    _check_training_equivalence(call)
+
+
+def test_training_equals_two_bns_under_mirrored_strategy():
+    devices = tf.config.list_logical_devices("CPU")
+    if len(devices) < 2:
+        pytest.skip("needs 2 logical CPU devices (set in conftest before TF starts)")
+    strategy = tf.distribute.MirroredStrategy([d.name for d in devices[:2]])
+    with strategy.scope():
+        mix, _ = _pair()
+    _, bns = _pair()
+    # Each replica gets its own (adv, clean) pair; the split is per replica,
+    # so replica 0's clean rows never mix with replica 1's.
+    rng = np.random.default_rng(3)
+    per_replica = [(rng.normal(r, 1 + r, (4, 4, 4, C)).astype("float32"),
+                    rng.normal(-r, 0.5, (2, 4, 4, C)).astype("float32")) for r in range(2)]
+
+    @tf.function
+    def step(x):
+        with split([("adversarial", 4), ("clean", 2)]):
+            return mix(x, training=True)
+
+    inputs = strategy.experimental_distribute_values_from_function(
+        lambda ctx: np.concatenate(per_replica[ctx.replica_id_in_sync_group]))
+    outs = strategy.experimental_local_results(strategy.run(step, args=(inputs,)))
+    for r, (adv, clean) in enumerate(per_replica):
+        a = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-3)
+        a.build(adv.shape)
+        a.set_weights(bns["adversarial"].get_weights())
+        c = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-3)
+        c.build(clean.shape)
+        c.set_weights(bns["clean"].get_weights())
+        want = np.concatenate([a(adv, training=True), c(clean, training=True)])
+        np.testing.assert_allclose(np.asarray(outs[r]), want, rtol=1e-5, atol=1e-5)
+
+
+def test_other_domain_statistics_do_not_move():
+    mix, _ = _pair()
+    before = mix.moving_mean.numpy().copy(), mix.moving_variance.numpy().copy()
+    adv, _ = _data()
+    with route("adversarial"):
+        mix(adv, training=True)
+    assert np.array_equal(mix.moving_mean.numpy()[0], before[0][0])
+    assert np.array_equal(mix.moving_variance.numpy()[0], before[1][0])
+    assert not np.allclose(mix.moving_mean.numpy()[1], before[0][1])
+
+
+def test_empty_segment_keeps_its_statistics():
+    mix, _ = _pair()
+    before = mix.moving_mean.numpy().copy()
+    adv, _ = _data()
+    with split([("adversarial", len(adv)), ("clean", 0)]):
+        out = mix(adv, training=True)
+    assert np.isfinite(np.asarray(out)).all()
+    assert np.array_equal(mix.moving_mean.numpy()[0], before[0])
+
+
+def test_inference_routes_match_each_bn_and_switch_without_rebuild():
+    mix, bns = _pair()
+    adv, clean = _data()
+    f = tf.function(lambda x: mix(x, training=False))
+    for domain in ("clean", "adversarial"):
+        mix.set_route(domain)
+        np.testing.assert_allclose(np.asarray(f(adv)), bns[domain](adv, training=False),
+                                   rtol=1e-5, atol=1e-5)
+    assert mix.route == "adversarial"
+
+
+def test_batch_stats_at_inference():
+    mix, bns = _pair()
+    adv, _ = _data()
+    mix.set_batch_stats_at_inference(True)
+    before = mix.moving_mean.numpy().copy()
+    out = mix(adv, training=False)
+    ref = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-3)
+    ref.build(adv.shape)
+    ref.set_weights(bns["adversarial"].get_weights())
+    np.testing.assert_allclose(np.asarray(out), ref(adv, training=True), rtol=1e-5, atol=1e-5)
+    assert np.array_equal(mix.moving_mean.numpy(), before)  # nothing updated
+
+
+@pytest.mark.parametrize("stats,affine", [(True, False), (False, True), (False, False)])
+def test_ablation_switches_share_weights(stats, affine):
+    mix = MixBN(separate_stats=stats, separate_affine=affine)
+    mix.build((None, 4, 4, C))
+    assert mix.gamma.shape == ((2 if affine else 1), C)
+    assert mix.moving_mean.shape == ((2 if stats else 1), C)
+    adv, clean = _data()
+    with split([("adversarial", len(adv)), ("clean", len(clean))]):
+        out = mix(np.concatenate([adv, clean]), training=True)
+    assert np.isfinite(np.asarray(out)).all()
+
+
+def test_model_save_and_reload_both_routes(tmp_path):
+    m = resnet(8, 10, input_shape=(28, 28, 1), norm="mixbn")
+    x = np.random.default_rng(2).uniform(size=(6, 28, 28, 1)).astype("float32")
+    with split([("adversarial", 3), ("clean", 3)]):
+        m(x, training=True)
+    m.save(tmp_path / "mix.keras")
+    re = keras.saving.load_model(tmp_path / "mix.keras")
+    outs = {}
+    for domain in ("clean", "adversarial"):
+        set_route(m, domain)
+        set_route(re, domain)
+        outs[domain] = re.predict(x, verbose=0)
+        np.testing.assert_array_equal(outs[domain], m.predict(x, verbose=0))
+    assert not np.allclose(outs["clean"], outs["adversarial"])
+
+
+def test_convert_keeps_outputs_and_initialises_both_domains():
+    inputs = keras.Input((8, 8, 3))
+    h = keras.layers.Conv2D(4, 3, use_bias=False)(inputs)
+    h = keras.layers.BatchNormalization()(h)
+    inner = keras.Model(inputs, keras.layers.ReLU()(h), name="inner")
+    outer_in = keras.Input((8, 8, 3))
+    outer = keras.Model(outer_in, keras.layers.Dense(3)(keras.layers.Flatten()(inner(outer_in))))
+    x = np.random.default_rng(0).uniform(size=(2, 8, 8, 3)).astype("float32")
+    outer(x, training=True)  # non-trivial moving statistics
+    converted = convert(outer)
+    layers = mixbn_layers(converted)
+    assert len(layers) == 1
+    for domain in ("clean", "adversarial"):
+        set_route(converted, domain)
+        np.testing.assert_allclose(converted(x, training=False), outer(x, training=False),
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_convert_keras_applications_model():
+    app = keras.applications.ResNet50(weights=None, input_shape=(32, 32, 3), classes=10)
+    n_bn = sum(isinstance(l, keras.layers.BatchNormalization) for l in app.layers)
+    converted = convert(app)
+    assert len(mixbn_layers(converted)) == n_bn
+    x = np.random.default_rng(0).uniform(size=(2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(converted(x, training=False), app(x, training=False),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_set_route_errors_name_the_value():
+    plain = resnet(8, 10, input_shape=(28, 28, 1))
+    with pytest.raises(ValueError, match="no MixBN"):
+        set_route(plain, "clean")
+    m = resnet(8, 10, input_shape=(28, 28, 1), norm="mixbn")
+    with pytest.raises(ValueError, match="'clear'"):
+        set_route(m, "clear")
+    with pytest.raises(ValueError, match="inference_route='x'"):
+        MixBN(inference_route="x")
+    set_batch_stats_at_inference(m, True)
+    assert all(l.use_batch_stats.numpy() == 1 for l in mixbn_layers(m))

@@ -1,0 +1,131 @@
+import numpy as np
+import keras
+import pytest
+
+from tf_advscale.layers import MixBN
+from tf_advscale.models import (DEPTHS, MODELS, ResNetClassifier, blocks_for, build_model,
+                                count_params, resnet)
+
+# Trainable parameters (the standard count: no conv biases, no BN moving
+# statistics), 10 classes for the CIFAR family and 1000 for ImageNet.
+PINNED = {
+    ("cifar", 8): 78_042, ("cifar", 14): 175_258, ("cifar", 20): 272_474,
+    ("cifar", 32): 466_906, ("cifar", 44): 661_338, ("cifar", 56): 855_770,
+    ("cifar", 110): 1_730_714,
+    ("imagenet", 18): 11_689_512, ("imagenet", 34): 21_797_672,
+    ("imagenet", 50): 25_557_032, ("imagenet", 101): 44_549_160,
+    ("imagenet", 152): 60_192_808, ("imagenet", 200): 64_673_832,
+}
+DEEP = {338: 112, 518: 172, 638: 212}
+
+
+@pytest.mark.parametrize("family,depth", sorted(PINNED))
+def test_pinned_parameter_counts(family, depth):
+    # Resolution does not change the count: small inputs keep the test fast.
+    shape = (32, 32, 3) if family == "cifar" else (64, 64, 3)
+    m = resnet(depth, 10 if family == "cifar" else 1000, family=family, input_shape=shape)
+    assert count_params(m) == PINNED[(family, depth)]
+
+
+def test_standard_counts_match_the_literature():
+    # tf-models / keras-hub / torchvision counts, stated in the issue.
+    assert PINNED[("imagenet", 50)] == 25_557_032
+    assert PINNED[("imagenet", 152)] == 60_192_808
+
+
+@pytest.mark.parametrize("depth,blocks", sorted(DEEP.items()))
+def test_deep_layouts_follow_the_paper_formula(depth, blocks):
+    kind, stages = blocks_for("imagenet", depth)
+    assert kind == "bottleneck"
+    assert sum(stages) == blocks and 3 * sum(stages) + 2 == depth
+
+
+def test_every_table_depth_satisfies_its_formula():
+    for depth, (kind, stages) in DEPTHS["cifar"].items():
+        assert 6 * stages[0] + 2 == depth and len(set(stages)) == 1
+    for depth, (kind, stages) in DEPTHS["imagenet"].items():
+        per_block = 2 if kind == "basic" else 3
+        assert per_block * sum(stages) + 2 == depth
+
+
+def test_resnet638_builds_at_224():
+    m = resnet(638, 1000)
+    assert m.output.shape == (None, 1000)
+    # 3 convs per bottleneck block + stem + 4 projections, each with a BN.
+    convs = [l for l in m.backbone.layers if isinstance(l, keras.layers.Conv2D)]
+    assert len(convs) == 3 * 212 + 1 + 4
+    assert count_params(m) == PINNED_638
+
+
+PINNED_638 = 227_782_696
+
+
+def test_any_cifar_depth_6n_plus_2_builds():
+    m = resnet(26, 10, family="cifar")  # not in the table
+    assert blocks_for("cifar", 26) == ("basic", (4, 4, 4))
+    assert m.output.shape == (None, 10)
+
+
+@pytest.mark.parametrize("family,depth", [("cifar", 21), ("cifar", 2), ("imagenet", 51),
+                                          ("resnext", 50)])
+def test_bad_depth_or_family_names_the_value(family, depth):
+    with pytest.raises(ValueError, match=str(depth) if family != "resnext" else "resnext"):
+        blocks_for(family, depth)
+
+
+def test_registry_builds_every_cifar_model_and_names_imagenet_ones():
+    assert {"cifar_resnet20", "resnet50", "resnet638"} <= set(MODELS)
+    for name in MODELS:
+        if name.startswith("cifar_"):
+            m = build_model(name, input_shape=(28, 28, 1))
+            assert m.output.shape == (None, 10), name
+    with pytest.raises(ValueError, match="resnet5O"):
+        build_model("resnet5O")
+
+
+@pytest.mark.parametrize("norm", ["bn", "gn", "ln", "none", "mixbn"])
+@pytest.mark.parametrize("preact", [False, True])
+def test_norms_and_preact_forward(norm, preact):
+    m = resnet(8, 10, input_shape=(28, 28, 1), norm=norm, preact=preact)
+    x = np.random.default_rng(0).uniform(size=(4, 28, 28, 1)).astype("float32")
+    out = m(x, training=True)
+    assert out.shape == (4, 10) and np.isfinite(np.asarray(out)).all()
+    if norm == "mixbn":
+        assert any(isinstance(l, MixBN) for l in m.backbone.layers)
+    if norm == "none":
+        assert all(l.use_bias for l in m.backbone.layers if isinstance(l, keras.layers.Conv2D))
+
+
+def test_width_multiplier_scales_parameters():
+    base = count_params(resnet(20, 10))
+    wide = count_params(resnet(20, 10, width=2.0))
+    assert 3.5 * base < wide < 4.1 * base
+
+
+def test_inputs_are_standardised_inside_the_model():
+    m = resnet(8, 10)
+    std = m.backbone.get_layer("standardize")
+    x = np.array([[[[0.0, 0.5, 1.0]]]], "float32")
+    np.testing.assert_allclose(np.asarray(std(x)), [[[[-1.0, 0.0, 1.0]]]])
+
+
+@pytest.mark.parametrize("norm", ["bn", "gn", "mixbn"])
+def test_keras_file_round_trip(tmp_path, norm):
+    m = resnet(8, 10, input_shape=(28, 28, 1), norm=norm, width=0.5, preact=norm == "gn")
+    x = np.random.default_rng(1).uniform(size=(3, 28, 28, 1)).astype("float32")
+    m(x, training=True)  # move BN statistics away from their initial values
+    path = tmp_path / "m.keras"
+    m.save(path)
+    re = keras.saving.load_model(path)
+    assert isinstance(re, ResNetClassifier)
+    assert re.get_config() == m.get_config()
+    np.testing.assert_allclose(re.predict(x, verbose=0), m.predict(x, verbose=0), atol=1e-6)
+
+
+def test_bad_arguments_name_the_value():
+    with pytest.raises(ValueError, match="num_classes=1"):
+        resnet(8, 1)
+    with pytest.raises(ValueError, match="width=0"):
+        resnet(8, 10, width=0)
+    with pytest.raises(ValueError, match="norm='batch'"):
+        resnet(8, 10, norm="batch")

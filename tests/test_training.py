@@ -1,0 +1,160 @@
+import numpy as np
+import keras
+import pytest
+import tensorflow as tf
+
+from tf_advscale import attacks
+from tf_advscale.layers import mixbn_layers, set_route
+from tf_advscale.models import resnet
+from tf_advscale.training import AdversarialModel, CatastrophicOverfittingMonitor
+
+PGD = {"name": "pgd", "epsilon": 0.1, "step_size": 0.04, "steps": 2}
+
+
+def _model(norm="bn"):
+    keras.utils.set_random_seed(0)
+    return resnet(8, 10, input_shape=(28, 28, 1), norm=norm, width=0.5)
+
+
+def _fit(am, sample, steps=3, batch=16):
+    x, y = sample
+    am.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
+    return am.fit(x[:steps * batch], y[:steps * batch], batch_size=batch, epochs=1,
+                  verbose=0, shuffle=False).history
+
+
+@pytest.mark.parametrize("norm,mixing,portion", [
+    ("bn", "joint", 1.0), ("bn", "joint", 0.0), ("bn", "separate", 0.5),
+    ("mixbn", "mixbn", 1.0), ("mixbn", "mixbn", 0.25), ("mixbn", "separate", 1.0),
+    ("gn", "joint", 1.0)])
+def test_fit_reports_finite_metrics(sample, norm, mixing, portion):
+    am = AdversarialModel(_model(norm), attack=PGD, eval_attack=PGD, clean_portion=portion,
+                          mixing=mixing, alp_weight=0.5, label_smoothing=0.1, weight_decay=5e-4)
+    history = _fit(am, sample)
+    assert set(history) == {"loss", "clean_accuracy", "adv_accuracy"}
+    assert all(np.isfinite(v[-1]) for v in history.values())
+    r = am.evaluate(sample[0][:32], sample[1][:32], verbose=0, return_dict=True)
+    assert set(r) == {"loss", "clean_accuracy", "adv_accuracy"}
+
+
+def test_standard_training_reports_no_adversarial_metric(sample):
+    am = AdversarialModel(_model(), attack=None)
+    assert set(_fit(am, sample)) == {"loss", "clean_accuracy"}
+
+
+def test_batch_composition_follows_clean_portion():
+    am = AdversarialModel(_model(), attack=PGD, clean_portion=0.25)
+    x = tf.zeros((16, 28, 28, 1))
+    assert am._clean_count(x) == 4
+    logits_adv, logits_clean = am._forward(x, x[:4])
+    assert logits_adv.shape[0] == 16 and logits_clean.shape[0] == 4
+    am0 = AdversarialModel(_model(), attack=PGD, clean_portion=0.0)
+    assert am0._clean_count(x) == 0
+
+
+@pytest.mark.parametrize("portion,clean_moves", [(0.0, False), (1.0, True)])
+def test_mixbn_domains_see_only_their_images(sample, portion, clean_moves):
+    model = _model("mixbn")
+    am = AdversarialModel(model, attack=PGD, clean_portion=portion, mixing="mixbn")
+    layer = mixbn_layers(model)[0]
+    before = layer.moving_mean.numpy().copy()
+    _fit(am, sample, steps=2)
+    after = layer.moving_mean.numpy()
+    assert not np.allclose(after[1], before[1])  # adversarial domain trained
+    assert (not np.allclose(after[0], before[0])) == clean_moves
+
+
+def test_mixbn_mixing_needs_mixbn_layers():
+    with pytest.raises(ValueError, match="MixBN"):
+        AdversarialModel(_model("bn"), attack=PGD, mixing="mixbn")
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"clean_portion": 1.5}, "clean_portion=1.5"),
+    ({"mixing": "mixed"}, "mixing='mixed'"),
+    ({"attack_bn": "eval"}, "attack_bn='eval'"),
+    ({"weight_decay": -1.0}, "weight_decay=-1.0"),
+    ({"label_smoothing": 1.0}, "label_smoothing=1.0"),
+])
+def test_bad_trainer_arguments_name_the_value(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        AdversarialModel(_model(), attack=PGD, **kwargs)
+
+
+def test_weight_decay_touches_kernels_only():
+    from tf_advscale.training import _kernels
+    names = {v.path.split("/")[-1] for v in _kernels(_model())}
+    assert names == {"kernel"}
+
+
+def test_adversarial_model_saves_and_reloads(tmp_path, sample):
+    am = AdversarialModel(_model("mixbn"), attack=attacks.fgsm_rs(0.1), eval_attack=PGD,
+                          clean_portion=1.0, mixing="mixbn", alp_weight=0.5)
+    _fit(am, sample, steps=1)
+    am.save(tmp_path / "am.keras")
+    re = keras.saving.load_model(tmp_path / "am.keras")
+    assert isinstance(re, AdversarialModel)
+    assert re.attack == am.attack and re.mixing == "mixbn" and re.alp_weight == 0.5
+    x = sample[0][:8]
+    for route in ("clean", "adversarial"):
+        set_route(am.model, route)
+        set_route(re.model, route)
+        np.testing.assert_array_equal(re.predict(x, verbose=0), am.predict(x, verbose=0))
+
+
+def test_attack_uses_inference_bn_by_default(sample):
+    am = AdversarialModel(_model(), attack=PGD)
+    x = tf.constant(sample[0][:4])
+    np.testing.assert_array_equal(am.attack_model_fn(x).numpy(),
+                                  am.model(x, training=False).numpy())
+
+
+class _Scripted(CatastrophicOverfittingMonitor):
+    def __init__(self, values, **kw):
+        super().__init__(np.zeros((1, 28, 28, 1)), np.zeros(1), **kw)
+        self.values = list(values)
+
+    def _measure(self):
+        return self.values.pop(0)
+
+
+def test_catastrophic_overfitting_monitor_stops_and_restores():
+    model = AdversarialModel(_model(), attack=attacks.fgsm_rs(0.1))
+    monitor = _Scripted([0.30, 0.40, 0.35, 0.02])
+    monitor.set_model(model)
+    model.stop_training = False
+    best = None
+    for epoch in range(4):
+        if epoch == 1:
+            best = [w.copy() for w in model.get_weights()]
+        elif epoch > 1:
+            model.set_weights([w + 1.0 for w in model.get_weights()])
+        monitor.on_epoch_end(epoch, {})
+        if model.stop_training:
+            break
+    assert monitor.triggered and epoch == 3
+    for a, b in zip(model.get_weights(), best):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_catastrophic_overfitting_monitor_quiet_on_normal_runs():
+    model = AdversarialModel(_model(), attack=attacks.fgsm_rs(0.1))
+    monitor = _Scripted([0.2, 0.3, 0.28, 0.35])
+    monitor.set_model(model)
+    model.stop_training = False
+    for epoch in range(4):
+        monitor.on_epoch_end(epoch, {})
+    assert not monitor.triggered and not model.stop_training
+
+
+@pytest.mark.slow
+def test_adversarial_training_gains_robustness(sample):
+    from tf_advscale import data
+    x, y, _ = data.as_numpy("fashion_mnist_sample", "train")
+    keras.utils.set_random_seed(0)
+    am = AdversarialModel(resnet(8, 10, input_shape=(28, 28, 1)), attack=PGD, eval_attack=PGD)
+    am.compile(optimizer=keras.optimizers.Adam(2e-3))
+    before = am.evaluate(sample[0], sample[1], verbose=0, return_dict=True)["adv_accuracy"]
+    am.fit(x, y, batch_size=64, epochs=4, verbose=0)
+    after = am.evaluate(sample[0], sample[1], verbose=0, return_dict=True)["adv_accuracy"]
+    assert after > before + 0.2

@@ -1,0 +1,4 @@
+"""Attacks behind one interface: ``attack(model_fn, images, labels, target=None)``."""
+
+from tf_advscale.attacks.base import (FGSM, PGD, Attack, NoAttack, fgsm_rs, from_spec,
+                                      paper_pgd, random_targets, register_attack)

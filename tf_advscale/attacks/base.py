@@ -1,0 +1,283 @@
+"""Attacks: objects behind one interface, shared by training and evaluation.
+
+    adv = attack(model_fn, images, labels, target=None)
+
+``model_fn`` maps images in [0, 1] to logits; the caller decides which BN
+mode / MixBN route it uses (see ``AdversarialModel.attack_model_fn``). An
+attack only reads the model: it never updates weights or BN statistics.
+Epsilon and step size are in [0, 1] pixel units; outputs are clipped to
+``[clip_min, clip_max]``.
+"""
+
+import keras
+import tensorflow as tf
+
+NORMS = ("linf", "l2")
+_REGISTRY = {}
+
+
+def register_attack(cls):
+    _REGISTRY[cls.__name__] = cls
+    return keras.saving.register_keras_serializable(package="tf_advscale")(cls)
+
+
+def _check_number(name, value, low=0.0, high=None, inclusive_low=True):
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok:
+        ok = value >= low if inclusive_low else value > low
+        ok = ok and (high is None or value <= high)
+    if not ok:
+        bound = f"{'>=' if inclusive_low else '>'} {low}" + (f" and <= {high}" if high is not None else "")
+        raise ValueError(f"{name} must be a number {bound}. Received: {name}={value!r}")
+
+
+class Attack:
+    """Base class. Subclasses implement ``perturb``."""
+
+    def __call__(self, model_fn, images, labels, target=None):
+        images = tf.convert_to_tensor(images)
+        if images.dtype != tf.float32:
+            images = tf.cast(images, tf.float32)
+        labels = tf.cast(tf.convert_to_tensor(labels), tf.int32)
+        return self.perturb(model_fn, images, labels, target)
+
+    def perturb(self, model_fn, images, labels, target=None):
+        raise NotImplementedError
+
+    def get_config(self):
+        return {}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self.get_config() == other.get_config()
+
+    def __hash__(self):
+        return hash(repr(self))
+
+
+@register_attack
+class NoAttack(Attack):
+    """Returns the images unchanged (standard training / clean evaluation)."""
+
+    def perturb(self, model_fn, images, labels, target=None):
+        return images
+
+
+def random_targets(labels, num_classes, seed=None):
+    """A uniformly random wrong class per example (the paper's target)."""
+    offset = tf.random.uniform(tf.shape(labels), 1, num_classes, dtype=tf.int32, seed=seed)
+    return (labels + offset) % num_classes
+
+
+def _per_example_norm(x, norm):
+    axes = list(range(1, len(x.shape)))
+    if norm == "linf":
+        return tf.reduce_max(tf.abs(x), axis=axes)
+    return tf.sqrt(tf.reduce_sum(tf.square(x), axis=axes))
+
+
+def _expand(v, x):
+    return tf.reshape(v, [-1] + [1] * (len(x.shape) - 1))
+
+
+@register_attack
+class PGD(Attack):
+    """Projected gradient descent (Madry et al. 2018), L-inf or L2.
+
+    Args:
+        epsilon: radius of the threat ball, in [0, 1] pixel units.
+        step_size: step per iteration (pixel units; L2: step length).
+        steps: iterations.
+        norm: ``"linf"`` or ``"l2"``.
+        targeted: attack toward a target class: the ``target`` passed to the
+            call, or else a uniformly random wrong class (the paper's attacker).
+        random_start: probability, per example, of starting at a uniformly
+            random point of the ball instead of the clean image (the paper:
+            0.8; Madry: 1.0; FGSM: 0.0).
+        restarts: independent runs; an example counts as broken if any run
+            breaks it (each run's adversarial image is kept if it succeeds).
+        num_classes: needed for random targets; read from the logits if None.
+        clip_min, clip_max: valid image range.
+        loss: ``"ce"`` (cross-entropy) or ``"cw"`` (logit margin).
+    """
+
+    def __init__(self, epsilon=8 / 255, step_size=2 / 255, steps=10, norm="linf",
+                 targeted=False, random_start=1.0, restarts=1, num_classes=None,
+                 clip_min=0.0, clip_max=1.0, loss="ce"):
+        _check_number("epsilon", epsilon, 0.0, None)
+        if norm == "linf" and epsilon > 1.0:
+            raise ValueError(f"epsilon is in [0, 1] pixel units for linf; {epsilon} would "
+                             f"cover the whole image range (did you mean {epsilon}/255?). "
+                             f"Received: epsilon={epsilon!r}")
+        _check_number("step_size", step_size, 0.0, None)
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
+            raise ValueError(f"steps must be an int >= 0. Received: steps={steps!r}")
+        if not isinstance(restarts, int) or restarts < 1:
+            raise ValueError(f"restarts must be an int >= 1. Received: restarts={restarts!r}")
+        _check_number("random_start", float(random_start), 0.0, 1.0)
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}. Received: norm={norm!r}")
+        if loss not in ("ce", "cw"):
+            raise ValueError(f"loss must be 'ce' or 'cw'. Received: loss={loss!r}")
+        if not clip_min < clip_max:
+            raise ValueError(f"need clip_min < clip_max. Received: {clip_min}, {clip_max}")
+        self.epsilon = float(epsilon)
+        self.step_size = float(step_size)
+        self.steps = steps
+        self.norm = norm
+        self.targeted = bool(targeted)
+        self.random_start = float(random_start)
+        self.restarts = restarts
+        self.num_classes = num_classes
+        self.clip_min = float(clip_min)
+        self.clip_max = float(clip_max)
+        self.loss = loss
+
+    def get_config(self):
+        return {"epsilon": self.epsilon, "step_size": self.step_size, "steps": self.steps,
+                "norm": self.norm, "targeted": self.targeted,
+                "random_start": self.random_start, "restarts": self.restarts,
+                "num_classes": self.num_classes, "clip_min": self.clip_min,
+                "clip_max": self.clip_max, "loss": self.loss}
+
+    # -- pieces -------------------------------------------------------------
+
+    def _project(self, delta):
+        if self.norm == "linf":
+            return tf.clip_by_value(delta, -self.epsilon, self.epsilon)
+        n = _per_example_norm(delta, "l2")
+        factor = tf.minimum(1.0, self.epsilon / tf.maximum(n, 1e-12))
+        return delta * _expand(factor, delta)
+
+    def _random_delta(self, x):
+        if self.norm == "linf":
+            return tf.random.uniform(tf.shape(x), -self.epsilon, self.epsilon)
+        # Uniform in the L2 ball: direction ~ Gaussian, radius ~ eps * u^(1/d).
+        g = tf.random.normal(tf.shape(x))
+        d = tf.cast(tf.reduce_prod(tf.shape(x)[1:]), tf.float32)
+        r = self.epsilon * tf.random.uniform(tf.shape(x)[:1]) ** (1.0 / d)
+        return g / _expand(tf.maximum(_per_example_norm(g, "l2"), 1e-12), g) * _expand(r, g)
+
+    def _step(self, grad):
+        if self.norm == "linf":
+            return self.step_size * tf.sign(grad)
+        n = _per_example_norm(grad, "l2")
+        return self.step_size * grad / _expand(tf.maximum(n, 1e-12), grad)
+
+    def _objective(self, logits, labels, target):
+        """Per-example quantity to ascend."""
+        logits = tf.cast(logits, tf.float32)
+        k = tf.shape(logits)[-1]
+        if self.loss == "ce":
+            if self.targeted:
+                return -tf.keras.losses.sparse_categorical_crossentropy(target, logits, from_logits=True)
+            return tf.keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+        y = target if self.targeted else labels
+        onehot = tf.one_hot(y, k)
+        own = tf.reduce_sum(logits * onehot, -1)
+        other = tf.reduce_max(logits - 1e9 * onehot, -1)
+        return own - other if self.targeted else other - own
+
+    def _success(self, logits, labels, target):
+        pred = tf.argmax(logits, -1, output_type=tf.int32)
+        return tf.equal(pred, target) if self.targeted else tf.not_equal(pred, labels)
+
+    def _run(self, model_fn, x, labels, target):
+        start = self._random_delta(x)
+        if self.random_start < 1.0:
+            use = tf.random.uniform(tf.shape(x)[:1]) < self.random_start
+            start = tf.where(_expand(use, x), start, tf.zeros_like(start))
+        adv = tf.clip_by_value(x + self._project(start), self.clip_min, self.clip_max)
+
+        def step(i, adv):
+            with tf.GradientTape() as tape:
+                tape.watch(adv)
+                objective = self._objective(model_fn(adv), labels, target)
+            grad = tape.gradient(objective, adv)
+            adv = adv + self._step(grad)
+            adv = tf.clip_by_value(x + self._project(adv - x), self.clip_min, self.clip_max)
+            return i + 1, tf.stop_gradient(adv)
+
+        # Keras traces train steps without autograph: an explicit while loop.
+        _, adv = tf.while_loop(lambda i, _: i < self.steps, step, (tf.constant(0), adv))
+        return adv
+
+    def perturb(self, model_fn, images, labels, target=None):
+        if self.targeted and target is None:
+            k = self.num_classes
+            if k is None:
+                k = tf.shape(model_fn(images[:1]))[-1]
+            target = random_targets(labels, k)
+        best = self._run(model_fn, images, labels, target)
+        if self.restarts > 1:
+            done = self._success(model_fn(best), labels, target)
+
+            def restart(i, best, done):
+                adv = self._run(model_fn, images, labels, target)
+                ok = self._success(model_fn(adv), labels, target)
+                best = tf.where(_expand(tf.logical_and(ok, tf.logical_not(done)), adv), adv, best)
+                return i + 1, best, tf.logical_or(done, ok)
+
+            _, best, _ = tf.while_loop(lambda i, *_: i < self.restarts - 1, restart,
+                                       (tf.constant(0), best, done))
+        return tf.stop_gradient(best)
+
+
+@register_attack
+class FGSM(PGD):
+    """One signed-gradient step of size ``step_size`` (default epsilon), from the
+    clean image or -- with ``random_start=1.0`` and ``step_size=1.25*epsilon``,
+    Wong et al. 2020's "fast adversarial training" -- from a random point."""
+
+    def __init__(self, epsilon=8 / 255, step_size=None, random_start=0.0, norm="linf",
+                 targeted=False, num_classes=None, clip_min=0.0, clip_max=1.0, loss="ce"):
+        super().__init__(epsilon=epsilon, step_size=epsilon if step_size is None else step_size,
+                         steps=1, norm=norm, targeted=targeted, random_start=random_start,
+                         restarts=1, num_classes=num_classes, clip_min=clip_min,
+                         clip_max=clip_max, loss=loss)
+
+    def get_config(self):
+        c = super().get_config()
+        del c["steps"], c["restarts"]
+        return c
+
+
+def fgsm_rs(epsilon=8 / 255, **kwargs):
+    """FGSM with random start and step 1.25 epsilon (Wong et al. 2020)."""
+    return FGSM(epsilon=epsilon, step_size=1.25 * epsilon, random_start=1.0, **kwargs)
+
+
+def paper_pgd(steps=30, train=True, num_classes=None):
+    """The paper's attacker: targeted PGD toward a random wrong class,
+    epsilon 16/255, step 1/255 (1.6/255 for 10 steps at evaluation); random
+    start for 80% of training examples, always at evaluation."""
+    step = 1.6 / 255 if (not train and steps == 10) else 1 / 255
+    return PGD(epsilon=16 / 255, step_size=step, steps=steps, targeted=True,
+               random_start=0.8 if train else 1.0, num_classes=num_classes)
+
+
+def from_spec(spec):
+    """An attack from a config dict ``{"name": "pgd", ...}``, an Attack, or None."""
+    if spec is None:
+        return NoAttack()
+    if isinstance(spec, Attack):
+        return spec
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise ValueError(f"An attack spec is a dict with a 'name'. Received: {spec!r}")
+    spec = dict(spec)
+    name = spec.pop("name")
+    makers = {"none": NoAttack, "pgd": PGD, "fgsm": FGSM, "fgsm_rs": fgsm_rs,
+              "paper_pgd": paper_pgd}
+    if name not in makers:
+        raise ValueError(f"Unknown attack: expected one of {sorted(makers)}. Received: name={name!r}")
+    try:
+        return makers[name](**spec)
+    except TypeError as e:
+        raise ValueError(f"Bad arguments for attack {name!r}: {e}. Received: {spec}") from None

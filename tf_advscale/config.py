@@ -1,0 +1,158 @@
+"""Experiment configs: one readable Python file per experiment.
+
+A config file defines ``get_config(runlocal=False) -> dict``. The dict is
+merged over ``DEFAULTS`` below; every key must exist there (a mistyped key
+is an error that names it and suggests the closest known key). Attack specs
+(``attack``, ``eval_attack``) and ``norm_kwargs`` are free-form dicts checked
+by the code that consumes them.
+"""
+
+import ast
+import copy
+import difflib
+import importlib.util
+import os
+
+DEFAULTS = {
+    "seed": 0,
+    "deterministic": False,
+    "threads": {"intra_op": 2, "inter_op": 1},
+    "data": {
+        "dataset": "fashion_mnist_sample",
+        "source": None,
+        "path": None,
+        "data_dir": None,
+        "manual_dir": None,
+        "batch_size": 128,
+        "image_size": None,
+        "augment": True,
+        "train_subset": None,
+        "test_subset": None,
+        "num_parallel_calls": 1,
+    },
+    "model": {
+        "depth": 8,
+        "family": "cifar",
+        "norm": "bn",
+        "norm_kwargs": {},
+        "width": 1.0,
+        "preact": False,
+    },
+    # Training attack; None = standard training.
+    "attack": {"name": "pgd", "epsilon": 0.1, "step_size": 0.025, "steps": 7},
+    # Attack reported by validation and the final evaluation; None = clean only.
+    "eval_attack": {"name": "pgd", "epsilon": 0.1, "step_size": 0.01, "steps": 20},
+    "trainer": {
+        "clean_portion": 0.0,
+        "mixing": "joint",
+        "alp_weight": 0.0,
+        "label_smoothing": 0.0,
+        "weight_decay": 5e-4,
+        "attack_bn": "inference",
+        "attack_route": "adversarial",
+        "attack_jit_compile": False,
+        "jit_compile": False,
+        "steps_per_execution": 1,
+        "catastrophic_overfitting": False,
+    },
+    "optimizer": {
+        "name": "sgd",
+        "learning_rate": 0.1,
+        "momentum": 0.9,
+        "nesterov": True,
+        "schedule": "cosine",
+        "warmup_epochs": 0,
+        "decay_epochs": [],
+        "epochs": 2,
+    },
+    "eval": {
+        "val_subset": 500,
+        "val_every": 1,
+        "test_subset": None,
+        "route": "adversarial",
+    },
+}
+
+FREE_FORM = {("attack",), ("eval_attack",), ("model", "norm_kwargs")}
+
+
+class ConfigError(ValueError):
+    """A config is malformed or has unknown keys."""
+
+
+def _merge(base, update, path=()):
+    out = copy.deepcopy(base)
+    if not isinstance(update, dict):
+        raise ConfigError(f"config{''.join(f'[{p!r}]' for p in path)} must be a dict. "
+                          f"Received: {update!r}")
+    for key, value in update.items():
+        where = ".".join(path + (str(key),))
+        if key not in base:
+            close = difflib.get_close_matches(str(key), [str(k) for k in base], n=1)
+            hint = f" Did you mean {'.'.join(path + (close[0],))!r}?" if close else ""
+            raise ConfigError(f"Unknown config key {where!r}.{hint} "
+                              f"Known keys here: {sorted(base)}")
+        if path + (key,) in FREE_FORM:
+            if value is not None and not isinstance(value, dict):
+                raise ConfigError(f"config key {where!r} must be a dict or None. Received: {value!r}")
+            out[key] = copy.deepcopy(value)
+        elif isinstance(base[key], dict):
+            out[key] = _merge(base[key], value, path + (key,))
+        else:
+            out[key] = value
+    return out
+
+
+def merge(update):
+    """``DEFAULTS`` updated with ``update``; unknown keys raise ConfigError."""
+    return _merge(DEFAULTS, update or {})
+
+
+def load_file(path, runlocal=False):
+    """Runs the config file's ``get_config(runlocal)`` and returns the raw dict."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"Config file not found: {path}")
+    spec = importlib.util.spec_from_file_location("_advscale_config", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as e:
+        raise ConfigError(f"Config file {path} has a syntax error: {e}") from e
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"Config file {path} must define get_config(runlocal=False)")
+    config = module.get_config(runlocal=runlocal)
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: get_config() must return a dict. Received: {type(config).__name__}")
+    return config
+
+
+def parse_override(text):
+    """``"a.b=value"`` -> (("a", "b"), value); the value is a Python literal
+    when it parses as one, else a string."""
+    if "=" not in text:
+        raise ConfigError(f"An override is KEY=VALUE (e.g. optimizer.epochs=3). Received: {text!r}")
+    key, raw = text.split("=", 1)
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        value = raw
+    return tuple(key.strip().split(".")), value
+
+
+def apply_overrides(config, overrides):
+    config = copy.deepcopy(config)
+    for text in overrides or ():
+        keys, value = parse_override(text)
+        node = config
+        for k in keys[:-1]:
+            if not isinstance(node.get(k), dict):
+                node[k] = {}
+            node = node[k]
+        node[keys[-1]] = value
+    return config
+
+
+def load(path=None, runlocal=False, overrides=()):
+    """The full, validated config: defaults <- file <- overrides."""
+    config = merge(load_file(path, runlocal) if path else {})
+    return merge(apply_overrides(config, overrides))

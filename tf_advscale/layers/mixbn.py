@@ -1,0 +1,320 @@
+"""MixBN: batch normalization with one set of statistics (and affine
+parameters) per input domain -- the paper's "mixture BN" (MBN, Sec. 4.2).
+
+Routing
+-------
+Every MixBN layer of a model reads the routing that is active when it is
+called:
+
+* no routing active (plain ``model(x)``, ``predict``, ``evaluate``): the whole
+  batch goes through the layer's *inference route*, a non-trainable variable
+  (saved with the model), so ``set_route(model, "clean")`` switches a built
+  model without rebuilding or retracing;
+* ``with route("adversarial"):`` -- the whole batch goes through one domain;
+* ``with split([("adversarial", n), ("clean", m)]):`` -- the batch is the
+  concatenation of the listed segments, in that order; each segment is
+  normalised with its own batch statistics and updates only its own domain's
+  moving statistics.
+
+The routing is thread-local and read at trace time, so it is set inside the
+train step: under ``tf.distribute`` each replica splits its own per-replica
+batch and never sees another replica's rows.
+"""
+
+import contextlib
+import threading
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from tf_advscale.layers.norms import BN_DEFAULTS, register_norm
+
+DEFAULT_DOMAINS = ("clean", "adversarial")
+
+_state = threading.local()
+
+
+def _current():
+    return getattr(_state, "routing", None)
+
+
+@contextlib.contextmanager
+def _routing(value):
+    previous = _current()
+    _state.routing = value
+    try:
+        yield
+    finally:
+        _state.routing = previous
+
+
+def route(domain):
+    """Context: every MixBN layer sends the whole batch through ``domain``."""
+    return _routing(("route", domain))
+
+
+def split(segments):
+    """Context: the batch is ``segments = [(domain, size), ...]`` concatenated.
+
+    Sizes may be Python ints or scalar int tensors; a segment of size 0 is
+    allowed (its domain's statistics are then left unchanged).
+    """
+    segments = [(d, s) for d, s in segments]
+    if not segments:
+        raise ValueError("split() needs at least one (domain, size) segment")
+    return _routing(("split", segments))
+
+
+@keras.saving.register_keras_serializable(package="tf_advscale")
+class MixBN(keras.layers.BatchNormalization):
+    """Domain-routed BatchNormalization.
+
+    Args:
+        domains: names of the domains, e.g. ``("clean", "adversarial")``.
+        separate_stats: one set of moving mean/variance per domain (else one
+            set shared by all domains).
+        separate_affine: one gamma/beta per domain (else shared).
+        inference_route: the domain used when no routing is active.
+        batch_stats_at_inference: normalise with the batch's own statistics
+            also at inference ("BN consistent at training and testing").
+        **kwargs: everything ``keras.layers.BatchNormalization`` takes.
+
+    Weights ``gamma``, ``beta`` have shape ``(n_affine, C)`` and
+    ``moving_mean``, ``moving_variance`` ``(n_stats, C)``, one row per domain.
+    """
+
+    def __init__(
+        self,
+        domains=DEFAULT_DOMAINS,
+        separate_stats=True,
+        separate_affine=True,
+        inference_route="adversarial",
+        batch_stats_at_inference=False,
+        **kwargs,
+    ):
+        if kwargs.get("renorm"):
+            raise ValueError("MixBN does not support renorm. Received: renorm=True")
+        super().__init__(**kwargs)
+        domains = tuple(domains)
+        if len(domains) < 1 or len(set(domains)) != len(domains):
+            raise ValueError(
+                f"domains must be distinct names, at least one. Received: domains={domains}"
+            )
+        if inference_route not in domains:
+            raise ValueError(
+                f"inference_route must be one of {domains}. "
+                f"Received: inference_route={inference_route!r}"
+            )
+        if self.axis not in (-1, 3):
+            raise ValueError(f"MixBN normalises the last axis. Received: axis={self.axis}")
+        self.domains = domains
+        self.separate_stats = bool(separate_stats)
+        self.separate_affine = bool(separate_affine)
+        self.inference_route = inference_route
+        self.batch_stats_at_inference = bool(batch_stats_at_inference)
+
+    # -- construction -----------------------------------------------------
+
+    def build(self, input_shape):
+        channels = input_shape[self.axis]
+        n_affine = len(self.domains) if self.separate_affine else 1
+        n_stats = len(self.domains) if self.separate_stats else 1
+        self.gamma = self.beta = None
+        if self.scale:
+            self.gamma = self.add_weight(
+                shape=(n_affine, channels), name="gamma",
+                initializer=self.gamma_initializer, regularizer=self.gamma_regularizer,
+                constraint=self.gamma_constraint, trainable=True, autocast=False)
+        if self.center:
+            self.beta = self.add_weight(
+                shape=(n_affine, channels), name="beta",
+                initializer=self.beta_initializer, regularizer=self.beta_regularizer,
+                constraint=self.beta_constraint, trainable=True, autocast=False)
+        self.moving_mean = self.add_weight(
+            shape=(n_stats, channels), name="moving_mean",
+            initializer=self.moving_mean_initializer, trainable=False, autocast=False)
+        self.moving_variance = self.add_weight(
+            shape=(n_stats, channels), name="moving_variance",
+            initializer=self.moving_variance_initializer, trainable=False, autocast=False)
+        self.route_index = self.add_weight(
+            shape=(), name="route_index", dtype="int32", trainable=False,
+            initializer=keras.initializers.Constant(self.domains.index(self.inference_route)))
+        self.use_batch_stats = self.add_weight(
+            shape=(), name="use_batch_stats", dtype="int32", trainable=False,
+            initializer=keras.initializers.Constant(int(self.batch_stats_at_inference)))
+        self.input_spec = keras.layers.InputSpec(
+            ndim=len(input_shape), axes={self.axis: channels})
+        self._reduction_axes = list(range(len(input_shape) - 1))
+
+    @classmethod
+    def from_batch_norm(cls, layer, **kwargs):
+        """A MixBN with ``layer``'s configuration (weights are set by ``convert``)."""
+        config = layer.get_config()
+        if config.get("renorm"):
+            raise ValueError(f"Cannot convert {layer.name}: renorm is not supported")
+        for key in ("renorm", "renorm_clipping", "renorm_momentum"):
+            config.pop(key, None)
+        return cls(**config, **kwargs)
+
+    def get_config(self):
+        config = super().get_config()
+        for key in ("renorm", "renorm_clipping", "renorm_momentum"):
+            config.pop(key, None)
+        config.update(
+            domains=list(self.domains),
+            separate_stats=self.separate_stats,
+            separate_affine=self.separate_affine,
+            inference_route=self.inference_route,
+            batch_stats_at_inference=self.batch_stats_at_inference,
+        )
+        return config
+
+    # -- routing ----------------------------------------------------------
+
+    def domain_index(self, domain):
+        if domain not in self.domains:
+            raise ValueError(
+                f"Unknown domain for {self.name}: expected one of {self.domains}. "
+                f"Received: {domain!r}")
+        return self.domains.index(domain)
+
+    def set_route(self, domain):
+        self.route_index.assign(self.domain_index(domain))
+
+    def set_batch_stats_at_inference(self, flag):
+        self.use_batch_stats.assign(int(bool(flag)))
+
+    @property
+    def route(self):
+        return self.domains[int(ops.convert_to_numpy(self.route_index))]
+
+    # -- computation ------------------------------------------------------
+
+    def _row(self, variable, index, separate):
+        if variable is None:
+            return None
+        return tf.gather(variable, index if separate else 0)
+
+    def _normalize(self, x, index, training, size=None):
+        """Normalises ``x`` (one domain) with domain ``index`` (int or tensor)."""
+        dtype = x.dtype
+        gamma = self._row(self.gamma, index, self.separate_affine)
+        beta = self._row(self.beta, index, self.separate_affine)
+        moving_mean = tf.cast(self._row(self.moving_mean, index, self.separate_stats), dtype)
+        moving_var = tf.cast(self._row(self.moving_variance, index, self.separate_stats), dtype)
+        if training:
+            mean, variance = self._moments(x, None)
+            if size is not None:
+                # An empty segment has no statistics: keep the moving ones.
+                nonempty = size > 0
+                mean = tf.where(nonempty, mean, moving_mean)
+                variance = tf.where(nonempty, variance, moving_var)
+            self._update_row(self.moving_mean, index, moving_mean, mean)
+            self._update_row(self.moving_variance, index, moving_var, variance)
+        else:
+            use_batch = tf.cast(self.use_batch_stats, tf.bool)
+            mean, variance = tf.cond(
+                use_batch,
+                lambda: self._batch_moments(x),
+                lambda: (moving_mean, moving_var))
+        outputs = tf.nn.batch_normalization(
+            x, mean, variance,
+            None if beta is None else tf.cast(beta, dtype),
+            None if gamma is None else tf.cast(gamma, dtype),
+            self.epsilon)
+        return outputs
+
+    def _batch_moments(self, x):
+        return self._moments(x, None)
+
+    def _update_row(self, variable, index, old, new):
+        row = index if self.separate_stats else 0
+        value = old * self.momentum + tf.cast(new, old.dtype) * (1.0 - self.momentum)
+        value = tf.cast(value, variable.dtype)
+        variable.assign(tf.tensor_scatter_nd_update(
+            tf.convert_to_tensor(variable), [[row]], value[None]))
+
+    def call(self, inputs, training=None, mask=None):
+        if mask is not None:
+            raise ValueError("MixBN does not support masks")
+        compute_dtype = keras.backend.result_type(inputs.dtype, "float32")
+        x = tf.cast(inputs, compute_dtype)
+        training = bool(training) and self.trainable
+        routing = _current()
+        if routing is None:
+            out = self._normalize(x, self.route_index, training)
+        elif routing[0] == "route":
+            out = self._normalize(x, self.domain_index(routing[1]), training)
+        else:
+            segments = routing[1]
+            sizes = [s for _, s in segments]
+            parts = tf.split(x, sizes, axis=0) if len(segments) > 1 else [x]
+            out = tf.concat([
+                self._normalize(part, self.domain_index(domain), training, size=size)
+                for part, (domain, size) in zip(parts, segments)
+            ], axis=0)
+        return tf.cast(out, self.compute_dtype)
+
+
+@register_norm("mixbn")
+def _mixbn(channels, name, **kwargs):
+    return MixBN(name=name, **{**BN_DEFAULTS, **kwargs})
+
+
+# -- model-level helpers -----------------------------------------------------
+
+def mixbn_layers(model):
+    """All MixBN layers of ``model``, nested models included."""
+    return [l for l in model._flatten_layers(include_self=False, recursive=True)
+            if isinstance(l, MixBN)]
+
+
+def set_route(model, domain):
+    """Chooses the inference route of every MixBN layer of ``model``."""
+    layers = mixbn_layers(model)
+    if not layers:
+        raise ValueError(f"Model {model.name!r} has no MixBN layers; it has no routes")
+    for layer in layers:
+        layer.set_route(domain)
+
+
+def set_batch_stats_at_inference(model, flag=True):
+    """Makes every MixBN layer normalise with batch statistics at inference."""
+    layers = mixbn_layers(model)
+    if not layers:
+        raise ValueError(f"Model {model.name!r} has no MixBN layers")
+    for layer in layers:
+        layer.set_batch_stats_at_inference(flag)
+
+
+def convert(model, domains=DEFAULT_DOMAINS, **mixbn_kwargs):
+    """Returns a copy of ``model`` in which every BatchNormalization is a MixBN.
+
+    Each domain starts from the original layer's gamma, beta and moving
+    statistics; all other weights are copied. Works for functional and
+    sequential models (nested ones included), e.g. ``keras.applications``.
+    """
+    def clone(layer):
+        if isinstance(layer, keras.layers.BatchNormalization) and not isinstance(layer, MixBN):
+            return MixBN.from_batch_norm(layer, domains=domains, **mixbn_kwargs)
+        return layer.__class__.from_config(layer.get_config())
+
+    new = keras.models.clone_model(model, clone_function=clone, recursive=True)
+    def leaves(m):
+        return [l for l in m._flatten_layers(include_self=False, recursive=True)
+                if not isinstance(l, keras.Model) and l.weights]
+
+    pairs = list(zip(leaves(model), leaves(new)))
+    for src, layer in pairs:
+        if src.name != layer.name:
+            raise RuntimeError(f"convert: layer order differs at {src.name} / {layer.name}")
+        if isinstance(layer, MixBN):
+            for name in ("gamma", "beta", "moving_mean", "moving_variance"):
+                dst = getattr(layer, name)
+                if dst is not None:
+                    value = ops.convert_to_numpy(getattr(src, name))
+                    dst.assign(ops.broadcast_to(value[None], dst.shape))
+        else:
+            layer.set_weights(src.get_weights())
+    return new

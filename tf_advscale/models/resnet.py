@@ -1,0 +1,276 @@
+"""ResNets of any depth from one table (He et al. 2016; the paper's deep ones).
+
+Two families share the code:
+
+* ``"cifar"``: 3x3 stem, three stages of basic blocks (16, 32, 64 filters),
+  depth = 6n + 2. Any such depth builds; the table lists the usual ones.
+* ``"imagenet"``: 7x7/2 stem + max-pool, four stages (64, 128, 256, 512
+  filters), basic blocks for 18/34 and bottleneck blocks (x4 expansion,
+  stride on the 3x3 conv) from 50 up.
+
+ResNet-338/518/638 (the paper, Sec. 5) have 112, 172 and 212 bottleneck
+blocks; their per-stage layout is not published. We grow the third stage,
+as ResNet-152 -> 200 grows the second and third: ResNet-200 is
+[3, 24, 36, 3], so 338 = [3, 24, 82, 3], 518 = [3, 24, 142, 3] and
+638 = [3, 24, 182, 3].
+
+Models take images in [0, 1] and standardise them inside (default: to
+[-1, 1], as in the paper), so attacks and epsilons live in pixel space.
+They return logits.
+"""
+
+import keras
+
+from tf_advscale.layers import make_norm
+from tf_advscale.models.registry import register_model
+
+# family -> depth -> (block type, blocks per stage). Depth is data.
+DEPTHS = {
+    "cifar": {
+        8: ("basic", (1, 1, 1)),
+        14: ("basic", (2, 2, 2)),
+        20: ("basic", (3, 3, 3)),
+        32: ("basic", (5, 5, 5)),
+        44: ("basic", (7, 7, 7)),
+        56: ("basic", (9, 9, 9)),
+        110: ("basic", (18, 18, 18)),
+    },
+    "imagenet": {
+        18: ("basic", (2, 2, 2, 2)),
+        34: ("basic", (3, 4, 6, 3)),
+        50: ("bottleneck", (3, 4, 6, 3)),
+        101: ("bottleneck", (3, 4, 23, 3)),
+        152: ("bottleneck", (3, 8, 36, 3)),
+        200: ("bottleneck", (3, 24, 36, 3)),
+        338: ("bottleneck", (3, 24, 82, 3)),
+        518: ("bottleneck", (3, 24, 142, 3)),
+        638: ("bottleneck", (3, 24, 182, 3)),
+    },
+}
+
+STAGE_FILTERS = {"cifar": (16, 32, 64), "imagenet": (64, 128, 256, 512)}
+EXPANSION = {"basic": 1, "bottleneck": 4}
+
+
+def blocks_for(family, depth):
+    """(block type, blocks per stage) for ``family`` and ``depth``."""
+    if family not in DEPTHS:
+        raise ValueError(f"Unknown family. Expected one of {sorted(DEPTHS)}. "
+                         f"Received: family={family!r}")
+    if depth in DEPTHS[family]:
+        return DEPTHS[family][depth]
+    if family == "cifar" and isinstance(depth, int) and depth >= 8 and (depth - 2) % 6 == 0:
+        n = (depth - 2) // 6
+        return "basic", (n, n, n)
+    hint = "6n+2 with n >= 1" if family == "cifar" else f"one of {sorted(DEPTHS[family])}"
+    raise ValueError(f"Unsupported depth for the {family} family: expected {hint}. "
+                     f"Received: depth={depth!r}")
+
+
+@keras.saving.register_keras_serializable(package="tf_advscale")
+class Standardize(keras.layers.Layer):
+    """``(x - mean) / std`` with constant per-channel mean and std."""
+
+    def __init__(self, mean=0.5, std=0.5, **kwargs):
+        super().__init__(**kwargs)
+        self.mean = mean
+        self.std = std
+
+    def call(self, x):
+        mean = keras.ops.cast(keras.ops.convert_to_tensor(self.mean), x.dtype)
+        std = keras.ops.cast(keras.ops.convert_to_tensor(self.std), x.dtype)
+        return (x - mean) / std
+
+    def get_config(self):
+        return {**super().get_config(), "mean": self.mean, "std": self.std}
+
+
+def _conv(filters, kernel, stride, name, use_bias):
+    return keras.layers.Conv2D(
+        filters, kernel, strides=stride, padding="same", use_bias=use_bias,
+        kernel_initializer=keras.initializers.VarianceScaling(2.0, "fan_out", "truncated_normal"),
+        name=name)
+
+
+class _Builder:
+    """Builds the graph of one ResNet; keeps the per-model switches together."""
+
+    def __init__(self, norm, norm_kwargs, preact, zero_init_residual):
+        self.norm = norm
+        self.norm_kwargs = dict(norm_kwargs or {})
+        self.preact = preact
+        self.zero_init_residual = zero_init_residual
+        self.bias = norm == "none"
+
+    def norm_layer(self, x, name, zero=False):
+        kwargs = dict(self.norm_kwargs)
+        if zero and self.norm in ("bn", "mixbn", "gn", "ln"):
+            kwargs["gamma_initializer"] = "zeros"
+        return make_norm(self.norm, x.shape[-1], name=name, **kwargs)(x)
+
+    def conv(self, x, filters, kernel, stride, name):
+        return _conv(filters, kernel, stride, name, self.bias)(x)
+
+    def relu(self, x, name):
+        return keras.layers.ReLU(name=name)(x)
+
+    def block(self, x, block, filters, stride, name):
+        out_ch = filters * EXPANSION[block]
+        needs_proj = stride != 1 or x.shape[-1] != out_ch
+        if self.preact:
+            pre = self.relu(self.norm_layer(x, f"{name}_preact_norm"), f"{name}_preact_relu")
+            shortcut = self.conv(pre, out_ch, 1, stride, f"{name}_proj") if needs_proj else x
+            y = pre
+        else:
+            shortcut = x
+            if needs_proj:
+                shortcut = self.conv(x, out_ch, 1, stride, f"{name}_proj")
+                shortcut = self.norm_layer(shortcut, f"{name}_proj_norm")
+            y = x
+        if block == "basic":
+            convs = [(filters, 3, stride), (filters, 3, 1)]
+        else:
+            convs = [(filters, 1, 1), (filters, 3, stride), (out_ch, 1, 1)]
+        for i, (f, k, s) in enumerate(convs):
+            last = i == len(convs) - 1
+            if self.preact and i > 0:
+                y = self.relu(self.norm_layer(y, f"{name}_norm{i}"), f"{name}_relu{i}")
+            y = self.conv(y, f, k, s, f"{name}_conv{i + 1}")
+            if not self.preact:
+                y = self.norm_layer(y, f"{name}_norm{i + 1}", zero=last and self.zero_init_residual)
+                if not last:
+                    y = self.relu(y, f"{name}_relu{i + 1}")
+        y = keras.layers.Add(name=f"{name}_add")([shortcut, y])
+        if not self.preact:
+            y = self.relu(y, f"{name}_out")
+        return y
+
+
+@keras.saving.register_keras_serializable(package="tf_advscale")
+class ResNetBackbone(keras.Model):
+    """ResNet feature extractor: images in [0, 1] -> final feature map.
+
+    Args:
+        depth: network depth (see ``DEPTHS``; any 6n+2 for ``family="cifar"``).
+        family: ``"cifar"`` or ``"imagenet"``.
+        input_shape: ``(H, W, C)``; spatial dims may be ``None``.
+        norm: ``"bn"``, ``"gn"``, ``"ln"``, ``"none"`` or ``"mixbn"``.
+        norm_kwargs: extra arguments for every normalization layer.
+        width: multiplier on every stage's filter count.
+        preact: pre-activation blocks (He et al. 2016b).
+        zero_init_residual: start each residual branch's last norm at gamma=0.
+        mean, std: input standardisation done inside the model.
+    """
+
+    def __init__(self, depth=20, family="cifar", input_shape=(32, 32, 3), norm="bn",
+                 norm_kwargs=None, width=1.0, preact=False, zero_init_residual=True,
+                 mean=0.5, std=0.5, **kwargs):
+        block, stages = blocks_for(family, depth)
+        if not width or width <= 0:
+            raise ValueError(f"width must be > 0. Received: width={width!r}")
+        input_shape = tuple(input_shape)
+        if len(input_shape) != 3:
+            raise ValueError(f"input_shape must be (H, W, C). Received: input_shape={input_shape}")
+        b = _Builder(norm, norm_kwargs, preact, zero_init_residual)
+
+        inputs = keras.Input(shape=input_shape, name="images")
+        x = Standardize(mean, std, name="standardize")(inputs)
+        filters = [max(1, int(round(f * width))) for f in STAGE_FILTERS[family]]
+        if family == "cifar":
+            x = b.conv(x, filters[0], 3, 1, "stem_conv")
+        else:
+            x = b.conv(x, filters[0], 7, 2, "stem_conv")
+        if not preact:
+            x = b.relu(b.norm_layer(x, "stem_norm"), "stem_relu")
+        if family == "imagenet":
+            x = keras.layers.MaxPooling2D(3, 2, padding="same", name="stem_pool")(x)
+        for s, (n, f) in enumerate(zip(stages, filters)):
+            for i in range(n):
+                stride = 2 if (i == 0 and s > 0) else 1
+                x = b.block(x, block, f, stride, f"stage{s + 1}_block{i + 1}")
+        if preact:
+            x = b.relu(b.norm_layer(x, "final_norm"), "final_relu")
+        super().__init__(inputs=inputs, outputs=x, **kwargs)
+
+        self.depth = depth
+        self.family = family
+        self.image_shape = input_shape
+        self.norm = norm
+        self.norm_kwargs = dict(norm_kwargs or {})
+        self.width = width
+        self.preact = preact
+        self.zero_init_residual = zero_init_residual
+        self.mean = mean
+        self.std = std
+        self.block_type = block
+        self.stackwise_num_blocks = stages
+
+    def get_config(self):
+        return {
+            "name": self.name, "trainable": self.trainable,
+            "depth": self.depth, "family": self.family,
+            "input_shape": list(self.image_shape), "norm": self.norm,
+            "norm_kwargs": self.norm_kwargs, "width": self.width,
+            "preact": self.preact, "zero_init_residual": self.zero_init_residual,
+            "mean": self.mean, "std": self.std,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="tf_advscale")
+class ResNetClassifier(keras.Model):
+    """Backbone + global average pooling + dense logits."""
+
+    def __init__(self, backbone, num_classes, **kwargs):
+        if not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"num_classes must be an int >= 2. Received: num_classes={num_classes!r}")
+        inputs = backbone.input
+        x = backbone(inputs)
+        x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+        outputs = keras.layers.Dense(num_classes, name="logits",
+                                     kernel_initializer=keras.initializers.RandomNormal(stddev=0.01)
+                                     )(x)
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        self.backbone = backbone
+        self.num_classes = num_classes
+
+    def get_config(self):
+        return {"name": self.name, "trainable": self.trainable,
+                "backbone": keras.saving.serialize_keras_object(self.backbone),
+                "num_classes": self.num_classes}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        return cls(**config)
+
+
+def resnet(depth=20, num_classes=10, family=None, input_shape=None, name=None, **kwargs):
+    """A ResNet classifier. ``family`` defaults to ``"cifar"`` for the CIFAR
+    table's depths and ``"imagenet"`` otherwise; ``input_shape`` to 32x32x3
+    (cifar) or 224x224x3 (imagenet)."""
+    if family is None:
+        family = "cifar" if depth in DEPTHS["cifar"] else "imagenet"
+    if input_shape is None:
+        input_shape = (32, 32, 3) if family == "cifar" else (224, 224, 3)
+    prefix = "cifar_resnet" if family == "cifar" else "resnet"
+    backbone = ResNetBackbone(depth=depth, family=family, input_shape=input_shape,
+                              name=f"{prefix}{depth}_backbone", **kwargs)
+    return ResNetClassifier(backbone, num_classes, name=name or f"{prefix}{depth}")
+
+
+def _register_table():
+    for family, table in DEPTHS.items():
+        prefix = "cifar_resnet" if family == "cifar" else "resnet"
+        for depth in table:
+            def make(num_classes=10 if family == "cifar" else 1000, _d=depth, _f=family, **kw):
+                return resnet(_d, num_classes=num_classes, family=_f, **kw)
+            make.__name__ = f"{prefix}{depth}"
+            register_model(f"{prefix}{depth}")(make)
+
+
+_register_table()

@@ -1,0 +1,351 @@
+"""The adversarial Keras model: the paper's training procedure in ``train_step``.
+
+``AdversarialModel(classifier, attack=...)`` wraps any Keras classifier
+(images in [0, 1] -> logits). ``fit``, ``evaluate``, ``predict``, callbacks,
+``tf.distribute`` and ``.keras`` saving keep working; Keras owns the loop.
+
+One training step, per replica (Sec. 3-4 of the paper):
+
+1. generate adversarial images for the N images of the batch with
+   ``attack``, through ``attack_bn`` mode ("inference": BN uses its moving
+   statistics and nothing is updated, as in the paper) and the adversarial
+   MixBN route; the result is a constant for the weight update;
+2. take the clean versions of ``clean_portion`` x N of them;
+3. forward the N adversarial + the clean images according to ``mixing``:
+   ``"joint"`` one batch through one BN (statistics of the mixture),
+   ``"mixbn"`` one batch split between MixBN's clean and adversarial
+   domains, ``"separate"`` two forward passes (per domain for MixBN models,
+   through the one shared BN otherwise);
+4. loss = mean cross-entropy over all N + clean images (optionally label
+   smoothing), + ``alp_weight`` x mean squared logit distance of clean/adv
+   pairs (ALP), + ``weight_decay`` x L2 of conv/dense kernels.
+"""
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tf_advscale import attacks as attacks_lib
+from tf_advscale.layers import mixbn
+
+MIXING = ("joint", "mixbn", "separate")
+ATTACK_BN = ("inference", "train")
+CLEAN, ADV = "clean", "adversarial"
+
+
+def _kernels(model):
+    return [v for v in model.trainable_variables if v.path.endswith("kernel")]
+
+
+@keras.saving.register_keras_serializable(package="tf_advscale")
+class AdversarialModel(keras.Model):
+    """Adversarial training of ``model`` with the paper's batch recipe.
+
+    Args:
+        model: the classifier (images in [0, 1] -> logits).
+        attack: training attack (an ``Attack``, a spec dict, or None for
+            standard training).
+        eval_attack: attack used by ``evaluate`` (``test_step``); None:
+            clean evaluation only.
+        clean_portion: clean images added per adversarial image, in [0, 1]
+            (the paper's "x% clean"); 0 = adversarial only.
+        mixing: ``"joint"``, ``"mixbn"`` or ``"separate"`` (see module doc).
+        alp_weight: adversarial logit pairing weight (0 = off).
+        label_smoothing: for the cross-entropy.
+        weight_decay: L2 coefficient on conv/dense kernels only (the gradient
+            is ``weight_decay * w``, as SGD weight decay).
+        attack_bn: BN mode while generating the attack: ``"inference"`` or
+            ``"train"`` (batch statistics, still without updating anything).
+        attack_route: MixBN route the attacker sees.
+        attack_jit_compile: compile the attack loop with XLA (measure first:
+            on CPU plain graph mode is usually faster).
+    """
+
+    def __init__(self, model, attack=None, eval_attack=None, clean_portion=0.0,
+                 mixing="joint", alp_weight=0.0, label_smoothing=0.0, weight_decay=0.0,
+                 attack_bn="inference", attack_route=ADV, attack_jit_compile=False, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(model, keras.Model):
+            raise ValueError(f"model must be a keras.Model. Received: model={model!r}")
+        _in_unit("clean_portion", clean_portion)
+        if mixing not in MIXING:
+            raise ValueError(f"mixing must be one of {MIXING}. Received: mixing={mixing!r}")
+        if attack_bn not in ATTACK_BN:
+            raise ValueError(f"attack_bn must be one of {ATTACK_BN}. Received: attack_bn={attack_bn!r}")
+        for name, value in (("alp_weight", alp_weight), ("label_smoothing", label_smoothing),
+                            ("weight_decay", weight_decay)):
+            if not isinstance(value, (int, float)) or value < 0 or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number >= 0. Received: {name}={value!r}")
+        if label_smoothing >= 1:
+            raise ValueError(f"label_smoothing must be < 1. Received: label_smoothing={label_smoothing}")
+        self.has_mixbn = bool(mixbn.mixbn_layers(model))
+        if mixing == "mixbn" and not self.has_mixbn:
+            raise ValueError("mixing='mixbn' needs a model with MixBN layers (build it with "
+                             "norm='mixbn' or tf_advscale.layers.convert(model)). "
+                             f"Received: model={model.name!r} without MixBN")
+        self.model = model
+        self.attack = attacks_lib.from_spec(attack)
+        self.eval_attack = None if eval_attack is None else attacks_lib.from_spec(eval_attack)
+        self.clean_portion = float(clean_portion)
+        self.mixing = mixing
+        self.alp_weight = float(alp_weight)
+        self.label_smoothing = float(label_smoothing)
+        self.weight_decay = float(weight_decay)
+        self.attack_bn = attack_bn
+        self.attack_route = attack_route
+        self.attack_jit_compile = bool(attack_jit_compile)
+        if self.attack_jit_compile:
+            self._generate = tf.function(self._generate, jit_compile=True)
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.clean_accuracy = keras.metrics.SparseCategoricalAccuracy(name="clean_accuracy")
+        self.adv_accuracy = keras.metrics.SparseCategoricalAccuracy(name="adv_accuracy")
+        if model.built:
+            self.built = True
+
+    # -- Keras plumbing ---------------------------------------------------
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.clean_accuracy, self.adv_accuracy]
+
+    def build(self, input_shape=None):
+        if not self.model.built:
+            self.model.build(input_shape)
+        self.built = True
+
+    def call(self, inputs, training=False):
+        return self.model(inputs, training=training)
+
+    def get_config(self):
+        ser = keras.saving.serialize_keras_object
+        return {
+            "name": self.name, "trainable": self.trainable,
+            "model": ser(self.model), "attack": ser(self.attack),
+            "eval_attack": None if self.eval_attack is None else ser(self.eval_attack),
+            "clean_portion": self.clean_portion, "mixing": self.mixing,
+            "alp_weight": self.alp_weight, "label_smoothing": self.label_smoothing,
+            "weight_decay": self.weight_decay, "attack_bn": self.attack_bn,
+            "attack_route": self.attack_route, "attack_jit_compile": self.attack_jit_compile,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        de = keras.saving.deserialize_keras_object
+        config["model"] = de(config["model"])
+        config["attack"] = de(config["attack"])
+        if config.get("eval_attack") is not None:
+            config["eval_attack"] = de(config["eval_attack"])
+        return cls(**config)
+
+    # -- the forward passes the attacker and the evaluator see -------------
+
+    def attack_model_fn(self, images):
+        """Logits as the training attacker sees them; never updates state."""
+        with mixbn.route(self.attack_route) if self.has_mixbn else _null():
+            if self.attack_bn == "inference":
+                return self.model(images, training=False)
+            values = [v.value for v in self.model.trainable_variables]
+            others = [v.value for v in self.model.non_trainable_variables]
+            logits, _ = self.model.stateless_call(values, others, images, training=True)
+            return logits
+
+    def eval_model_fn(self, images):
+        """Logits for evaluation: inference mode, the model's inference route."""
+        return self.model(images, training=False)
+
+    def _generate(self, images, labels):
+        return tf.stop_gradient(self.attack(self.attack_model_fn, images, labels))
+
+    # -- the step ------------------------------------------------------------
+
+    def _clean_count(self, images):
+        if self.clean_portion == 0.0:
+            return 0
+        static = images.shape[0]
+        if static is not None:
+            return int(round(self.clean_portion * static))
+        n = tf.shape(images)[0]
+        return tf.cast(tf.round(self.clean_portion * tf.cast(n, tf.float32)), tf.int32)
+
+    def _forward(self, adv, clean):
+        """Logits of (adversarial, clean) images in training mode."""
+        n_adv = tf.shape(adv)[0]
+        if clean is None:
+            with mixbn.route(ADV) if self.has_mixbn else _null():
+                return self.model(adv, training=True), None
+        if self.mixing == "separate":
+            with mixbn.route(ADV) if self.has_mixbn else _null():
+                logits_adv = self.model(adv, training=True)
+            with mixbn.route(CLEAN) if self.has_mixbn else _null():
+                logits_clean = self.model(clean, training=True)
+            return logits_adv, logits_clean
+        both = tf.concat([adv, clean], axis=0)
+        if self.mixing == "mixbn":
+            n_adv_static = adv.shape[0] if adv.shape[0] is not None else n_adv
+            n_clean = clean.shape[0] if clean.shape[0] is not None else tf.shape(clean)[0]
+            context = mixbn.split([(ADV, n_adv_static), (CLEAN, n_clean)])
+        else:
+            context = mixbn.route(ADV) if self.has_mixbn else _null()
+        with context:
+            logits = self.model(both, training=True)
+        return logits[:n_adv], logits[n_adv:]
+
+    def _cross_entropy(self, labels, logits):
+        k = tf.shape(logits)[-1]
+        onehot = tf.one_hot(labels, k)
+        return keras.losses.categorical_crossentropy(
+            onehot, tf.cast(logits, tf.float32), from_logits=True,
+            label_smoothing=self.label_smoothing)
+
+    def _unpack(self, data):
+        x, y, sw = keras.utils.unpack_x_y_sample_weight(data)
+        if sw is not None:
+            raise ValueError("AdversarialModel does not support sample weights")
+        x = tf.cast(x, tf.float32)
+        y = tf.reshape(tf.cast(y, tf.int32), [-1])
+        return x, y
+
+    def train_step(self, data):
+        x, y = self._unpack(data)
+        adversarial = not isinstance(self.attack, attacks_lib.NoAttack)
+        if adversarial:
+            adv = self._generate(x, y)
+            n_clean = self._clean_count(x)
+            clean = None if (isinstance(n_clean, int) and n_clean == 0) else x[:n_clean]
+            y_clean = None if clean is None else y[:n_clean]
+        else:
+            adv, clean, y_clean = x, None, None
+        with tf.GradientTape() as tape:
+            logits_adv, logits_clean = self._forward(adv, clean)
+            per_example = self._cross_entropy(y, logits_adv)
+            if logits_clean is not None:
+                per_example = tf.concat([per_example, self._cross_entropy(y_clean, logits_clean)], 0)
+            loss = tf.reduce_mean(per_example)
+            if self.alp_weight and logits_clean is not None:
+                n = tf.shape(logits_clean)[0]
+                diff = tf.cast(logits_clean, tf.float32) - tf.cast(logits_adv[:n], tf.float32)
+                loss += self.alp_weight * tf.reduce_mean(tf.reduce_sum(tf.square(diff), -1))
+            if self.weight_decay:
+                loss += self.weight_decay * tf.add_n([tf.nn.l2_loss(tf.cast(k, tf.float32))
+                                                      for k in _kernels(self.model)])
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            scaled = loss / replicas if replicas > 1 else loss
+            scaled = self.optimizer.scale_loss(scaled)
+        variables = self.model.trainable_variables
+        grads = tape.gradient(scaled, variables)
+        self.optimizer.apply(grads, variables)
+
+        self.loss_tracker.update_state(loss)
+        if adversarial:
+            self.adv_accuracy.update_state(y, logits_adv)
+            if logits_clean is not None:
+                self.clean_accuracy.update_state(y_clean, logits_clean)
+            else:
+                self.clean_accuracy.update_state(y, self.eval_model_fn(x))
+        else:
+            self.clean_accuracy.update_state(y, logits_adv)
+        return self._logs(adversarial)
+
+    def test_step(self, data):
+        x, y = self._unpack(data)
+        logits = self.eval_model_fn(x)
+        self.loss_tracker.update_state(tf.reduce_mean(self._cross_entropy(y, logits)))
+        self.clean_accuracy.update_state(y, logits)
+        if self.eval_attack is not None:
+            adv = self.eval_attack(self.eval_model_fn, x, y)
+            self.adv_accuracy.update_state(y, self.eval_model_fn(adv))
+        return self._logs(self.eval_attack is not None)
+
+    def _logs(self, with_adv):
+        metrics = self.metrics if with_adv else self.metrics[:2]
+        return {m.name: m.result() for m in metrics}
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _in_unit(name, value):
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1]. Received: {name}={value!r}")
+
+
+class CatastrophicOverfittingMonitor(keras.callbacks.Callback):
+    """Detects catastrophic overfitting of fast (FGSM) adversarial training.
+
+    Every ``every_n_steps`` steps (and at each epoch end) it measures
+    accuracy under ``attack`` (default PGD-10 with the training epsilon) on a
+    fixed held-out batch. If that accuracy drops below ``drop_ratio`` x the
+    best seen so far (after ``min_accuracy`` was once reached), it stops
+    training and, with ``restore_best``, rolls the weights back to the best
+    point (Wong et al. 2020).
+    """
+
+    def __init__(self, images, labels, attack=None, every_n_steps=None, drop_ratio=0.5,
+                 min_accuracy=0.05, restore_best=True, verbose=1):
+        super().__init__()
+        self.images = tf.convert_to_tensor(images, tf.float32)
+        self.labels = tf.convert_to_tensor(labels, tf.int32)
+        self.attack = attack
+        self.every_n_steps = every_n_steps
+        self.drop_ratio = drop_ratio
+        self.min_accuracy = min_accuracy
+        self.restore_best = restore_best
+        self.verbose = verbose
+        self.best = -1.0
+        self.best_weights = None
+        self.history = []
+        self.triggered = False
+        self._steps = 0
+        self._fn = None
+
+    def _measure(self):
+        model = self.model
+        if self._fn is None:
+            attack = self.attack
+            if attack is None:
+                eps = getattr(model.attack, "epsilon", 8 / 255)
+                attack = attacks_lib.PGD(epsilon=eps, step_size=eps / 4, steps=10)
+
+            @tf.function
+            def robust_accuracy(x, y):
+                adv = attack(model.eval_model_fn, x, y)
+                pred = tf.argmax(model.eval_model_fn(adv), -1, output_type=tf.int32)
+                return tf.reduce_mean(tf.cast(tf.equal(pred, y), tf.float32))
+            self._fn = robust_accuracy
+        return float(self._fn(self.images, self.labels))
+
+    def _check(self):
+        acc = self._measure()
+        self.history.append(acc)
+        if acc > self.best:
+            self.best = acc
+            if self.restore_best:
+                self.best_weights = self.model.get_weights()
+        elif self.best >= self.min_accuracy and acc < self.drop_ratio * self.best:
+            self.triggered = True
+            if self.verbose:
+                print(f"\nCatastrophic overfitting: held-out robust accuracy {acc:.3f} "
+                      f"fell below {self.drop_ratio} x best {self.best:.3f}; stopping"
+                      + (" and restoring the best weights." if self.restore_best else "."))
+            if self.restore_best and self.best_weights is not None:
+                self.model.set_weights(self.best_weights)
+            self.model.stop_training = True
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._steps += 1
+        if self.every_n_steps and self._steps % self.every_n_steps == 0 and not self.triggered:
+            self._check()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.triggered:
+            self._check()
+        if logs is not None:
+            logs["heldout_robust_accuracy"] = self.history[-1]
