@@ -106,15 +106,33 @@ def test_training_equals_two_bns_under_mirrored_strategy():
     inputs = strategy.experimental_distribute_values_from_function(
         lambda ctx: np.concatenate(per_replica[ctx.replica_id_in_sync_group]))
     outs = strategy.experimental_local_results(strategy.run(step, args=(inputs,)))
-    for r, (adv, clean) in enumerate(per_replica):
-        a = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-3)
-        a.build(adv.shape)
-        a.set_weights(bns["adversarial"].get_weights())
-        c = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-3)
-        c.build(clean.shape)
-        c.set_weights(bns["clean"].get_weights())
-        want = np.concatenate([a(adv, training=True), c(clean, training=True)])
-        np.testing.assert_allclose(np.asarray(outs[r]), want, rtol=1e-5, atol=1e-5)
+
+    # Reference: two plain BNs under the same strategy, each replica feeding
+    # its adversarial rows to one and its clean rows to the other.
+    with strategy.scope():
+        ref = {}
+        for domain in ("adversarial", "clean"):
+            ref[domain] = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-3)
+            ref[domain].build((None, 4, 4, C))
+            ref[domain].set_weights(bns[domain].get_weights())
+
+    @tf.function
+    def ref_step(adv, clean):
+        return tf.concat([ref["adversarial"](adv, training=True),
+                          ref["clean"](clean, training=True)], 0)
+
+    adv_in = strategy.experimental_distribute_values_from_function(
+        lambda ctx: per_replica[ctx.replica_id_in_sync_group][0])
+    clean_in = strategy.experimental_distribute_values_from_function(
+        lambda ctx: per_replica[ctx.replica_id_in_sync_group][1])
+    want = strategy.experimental_local_results(strategy.run(ref_step, args=(adv_in, clean_in)))
+    for r in range(2):
+        np.testing.assert_allclose(np.asarray(outs[r]), np.asarray(want[r]), rtol=1e-5, atol=1e-5)
+    for i, domain in enumerate(("clean", "adversarial")):
+        np.testing.assert_allclose(mix.moving_mean.numpy()[i], ref[domain].moving_mean.numpy(),
+                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(mix.moving_variance.numpy()[i],
+                                   ref[domain].moving_variance.numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_other_domain_statistics_do_not_move():

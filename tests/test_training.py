@@ -37,6 +37,16 @@ def test_fit_reports_finite_metrics(sample, norm, mixing, portion):
     assert set(r) == {"loss", "clean_accuracy", "adv_accuracy"}
 
 
+@pytest.mark.parametrize("where", ["step", "attack"])
+def test_xla_compiled_training(sample, where):
+    am = AdversarialModel(_model("mixbn"), attack=PGD, clean_portion=0.5, mixing="mixbn",
+                          attack_jit_compile=where == "attack")
+    x, y = sample
+    am.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), jit_compile=where == "step")
+    h = am.fit(x[:32], y[:32], batch_size=16, epochs=1, verbose=0).history
+    assert np.isfinite(h["loss"][-1])
+
+
 def test_standard_training_reports_no_adversarial_metric(sample):
     am = AdversarialModel(_model(), attack=None)
     assert set(_fit(am, sample)) == {"loss", "clean_accuracy"}

@@ -232,8 +232,9 @@ class MixBN(keras.layers.BatchNormalization):
         row = index if self.separate_stats else 0
         value = old * self.momentum + tf.cast(new, old.dtype) * (1.0 - self.momentum)
         value = tf.cast(value, variable.dtype)
+        indices = tf.reshape(tf.cast(row, tf.int32), [1, 1])
         variable.assign(tf.tensor_scatter_nd_update(
-            tf.convert_to_tensor(variable), [[row]], value[None]))
+            tf.convert_to_tensor(variable), indices, value[None]))
 
     def call(self, inputs, training=None, mask=None):
         if mask is not None:
@@ -243,7 +244,7 @@ class MixBN(keras.layers.BatchNormalization):
         training = bool(training) and self.trainable
         routing = _current()
         if routing is None:
-            out = self._normalize(x, self.route_index, training)
+            out = self._normalize(x, tf.convert_to_tensor(self.route_index.value), training)
         elif routing[0] == "route":
             out = self._normalize(x, self.domain_index(routing[1]), training)
         else:
