@@ -10,7 +10,7 @@ def get_config(runlocal=False):
     return {
         "data": {"dataset": "fashion_mnist", "batch_size": 128,
                  "train_subset": 2000 if runlocal else None},
-        "model": {"depth": 20, "family": "cifar", "norm": "bn"},
+        "model": {"depth": 20, "family": "cifar", "norm": "bn", "zero_init_residual": True},
         "attack": None,
         "eval_attack": None,
         "trainer": {"weight_decay": 5e-4},

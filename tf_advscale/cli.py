@@ -1,6 +1,7 @@
 """The ``advscale`` command.
 
     advscale train [--config configs/X.py] [--workdir DIR] [--runlocal] [--set KEY=VALUE ...]
+    advscale eval --model M.keras --dataset fashion_mnist --n 1000 --epsilon 0.1 --out DIR
     advscale models
 
 With no ``--config`` the built-in default runs: PGD-7 adversarial training
@@ -32,6 +33,34 @@ def _train(args):
     return 0
 
 
+def _floats(text):
+    return [float(eval_fraction(t)) for t in text.split(",") if t]
+
+
+def eval_fraction(text):
+    """"8/255" or "0.1" -> float."""
+    import fractions
+    try:
+        return float(fractions.Fraction(text.strip()))
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"not a number or fraction: {text!r}") from None
+
+
+def _eval(args):
+    from tf_advscale.evaluate import evaluate
+    report = evaluate(
+        args.model, dataset=args.dataset, split=args.split, n=args.n, seed=args.seed,
+        source=args.source, path=args.path, epsilon=args.epsilon,
+        attacks=[a for a in args.attacks.split(",") if a],
+        steps_curve=[int(s) for s in args.steps_curve.split(",") if s] or None,
+        eps_curve=([args.epsilon * f for f in (0.25, 0.5, 1.0, 1.5, 2.0)]
+                   if args.eps_curve == "auto" else _floats(args.eps_curve) or None),
+        curve_n=args.curve_n,
+        batch_size=args.batch_size, route=args.route, workdir=args.out)
+    print(open(os.path.join(args.out, "report.md")).read())
+    return 0
+
+
 def _models(args):
     from tf_advscale.models import list_models
     print("\n".join(list_models()))
@@ -48,6 +77,27 @@ def build_parser():
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. optimizer.epochs=3 (repeatable)")
     t.set_defaults(fn=_train)
+    e = sub.add_parser("eval", help="robustness evaluation of a saved model")
+    e.add_argument("--model", required=True, help="a .keras file")
+    e.add_argument("--dataset", default="fashion_mnist")
+    e.add_argument("--source", default=None, help="tfds | folder | idx | sample")
+    e.add_argument("--path", default=None, help="data directory for folder/idx sources")
+    e.add_argument("--split", default="test")
+    e.add_argument("--n", type=int, default=1000, help="images (a seeded random subset)")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--epsilon", type=eval_fraction, default=8 / 255, help="e.g. 8/255 or 0.1")
+    e.add_argument("--attacks", default="pgd-20,pgd-100,apgd-ce,apgd-t,square",
+                   help="comma-separated attack names (see tf_advscale.evaluate.make_attack)")
+    e.add_argument("--steps-curve", default="10,20,50,100,200,500,1000,2000",
+                   help="PGD step counts for the steps curve ('' for none)")
+    e.add_argument("--eps-curve", default="auto",
+                   help="epsilons for the epsilon curve, e.g. 2/255,4/255; 'auto': "
+                        "0.25-2x the epsilon; '' for none")
+    e.add_argument("--curve-n", type=int, default=None, help="images for curves and checks")
+    e.add_argument("--batch-size", type=int, default=250)
+    e.add_argument("--route", default="adversarial", help="MixBN route to evaluate")
+    e.add_argument("--out", required=True, help="output directory (resumes if it holds batches)")
+    e.set_defaults(fn=_eval)
     m = sub.add_parser("models", help="list the registered model names")
     m.set_defaults(fn=_models)
     return parser

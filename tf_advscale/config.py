@@ -37,6 +37,7 @@ DEFAULTS = {
         "norm_kwargs": {},
         "width": 1.0,
         "preact": False,
+        "zero_init_residual": False,
     },
     # Training attack; None = standard training.
     "attack": {"name": "pgd", "epsilon": 0.1, "step_size": 0.025, "steps": 7},
@@ -61,9 +62,9 @@ DEFAULTS = {
         "momentum": 0.9,
         "nesterov": True,
         "schedule": "cosine",
-        "warmup_epochs": 0,
+        "warmup_epochs": 1,
         "decay_epochs": [],
-        "epochs": 2,
+        "epochs": 6,
     },
     "eval": {
         "val_subset": 500,

@@ -124,7 +124,8 @@ def build_model(config, info):
     m = config["model"]
     classifier = resnet(depth=m["depth"], num_classes=info["num_classes"], family=m["family"],
                         input_shape=info["shape"], norm=m["norm"], norm_kwargs=m["norm_kwargs"],
-                        width=m["width"], preact=m["preact"])
+                        width=m["width"], preact=m["preact"],
+                        zero_init_residual=m["zero_init_residual"])
     t = config["trainer"]
     return AdversarialModel(
         classifier, attack=config["attack"], eval_attack=config["eval_attack"],

@@ -2,3 +2,5 @@
 
 from tf_advscale.attacks.base import (FGSM, PGD, Attack, NoAttack, fgsm_rs, from_spec,
                                       paper_pgd, random_targets, register_attack)
+from tf_advscale.attacks.apgd import APGD, dlr_loss, dlr_targeted_loss
+from tf_advscale.attacks.square import Square

@@ -201,6 +201,8 @@ class PGD(Attack):
                 tape.watch(adv)
                 objective = self._objective(model_fn(adv), labels, target)
             grad = tape.gradient(objective, adv)
+            if grad is None:  # the model hides its gradient: stay put
+                grad = tf.zeros_like(adv)
             adv = adv + self._step(grad)
             adv = tf.clip_by_value(x + self._project(adv - x), self.clip_min, self.clip_max)
             return i + 1, tf.stop_gradient(adv)

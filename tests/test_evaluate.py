@@ -1,0 +1,157 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import keras
+import pytest
+import tensorflow as tf
+
+from tf_advscale import attacks, data
+from tf_advscale.evaluate import (epsilon_fraction, evaluate, make_attack, markdown,
+                                  sanity_checks)
+from tf_advscale.models import resnet
+from tf_advscale.training import AdversarialModel
+
+EPS = 0.1
+
+
+@pytest.fixture(scope="module")
+def robust_model(tmp_path_factory):
+    """A small model adversarially trained on the sample's training split."""
+    x, y, _ = data.as_numpy("fashion_mnist_sample", "train")
+    keras.utils.set_random_seed(0)
+    m = resnet(8, 10, input_shape=(28, 28, 1))
+    am = AdversarialModel(m, attack={"name": "pgd", "epsilon": EPS, "step_size": 0.04, "steps": 3})
+    am.compile(optimizer=keras.optimizers.Adam(2e-3))
+    am.fit(x, y, batch_size=64, epochs=3, verbose=0)
+    path = str(tmp_path_factory.mktemp("model") / "robust.keras")
+    m.save(path)
+    return path
+
+
+def _eval(model, workdir, n=100, **kw):
+    kw = {"attacks": ["pgd-10", "apgd-ce", "square-100"], "steps_curve": [2, 5, 10],
+          "eps_curve": [0.05, 0.1], "batch_size": 50, **kw}
+    return evaluate(model, dataset="fashion_mnist_sample", n=n, epsilon=EPS,
+                    workdir=str(workdir), verbose=False, **kw)
+
+
+def test_report_worst_case_and_files(robust_model, tmp_path):
+    r = _eval(robust_model, tmp_path)
+    accs = [v["accuracy"] for v in r["attacks"].values()]
+    assert r["worst_case_accuracy"] <= min(accs) <= r["clean_accuracy"]
+    assert 0.3 < r["clean_accuracy"] and r["worst_case_accuracy"] > 0.1
+    assert r["epsilon_fraction"] == "1/10" and r["data"]["n"] == 100 and len(r["data"]["ids"]) == 100
+    assert not r["gradient_masking_suspected"], r["sanity_checks"]
+    for f in ("report.json", "report.md", "curve_steps.png", "curve_epsilon.png"):
+        assert (tmp_path / f).exists(), f
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["attacks"]["apgd-ce"]["config"]["loss"] == "ce"
+    assert saved["robustbench"]["eps"] == "1/10"
+    assert "worst case" in markdown(r)
+
+
+def test_interrupted_evaluation_resumes_with_the_same_numbers(robust_model, tmp_path):
+    full = _eval(robust_model, tmp_path / "full", steps_curve=None, eps_curve=None)
+    # Simulate a crash after the first batch: drop the later batch files.
+    part = tmp_path / "part"
+    _eval(robust_model, part, steps_curve=None, eps_curve=None)
+    batches = sorted((part / "main" / "batches").iterdir())
+    for b in batches[1:]:
+        b.unlink()
+    os.remove(part / "report.json")
+    resumed = _eval(robust_model, part, steps_curve=None, eps_curve=None)
+    assert resumed["attacks"] == {k: {**v, "seconds": resumed["attacks"][k]["seconds"]}
+                                  for k, v in full["attacks"].items()}
+    assert resumed["worst_case_accuracy"] == full["worst_case_accuracy"]
+    # A different evaluation in the same workdir is refused, not mixed in.
+    with pytest.raises(ValueError, match="different evaluation"):
+        _eval(robust_model, part, n=60, steps_curve=None, eps_curve=None)
+
+
+@keras.saving.register_keras_serializable(package="tests")
+class Quantize(keras.layers.Layer):
+    """Rounds inputs to 4 levels with a zero gradient: classic gradient masking."""
+
+    def call(self, x):
+        return tf.stop_gradient(tf.round(x * 3.0) / 3.0)
+
+
+def test_gradient_masked_model_is_flagged(robust_model, tmp_path):
+    inner = keras.saving.load_model(robust_model)
+    inputs = keras.Input((28, 28, 1))
+    masked = keras.Model(inputs, inner(Quantize()(inputs)))
+    r = _eval(masked, tmp_path, attacks=["pgd-10", "apgd-ce", "square-300"])
+    assert r["gradient_masking_suspected"]
+    failed = {c["check"] for c in r["sanity_checks"] if not c["passed"]}
+    assert "the gradient-free attack does not beat the white-box ones" in failed
+    assert "random noise is weaker than PGD" in failed
+
+
+def test_sanity_checks_logic():
+    ok = sanity_checks({"pgd": 0.4, "square": 0.45}, {10: 0.5, 100: 0.4}, (0.4, 0.39),
+                       (0.5, 0.0), 0.8)
+    assert all(c["passed"] for c in ok)
+    bad = sanity_checks({"pgd": 0.4, "square": 0.3}, {10: 0.4, 100: 0.5}, (0.4, 0.45),
+                        (0.5, 0.3), 0.4)
+    assert not any(c["passed"] for c in bad)
+
+
+def test_apgd_is_at_least_as_strong_as_pgd(robust_model, sample):
+    m = keras.saving.load_model(robust_model)
+    fn = lambda z: m(z, training=False)
+    x, y = tf.constant(sample[0][:200]), tf.constant(sample[1][:200])
+    acc = lambda a: float((m(a, training=False).numpy().argmax(-1) == sample[1][:200]).mean())
+    keras.utils.set_random_seed(0)
+    pgd = acc(tf.function(lambda a, b: attacks.PGD(EPS, EPS / 4, 10)(fn, a, b))(x, y))
+    apgd = acc(tf.function(lambda a, b: attacks.APGD(EPS, 20)(fn, a, b))(x, y))
+    apgd_t = acc(tf.function(lambda a, b: attacks.APGD(EPS, 20, loss="dlr_targeted",
+                                                       n_target_classes=3)(fn, a, b))(x, y))
+    assert apgd <= pgd + 0.015 and apgd_t <= pgd + 0.015
+
+
+@pytest.mark.parametrize("cls,kwargs", [(attacks.APGD, {"steps": 10}),
+                                        (attacks.APGD, {"steps": 10, "norm": "l2", "epsilon": 1.0}),
+                                        (attacks.APGD, {"steps": 10, "loss": "dlr_targeted"}),
+                                        (attacks.Square, {"queries": 50})])
+def test_new_attacks_stay_in_the_ball(robust_model, sample, cls, kwargs):
+    m = keras.saving.load_model(robust_model)
+    kwargs = {"epsilon": EPS, **kwargs}
+    atk = cls(**kwargs)
+    x, y = sample[0][:16], sample[1][:16]
+    adv = atk(lambda z: m(z, training=False), x, y).numpy()
+    assert adv.min() >= 0 and adv.max() <= 1
+    d = (adv - x).reshape(16, -1)
+    if kwargs.get("norm") == "l2":
+        assert np.linalg.norm(d, axis=1).max() <= kwargs["epsilon"] * (1 + 1e-5)
+    else:
+        assert np.abs(d).max() <= EPS + 1e-6
+
+
+def test_attack_names_and_errors():
+    assert make_attack("pgd-20", 0.1).steps == 20
+    assert make_attack("pgd-20-r3", 0.1).restarts == 3
+    p = make_attack("paper-pgd-10", 16 / 255)
+    assert p.targeted and abs(p.step_size - 1.6 / 255) < 1e-9
+    assert make_attack("apgd-t", 0.1).loss == "dlr_targeted"
+    assert make_attack("apgd-ce-l2", 0.5).norm == "l2"
+    with pytest.raises(ValueError, match="'pdg-20'"):
+        make_attack("pdg-20", 0.1)
+    assert epsilon_fraction(8 / 255) == "8/255"
+    with pytest.raises(ValueError, match="0-255"):
+        evaluate(resnet(8, 10, input_shape=(28, 28, 1)), x=np.full((2, 28, 28, 1), 200.0),
+                 y=np.zeros(2), attacks=["pgd-1"])
+
+
+def test_cli_eval(robust_model, tmp_path):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    r = subprocess.run([sys.executable, "-m", "tf_advscale.cli", "eval", "--model", robust_model,
+                        "--dataset", "fashion_mnist_sample", "--n", "50", "--epsilon", "1/10",
+                        "--attacks", "pgd-5,square-50", "--steps-curve", "2,5",
+                        "--batch-size", "50", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "worst case" in r.stdout
+    assert json.loads((tmp_path / "report.json").read_text())["epsilon_fraction"] == "1/10"

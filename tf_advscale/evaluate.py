@@ -1,0 +1,381 @@
+"""Robustness evaluation: attacks, per-example worst case, curves, sanity checks.
+
+    report = evaluate(model, dataset="fashion_mnist", n=1000, epsilon=0.1,
+                      attacks=["pgd-20", "pgd-100", "apgd-ce", "apgd-t", "square"],
+                      workdir="eval/")
+
+* Robust accuracy under an attack counts an example as robust when it is
+  classified correctly both clean and under the attack; the **worst case**
+  counts it robust only if it survives every attack (per example, not an
+  average over attacks), so it is at most the minimum of the attacks.
+* Batches are written to ``workdir`` as they finish (atomically); rerunning
+  the same evaluation there continues from the saved batches. The random
+  seed of each batch depends only on (seed, batch index), so a resumed
+  evaluation gives the same numbers as an uninterrupted one.
+* Sanity checks flag gradient masking (Carlini et al. 2019; Croce & Hein
+  2020): accuracy must not rise with more steps or restarts, a very large
+  epsilon must drive accuracy to about 0, the gradient-free attack must not
+  beat the white-box ones by a margin, and random noise must be weaker than
+  PGD.
+"""
+
+import datetime
+import fractions
+import hashlib
+import json
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import tf_advscale
+from tf_advscale import attacks as attacks_lib
+from tf_advscale import data as data_lib
+from tf_advscale.layers import mixbn
+
+DEFAULT_ATTACKS = ("pgd-20", "pgd-100", "apgd-ce", "apgd-t", "square")
+STEPS_CURVE = (10, 20, 50, 100, 200, 500, 1000, 2000)
+
+
+@attacks_lib.register_attack
+class UniformNoise(attacks_lib.Attack):
+    """Random sign noise of size epsilon: the baseline every attack must beat."""
+
+    def __init__(self, epsilon=8 / 255, seed=None):
+        self.epsilon = float(epsilon)
+        self.seed = seed
+
+    def get_config(self):
+        return {"epsilon": self.epsilon, "seed": self.seed}
+
+    def perturb(self, model_fn, images, labels, target=None):
+        noise = tf.sign(tf.random.uniform(tf.shape(images), -1.0, 1.0, seed=self.seed))
+        return tf.clip_by_value(images + self.epsilon * noise, 0.0, 1.0)
+
+
+def make_attack(name, epsilon, num_classes=None):
+    """An attack from a short name, at ``epsilon``.
+
+    ``pgd-K`` (untargeted, step 2.5 eps / K, random start), ``pgd-K-rR``
+    (R restarts), ``paper-pgd-K`` (the paper's targeted attack at this
+    epsilon: step 1/255 scaled by eps/(16/255), 1.6/255 for K=10),
+    ``fgsm``, ``apgd-ce``, ``apgd-dlr``, ``apgd-t`` (targeted DLR, 9
+    targets), ``apgd-ce-l2`` / ``apgd-t-l2`` (L2), ``square`` (1000
+    queries; ``square-Q`` for Q queries), ``noise``.
+    """
+    if isinstance(name, attacks_lib.Attack):
+        return name
+    parts = str(name).lower().split("-")
+    try:
+        if parts[0] == "pgd":
+            steps = int(parts[1])
+            restarts = int(parts[2][1:]) if len(parts) > 2 else 1
+            return attacks_lib.PGD(epsilon, 2.5 * epsilon / steps, steps, restarts=restarts)
+        if parts[:2] == ["paper", "pgd"]:
+            steps = int(parts[2])
+            base = (1.6 if steps == 10 else 1.0) / 255 * epsilon / (16 / 255)
+            return attacks_lib.PGD(epsilon, base, steps, targeted=True, num_classes=num_classes)
+        if parts[0] == "fgsm":
+            return attacks_lib.FGSM(epsilon)
+        if parts[0] == "apgd":
+            norm = "l2" if parts[-1] == "l2" else "linf"
+            loss = {"ce": "ce", "dlr": "dlr", "t": "dlr_targeted"}[parts[1]]
+            return attacks_lib.APGD(epsilon, 100, norm=norm, loss=loss)
+        if parts[0] == "square":
+            return attacks_lib.Square(epsilon, int(parts[1]) if len(parts) > 1 else 1000)
+        if parts[0] == "noise":
+            return UniformNoise(epsilon)
+    except (IndexError, ValueError, KeyError):
+        pass
+    raise ValueError(f"Unknown attack name {name!r}: expected pgd-K[-rR], paper-pgd-K, fgsm, "
+                     "apgd-ce, apgd-dlr, apgd-t[-l2], square[-Q] or noise")
+
+
+def epsilon_fraction(eps):
+    """``0.0313725...`` -> ``"8/255"``: epsilons are reported exactly."""
+    f = fractions.Fraction(eps).limit_denominator(1000)
+    return f"{f.numerator}/{f.denominator}" if f.denominator != 1 else str(f.numerator)
+
+
+def resolve_model(model, route=None):
+    """A classifier from a path, an in-memory model or an AdversarialModel."""
+    if isinstance(model, str):
+        if not os.path.exists(model):
+            raise ValueError(f"Model file not found: {model}")
+        model = keras.saving.load_model(model, safe_mode=True)
+    if hasattr(model, "eval_model_fn") and hasattr(model, "model"):
+        model = model.model
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"model must be a path or a keras.Model. Received: {model!r}")
+    if route is not None and mixbn.mixbn_layers(model):
+        mixbn.set_route(model, route)
+    return model
+
+
+def _write_npz(path, **arrays):
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def _fingerprint(settings):
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def run_attacks(model, x, y, attacks, batch_size=250, seed=0, workdir=None, settings=None,
+                verbose=True):
+    """Per-example correctness: ``{"clean": bool[n], name: bool[n], ...}``.
+
+    With ``workdir``, each finished batch is saved and reused on rerun.
+    """
+    fn = lambda images: model(images, training=False)
+    compiled = {name: tf.function(lambda a, b, atk=atk: atk(fn, a, b), reduce_retracing=True)
+                for name, atk in attacks.items()}
+    predict = tf.function(lambda a: tf.argmax(fn(a), -1, output_type=tf.int32),
+                          reduce_retracing=True)
+    batch_dir = None
+    if workdir:
+        batch_dir = os.path.join(workdir, "batches")
+        os.makedirs(batch_dir, exist_ok=True)
+        state_path = os.path.join(workdir, "state.json")
+        fp = _fingerprint(settings or {})
+        if os.path.exists(state_path):
+            old = json.load(open(state_path))["fingerprint"]
+            if old != fp:
+                raise ValueError(f"{workdir} holds batches of a different evaluation "
+                                 f"(fingerprint {old}, this one {fp}); use another workdir")
+        else:
+            with open(state_path + ".tmp", "w") as f:
+                json.dump({"fingerprint": fp, "settings": settings}, f, default=str)
+            os.replace(state_path + ".tmp", state_path)
+    names = ["clean"] + list(attacks)
+    out = {k: [] for k in names}
+    seconds = {k: 0.0 for k in attacks}
+    n_batches = (len(x) + batch_size - 1) // batch_size
+    for b in range(n_batches):
+        path = os.path.join(batch_dir, f"batch_{b:05d}.npz") if batch_dir else None
+        if path and os.path.exists(path):
+            saved = np.load(path)
+            for k in names:
+                out[k].append(saved[k])
+            continue
+        xb = tf.constant(x[b * batch_size:(b + 1) * batch_size])
+        yb = tf.constant(y[b * batch_size:(b + 1) * batch_size])
+        keras.utils.set_random_seed(seed * 100003 + b)  # repeatable per batch
+        clean = (predict(xb).numpy() == yb.numpy())
+        result = {"clean": clean}
+        for name, attack_fn in compiled.items():
+            start = time.time()
+            adv = attack_fn(xb, yb)
+            result[name] = clean & (predict(adv).numpy() == yb.numpy())
+            seconds[name] += time.time() - start
+        if path:
+            _write_npz(path, **result)
+        for k in names:
+            out[k].append(result[k])
+        if verbose:
+            accs = ", ".join(f"{k} {np.concatenate(out[k]).mean():.3f}" for k in names)
+            print(f"batch {b + 1}/{n_batches}: {accs}", flush=True)
+    return {k: np.concatenate(v) for k, v in out.items()}, seconds
+
+
+def sanity_checks(attack_acc, steps_curve=None, restarts=None, large_eps_acc=None,
+                  noise_acc=None, tolerance=0.01, large_eps_max=0.05, free_margin=0.02,
+                  gradient_free=("square",)):
+    """The gradient-masking checks; each is ``{check, passed, detail}``."""
+    checks = []
+    if steps_curve:
+        steps = sorted(steps_curve)
+        rises = [(a, b) for a, b in zip(steps, steps[1:])
+                 if steps_curve[b] > steps_curve[a] + tolerance]
+        checks.append({"check": "accuracy does not rise with more steps", "passed": not rises,
+                       "detail": {str(k): steps_curve[k] for k in steps}})
+    if restarts:
+        one, many = restarts
+        checks.append({"check": "accuracy does not rise with more restarts",
+                       "passed": many <= one + tolerance,
+                       "detail": {"1 restart": one, "more restarts": many}})
+    if large_eps_acc is not None:
+        eps, acc = large_eps_acc
+        checks.append({"check": "a very large epsilon drives accuracy to about 0",
+                       "passed": acc <= large_eps_max,
+                       "detail": {"epsilon": eps, "accuracy": acc, "max": large_eps_max}})
+    white = {k: v for k, v in attack_acc.items()
+             if not any(k.startswith(g) for g in gradient_free) and k != "noise"}
+    free = {k: v for k, v in attack_acc.items() if any(k.startswith(g) for g in gradient_free)}
+    if white and free:
+        best_white, best_free = min(white.values()), min(free.values())
+        checks.append({"check": "the gradient-free attack does not beat the white-box ones",
+                       "passed": best_free >= best_white - free_margin,
+                       "detail": {"best white-box": best_white, "best gradient-free": best_free,
+                                  "margin": free_margin}})
+    if noise_acc is not None and white:
+        best_white = min(white.values())
+        checks.append({"check": "random noise is weaker than PGD",
+                       "passed": noise_acc > best_white + tolerance,
+                       "detail": {"noise": noise_acc, "best white-box": best_white}})
+    return checks
+
+
+def evaluate(model, x=None, y=None, dataset=None, split="test", n=None, ids=None, seed=0,
+             source=None, path=None, epsilon=8 / 255, attacks=DEFAULT_ATTACKS,
+             steps_curve=None, eps_curve=None, curve_n=None, large_epsilon=0.5,
+             batch_size=250, route="adversarial", workdir=None, name=None, verbose=True):
+    """Evaluates ``model`` and returns the report dict (see module doc).
+
+    Data: ``x``/``y`` arrays, or ``dataset``/``split`` with ``n`` images (a
+    seeded random subset) or explicit ``ids``.
+    """
+    model_name = name or (os.path.basename(model) if isinstance(model, str) else None)
+    model = resolve_model(model, route)
+    if x is None:
+        if dataset is None:
+            raise ValueError("evaluate needs x and y, or dataset=NAME")
+        subset = ids if ids is not None else n
+        x, y, info = data_lib.as_numpy(dataset, split, source=source, path=path,
+                                       subset=subset, seed=seed)
+        data_desc = {"dataset": dataset, "split": split, "source": info["source"],
+                     "n": int(len(y)), "ids": info["ids"], "subset_seed": seed}
+    else:
+        x, y = np.asarray(x, np.float32), np.asarray(y, np.int32)
+        data_desc = {"dataset": "arrays", "n": int(len(y))}
+    _check_images(x)
+    num_classes = int(model.output.shape[-1])
+    built = {str(a) if not isinstance(a, attacks_lib.Attack) else repr(a):
+             make_attack(a, epsilon, num_classes) for a in attacks}
+    settings = {"attacks": {k: repr(v) for k, v in built.items()}, "data": data_desc,
+                "epsilon": epsilon, "seed": seed, "batch_size": batch_size, "route": route}
+    correct, seconds = run_attacks(model, x, y, built, batch_size, seed,
+                                   os.path.join(workdir, "main") if workdir else None,
+                                   settings, verbose)
+    attack_acc = {k: float(correct[k].mean()) for k in built}
+    worst = np.logical_and.reduce([correct["clean"]] + [correct[k] for k in built])
+
+    # Curves and the masking checks run on the first curve_n images.
+    m = min(len(y), curve_n or len(y))
+    xc, yc = x[:m], y[:m]
+
+    def acc_under(attack_map, sub):
+        c, _ = run_attacks(model, xc, yc, attack_map, batch_size, seed,
+                           os.path.join(workdir, sub) if workdir else None,
+                           {"attacks": {k: repr(v) for k, v in attack_map.items()},
+                            "data": data_desc, "m": m, "seed": seed}, verbose=False)
+        return {k: float(c[k].mean()) for k in attack_map}
+
+    curves = {}
+    steps_acc = None
+    if steps_curve:
+        raw = acc_under({str(s): make_attack(f"pgd-{s}", epsilon) for s in steps_curve}, "steps")
+        steps_acc = {int(k): v for k, v in raw.items()}
+        curves["steps"] = {"attack": "pgd-K (step 2.5 eps / K)", "epsilon": epsilon,
+                           "n": m, "accuracy": {str(k): v for k, v in steps_acc.items()}}
+    if eps_curve:
+        eps_acc = acc_under({str(e): make_attack("pgd-20", e) for e in eps_curve}, "eps")
+        curves["epsilon"] = {"attack": "pgd-20", "n": m,
+                             "accuracy": {str(k): v for k, v in eps_acc.items()}}
+    extra = acc_under({"restarts-1": make_attack("pgd-20", epsilon),
+                       "restarts-3": make_attack("pgd-20-r3", epsilon),
+                       "large-eps": make_attack("pgd-20", large_epsilon),
+                       "noise": make_attack("noise", epsilon)}, "checks")
+    sub_attack_acc = attack_acc if m == len(y) else \
+        {k: float(correct[k][:m].mean()) for k in built}
+    checks = sanity_checks(sub_attack_acc, steps_acc,
+                           (extra["restarts-1"], extra["restarts-3"]),
+                           (large_epsilon, extra["large-eps"]), extra["noise"])
+
+    report = {
+        "model": {"name": model_name or model.name, "route": route if mixbn.mixbn_layers(model) else None,
+                  "params": int(sum(int(np.prod(v.shape)) for v in model.trainable_weights))},
+        "data": data_desc,
+        "threat_model": "Linf", "epsilon": epsilon, "epsilon_fraction": epsilon_fraction(epsilon),
+        "clean_accuracy": float(correct["clean"].mean()),
+        "attacks": {k: {"accuracy": attack_acc[k], "config": v.get_config(),
+                        "class": type(v).__name__, "seconds": round(seconds.get(k, 0.0), 1)}
+                    for k, v in built.items()},
+        "worst_case_accuracy": float(worst.mean()),
+        "curves": curves,
+        "sanity_checks": checks,
+        "gradient_masking_suspected": not all(c["passed"] for c in checks),
+        "seed": seed,
+        "package_version": tf_advscale.__version__,
+        "tensorflow": tf.__version__, "keras": keras.__version__,
+        "date": datetime.date.today().isoformat(),
+        # Fields named as in RobustBench's model info, where they overlap.
+        "robustbench": {"name": model_name or model.name, "dataset": data_desc["dataset"],
+                        "threat_model": "Linf", "eps": epsilon_fraction(epsilon),
+                        "clean_acc": round(100 * float(correct["clean"].mean()), 2),
+                        "autoattack_acc": None,
+                        "worst_case_acc": round(100 * float(worst.mean()), 2),
+                        "n_test_images": int(len(y))},
+    }
+    if workdir:
+        write_report(report, workdir)
+    return report
+
+
+def _check_images(x):
+    if x.ndim != 4:
+        raise ValueError(f"images must be NHWC (4 dimensions). Received shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError("images contain NaN or Inf")
+    if x.min() < 0.0 or x.max() > 1.0:
+        raise ValueError(f"images must be in [0, 1]. Received range [{x.min()}, {x.max()}] "
+                         "(0-255 images? divide by 255)")
+
+
+def markdown(report):
+    lines = [f"# Robustness of {report['model']['name']}", "",
+             f"{report['data']['dataset']} ({report['data'].get('split', '')}), "
+             f"{report['data']['n']} images, L-inf epsilon {report['epsilon_fraction']}"
+             + (f", MixBN route {report['model']['route']}" if report['model']['route'] else ""),
+             "", "| attack | accuracy (%) |", "|---|---|",
+             f"| clean | {100 * report['clean_accuracy']:.2f} |"]
+    for k, v in report["attacks"].items():
+        lines.append(f"| {k} | {100 * v['accuracy']:.2f} |")
+    lines.append(f"| **worst case (per example)** | **{100 * report['worst_case_accuracy']:.2f}** |")
+    lines += ["", "## Sanity checks", ""]
+    for c in report["sanity_checks"]:
+        lines.append(f"- [{'x' if c['passed'] else ' '}] {c['check']}: {json.dumps(c['detail'])}")
+    if report["gradient_masking_suspected"]:
+        lines += ["", "**Warning: a check failed; gradient masking is suspected.**"]
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(report, workdir):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    paths = []
+    for key, xlabel, logx in (("steps", "attack steps", True), ("epsilon", "epsilon", False)):
+        curve = report["curves"].get(key)
+        if not curve:
+            continue
+        xs = [float(k) for k in curve["accuracy"]]
+        ys = [100 * v for v in curve["accuracy"].values()]
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        ax.plot(xs, ys, marker="o")
+        if logx:
+            ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("accuracy (%)")
+        ax.set_title(f"{report['model']['name']}: {curve['attack']}, n={curve['n']}")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        path = os.path.join(workdir, f"curve_{key}.png")
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def write_report(report, workdir):
+    from tf_advscale.runner import write_json
+    os.makedirs(workdir, exist_ok=True)
+    write_json(os.path.join(workdir, "report.json"), report)
+    tmp = os.path.join(workdir, "report.md.tmp")
+    with open(tmp, "w") as f:
+        f.write(markdown(report))
+    os.replace(tmp, os.path.join(workdir, "report.md"))
+    plot_curves(report, workdir)
