@@ -14,16 +14,34 @@ def test_there_are_configs():
     assert len(CONFIGS) >= 2
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def _launch_commands():
+    """Every `advscale train --config ...` command in the configs' docstrings."""
+    out = []
+    for path in CONFIGS:
+        for line in path.read_text().splitlines():
+            if "advscale train --config configs/" in line:
+                out.append(line.split("--config ")[1].split()[0])
+    return out
+
+
+def test_every_config_file_documents_its_launch_command():
+    documented = {c.split(":")[0] for c in _launch_commands()}
+    assert documented == {f"configs/{p.name}" for p in CONFIGS}
+
+
+@pytest.mark.parametrize("spec", _launch_commands())
 @pytest.mark.parametrize("runlocal", [False, True])
-def test_every_config_loads_and_validates(path, runlocal):
-    cfg = config.load(str(path), runlocal=runlocal)
+def test_every_config_loads_and_validates(spec, runlocal):
+    cfg = config.load(str(CONFIGS[0].parent.parent / spec), runlocal=runlocal)
     assert set(cfg) == set(config.DEFAULTS)
     attacks.from_spec(cfg["attack"])
     if cfg["eval_attack"] is not None:
         attacks.from_spec(cfg["eval_attack"])
-    text = path.read_text()
-    assert f"advscale train --config configs/{path.name}" in text  # launch command in docstring
+
+
+def test_config_arguments_are_checked():
+    with pytest.raises(ConfigError, match="'fmnist,mixed'"):
+        config.load(str(CONFIGS[0].parent / "adversarial.py:fmnist,mixed"))
 
 
 def test_unknown_keys_are_errors_with_suggestions():

@@ -23,7 +23,10 @@ def _train(args):
     from tf_advscale import config as config_lib
     from tf_advscale import runner
     config = config_lib.load(args.config, runlocal=args.runlocal, overrides=args.set)
-    name = os.path.splitext(os.path.basename(args.config))[0] if args.config else "quickstart"
+    name = "quickstart"
+    if args.config:
+        base, _, arg = os.path.basename(args.config).partition(":")
+        name = os.path.splitext(base)[0] + ("_" + arg.replace(",", "_") if arg else "")
     workdir = args.workdir or os.path.join("runs", name + ("_runlocal" if args.runlocal else ""))
     print(f"advscale train: config={args.config or '(built-in default)'} workdir={workdir}",
           flush=True)
@@ -71,7 +74,8 @@ def build_parser():
     parser = argparse.ArgumentParser(prog="advscale", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train from a config file with model.fit")
-    t.add_argument("--config", help="path to a config file (configs/*.py)")
+    t.add_argument("--config", help="a config file, optionally with an argument: "
+                                    "configs/adversarial.py:fmnist,mixed_mixbn")
     t.add_argument("--workdir", help="output directory (default runs/<config name>)")
     t.add_argument("--runlocal", action="store_true", help="the config's small version")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

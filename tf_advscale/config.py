@@ -110,7 +110,14 @@ def merge(update):
 
 
 def load_file(path, runlocal=False):
-    """Runs the config file's ``get_config(runlocal)`` and returns the raw dict."""
+    """Runs the config file's ``get_config(runlocal[, arg])`` and returns the raw dict.
+
+    ``path`` may end in ``:ARG`` (``configs/adversarial.py:fmnist,mixed_mixbn``);
+    ARG is passed to ``get_config`` as ``arg``.
+    """
+    arg = None
+    if ":" in os.path.basename(path):
+        path, arg = path.rsplit(":", 1)
     if not os.path.isfile(path):
         raise ConfigError(f"Config file not found: {path}")
     spec = importlib.util.spec_from_file_location("_advscale_config", path)
@@ -121,7 +128,11 @@ def load_file(path, runlocal=False):
         raise ConfigError(f"Config file {path} has a syntax error: {e}") from e
     if not hasattr(module, "get_config"):
         raise ConfigError(f"Config file {path} must define get_config(runlocal=False)")
-    config = module.get_config(runlocal=runlocal)
+    try:
+        config = (module.get_config(runlocal=runlocal) if arg is None
+                  else module.get_config(runlocal=runlocal, arg=arg))
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"{path}: get_config(arg={arg!r}) failed: {e}") from e
     if not isinstance(config, dict):
         raise ConfigError(f"{path}: get_config() must return a dict. Received: {type(config).__name__}")
     return config

@@ -358,6 +358,8 @@ def plot_curves(report, workdir):
         ax.plot(xs, ys, marker="o")
         if logx:
             ax.set_xscale("log")
+            ax.set_xticks(xs, [f"{v:g}" for v in xs])
+            ax.minorticks_off()
         ax.set_xlabel(xlabel)
         ax.set_ylabel("accuracy (%)")
         ax.set_title(f"{report['model']['name']}: {curve['attack']}, n={curve['n']}")
