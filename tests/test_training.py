@@ -74,6 +74,22 @@ def test_mixbn_domains_see_only_their_images(sample, portion, clean_moves):
     assert (not np.allclose(after[0], before[0])) == clean_moves
 
 
+@pytest.mark.parametrize("images,labels,match", [
+    (255.0, 1, "divide by 255"),
+    (float("nan"), 1, "NaN or Inf"),
+    (-0.5, 1, "smallest value"),
+    (0.5, 10, "< 10 classes"),
+    (0.5, -1, "labels must be >= 0"),
+])
+def test_bad_batches_are_refused_naming_the_value(images, labels, match):
+    am = AdversarialModel(_model(), attack=PGD)
+    am.compile(optimizer=keras.optimizers.SGD(0.01))
+    x = np.full((4, 28, 28, 1), images, "float32")
+    y = np.full((4,), labels, "int32")
+    with pytest.raises(tf.errors.InvalidArgumentError, match=match):
+        am.fit(x, y, batch_size=4, epochs=1, verbose=0)
+
+
 def test_mixbn_mixing_needs_mixbn_layers():
     with pytest.raises(ValueError, match="MixBN"):
         AdversarialModel(_model("bn"), attack=PGD, mixing="mixbn")

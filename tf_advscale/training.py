@@ -61,11 +61,14 @@ class AdversarialModel(keras.Model):
         attack_route: MixBN route the attacker sees.
         attack_jit_compile: compile the attack loop with XLA (measure first:
             on CPU plain graph mode is usually faster).
+        check_inputs: refuse batches with images outside [0, 1], NaN/Inf or
+            labels outside [0, num_classes) with an error naming the value.
     """
 
     def __init__(self, model, attack=None, eval_attack=None, clean_portion=0.0,
                  mixing="joint", alp_weight=0.0, label_smoothing=0.0, weight_decay=0.0,
-                 attack_bn="inference", attack_route=ADV, attack_jit_compile=False, **kwargs):
+                 attack_bn="inference", attack_route=ADV, attack_jit_compile=False,
+                 check_inputs=True, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(model, keras.Model):
             raise ValueError(f"model must be a keras.Model. Received: model={model!r}")
@@ -96,6 +99,7 @@ class AdversarialModel(keras.Model):
         self.attack_bn = attack_bn
         self.attack_route = attack_route
         self.attack_jit_compile = bool(attack_jit_compile)
+        self.check_inputs = bool(check_inputs)
         if self.attack_jit_compile:
             self._generate = tf.function(self._generate, jit_compile=True)
         self.loss_tracker = keras.metrics.Mean(name="loss")
@@ -128,6 +132,7 @@ class AdversarialModel(keras.Model):
             "alp_weight": self.alp_weight, "label_smoothing": self.label_smoothing,
             "weight_decay": self.weight_decay, "attack_bn": self.attack_bn,
             "attack_route": self.attack_route, "attack_jit_compile": self.attack_jit_compile,
+            "check_inputs": self.check_inputs,
         }
 
     @classmethod
@@ -206,7 +211,30 @@ class AdversarialModel(keras.Model):
             raise ValueError("AdversarialModel does not support sample weights")
         x = tf.cast(x, tf.float32)
         y = tf.reshape(tf.cast(y, tf.int32), [-1])
+        if self.check_inputs:
+            x, y = self._checked(x, y)
         return x, y
+
+    def _checked(self, x, y):
+        """Refuses images outside [0, 1] (e.g. 0-255), NaN/Inf and bad labels:
+        epsilons are in [0, 1] pixel units, so such a batch would silently
+        train against the wrong threat model."""
+        k = self.model.output.shape[-1]
+        checks = [
+            tf.debugging.assert_all_finite(x, "images contain NaN or Inf"),
+            tf.debugging.assert_greater_equal(
+                tf.reduce_min(x), 0.0, message="images must be in [0, 1]; smallest value:"),
+            tf.debugging.assert_less_equal(
+                tf.reduce_max(x), 1.0,
+                message="images must be in [0, 1] (0-255 images? divide by 255); largest value:"),
+            tf.debugging.assert_greater_equal(
+                tf.reduce_min(y), 0, message="labels must be >= 0; smallest label:"),
+        ]
+        if k is not None:
+            checks.append(tf.debugging.assert_less(
+                tf.reduce_max(y), int(k), message=f"labels must be < {k} classes; largest label:"))
+        with tf.control_dependencies(checks):
+            return tf.identity(x), tf.identity(y)
 
     def train_step(self, data):
         x, y = self._unpack(data)
