@@ -27,6 +27,11 @@ def test_train_default_config_end_to_end(tmp_path):
     for name in ("config.json", "final.keras", "history.csv"):
         assert (work / name).exists(), name
     assert json.loads((work / "config.json").read_text())["optimizer"]["epochs"] == 1
+    # The trained model, compiled optimizer and schedule included, reloads.
+    import keras
+    import tf_advscale
+    model = keras.saving.load_model(work / "final.keras")
+    assert isinstance(model, tf_advscale.training.AdversarialModel)
 
 
 def test_unknown_config_key_is_a_clear_error(tmp_path):

@@ -377,3 +377,45 @@ class CatastrophicOverfittingMonitor(keras.callbacks.Callback):
             self._check()
         if logs is not None:
             logs["heldout_robust_accuracy"] = self.history[-1]
+
+
+@keras.saving.register_keras_serializable(package="tf_advscale")
+class LRSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up, then cosine, piecewise (/10 at ``decay_epochs``) or constant."""
+
+    KINDS = ("cosine", "piecewise", "constant")
+
+    def __init__(self, base_lr, steps_per_epoch, epochs, kind="cosine", warmup_epochs=0,
+                 decay_epochs=()):
+        if kind not in self.KINDS:
+            raise ValueError(f"schedule must be one of {self.KINDS}. Received: schedule={kind!r}")
+        if not (isinstance(base_lr, (int, float)) and 0 < base_lr < 100):
+            raise ValueError(f"learning_rate must be in (0, 100). Received: learning_rate={base_lr!r}")
+        self.base_lr = float(base_lr)
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.epochs = float(epochs)
+        self.kind = kind
+        self.warmup_epochs = float(warmup_epochs)
+        self.decay_epochs = [float(e) for e in decay_epochs]
+
+    def __call__(self, step):
+        epoch = tf.cast(step, tf.float32) / float(max(1, self.steps_per_epoch))
+        lr = tf.constant(self.base_lr)
+        if self.kind == "cosine":
+            span = max(1e-9, self.epochs - self.warmup_epochs)
+            t = tf.clip_by_value((epoch - self.warmup_epochs) / span, 0.0, 1.0)
+            lr = 0.5 * self.base_lr * (1.0 + tf.cos(math.pi * t))
+        elif self.kind == "piecewise":
+            n = tf.add_n([tf.cast(epoch >= e, tf.float32) for e in self.decay_epochs]) \
+                if self.decay_epochs else 0.0
+            lr = self.base_lr * tf.pow(0.1, n)
+        if self.warmup_epochs > 0:
+            lr = tf.where(epoch < self.warmup_epochs,
+                          self.base_lr * (epoch + 1.0 / max(1, self.steps_per_epoch))
+                          / self.warmup_epochs, lr)
+        return lr
+
+    def get_config(self):
+        return {"base_lr": self.base_lr, "steps_per_epoch": self.steps_per_epoch,
+                "epochs": self.epochs, "kind": self.kind, "warmup_epochs": self.warmup_epochs,
+                "decay_epochs": self.decay_epochs}
