@@ -42,7 +42,8 @@ def main():
     from art.attacks.evasion import AutoProjectedGradientDescent
     from art.estimators.classification import TensorFlowV2Classifier
 
-    model = keras.saving.load_model(args.model)
+    from tf_advscale.evaluate import resolve_model
+    model = resolve_model(args.model)  # the classifier inside an AdversarialModel file
     x, y, info = data.as_numpy(args.dataset, "test", source=args.source, subset=args.n,
                                seed=args.seed)
     def logits(z, training=False):  # ART passes `training`; BN stays in inference mode

@@ -352,8 +352,8 @@ def plot_curves(report, workdir):
         curve = report["curves"].get(key)
         if not curve:
             continue
-        xs = [float(k) for k in curve["accuracy"]]
-        ys = [100 * v for v in curve["accuracy"].values()]
+        points = sorted((float(k), 100 * v) for k, v in curve["accuracy"].items())
+        xs, ys = [p[0] for p in points], [p[1] for p in points]
         fig, ax = plt.subplots(figsize=(5, 3.5))
         ax.plot(xs, ys, marker="o")
         if logx:
