@@ -37,7 +37,7 @@ def _train(args):
 
 
 def _floats(text):
-    return [float(eval_fraction(t)) for t in text.split(",") if t]
+    return [eval_fraction(t) for t in text.split(",") if t]
 
 
 def eval_fraction(text):

@@ -34,6 +34,7 @@ import tf_advscale
 from tf_advscale import attacks as attacks_lib
 from tf_advscale import data as data_lib
 from tf_advscale.layers import mixbn
+from tf_advscale.models import count_params
 
 DEFAULT_ATTACKS = ("pgd-20", "pgd-100", "apgd-ce", "apgd-t", "square")
 STEPS_CURVE = (10, 20, 50, 100, 200, 500, 1000, 2000)
@@ -287,7 +288,7 @@ def evaluate(model, x=None, y=None, dataset=None, split="test", n=None, ids=None
 
     report = {
         "model": {"name": model_name or model.name, "route": route if mixbn.mixbn_layers(model) else None,
-                  "params": int(sum(int(np.prod(v.shape)) for v in model.trainable_weights))},
+                  "params": count_params(model)},
         "data": data_desc,
         "threat_model": "Linf", "epsilon": epsilon, "epsilon_fraction": epsilon_fraction(epsilon),
         "clean_accuracy": float(correct["clean"].mean()),

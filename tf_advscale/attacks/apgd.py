@@ -14,19 +14,16 @@ broken.
 
 import tensorflow as tf
 
-from tf_advscale.attacks.base import NORMS, Attack, _check_number, _expand, register_attack
+from tf_advscale.attacks.base import (NORMS, Attack, _check_number, _expand, _per_example_norm,
+                                      register_attack, true_and_best_other)
 
 LOSSES = ("ce", "dlr", "dlr_targeted")
 
 
 def dlr_loss(logits, labels):
     """Difference-of-logits ratio (untargeted), per example, to maximise."""
-    logits = tf.cast(logits, tf.float32)
-    k = tf.shape(logits)[-1]
-    onehot = tf.one_hot(labels, k)
-    own = tf.reduce_sum(logits * onehot, -1)
-    other = tf.reduce_max(logits - 1e9 * onehot, -1)
-    top = tf.sort(logits, axis=-1, direction="DESCENDING")
+    own, other = true_and_best_other(logits, labels)
+    top = tf.sort(tf.cast(logits, tf.float32), axis=-1, direction="DESCENDING")
     return -(own - other) / (top[:, 0] - top[:, 2] + 1e-12)
 
 
@@ -99,7 +96,7 @@ class APGD(Attack):
             adv = tf.clip_by_value(adv, x - self.epsilon, x + self.epsilon)
         else:
             d = adv - x
-            n = tf.sqrt(tf.reduce_sum(tf.square(d), axis=list(range(1, len(d.shape)))))
+            n = _per_example_norm(d, "l2")
             d = d * _expand(tf.minimum(1.0, self.epsilon / tf.maximum(n, 1e-12)), d)
             adv = x + d
         return tf.clip_by_value(adv, self.clip_min, self.clip_max)
@@ -107,7 +104,7 @@ class APGD(Attack):
     def _ascent(self, grad, step):
         if self.norm == "linf":
             return _expand(step, grad) * tf.sign(grad)
-        n = tf.sqrt(tf.reduce_sum(tf.square(grad), axis=list(range(1, len(grad.shape)))))
+        n = _per_example_norm(grad, "l2")
         return _expand(step, grad) * grad / _expand(tf.maximum(n, 1e-12), grad)
 
     def _start(self, x, seed):
@@ -116,7 +113,7 @@ class APGD(Attack):
             r = tf.random.uniform(shape, -1.0, 1.0, seed=seed)
             return self._project(x, x + self.epsilon * r)
         g = tf.random.normal(shape, seed=seed)
-        n = tf.sqrt(tf.reduce_sum(tf.square(g), axis=list(range(1, len(g.shape)))))
+        n = _per_example_norm(g, "l2")
         return self._project(x, x + self.epsilon * g / _expand(tf.maximum(n, 1e-12), g))
 
     # -- one run -------------------------------------------------------------

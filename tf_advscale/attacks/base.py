@@ -76,6 +76,15 @@ def random_targets(labels, num_classes, seed=None):
     return (labels + offset) % num_classes
 
 
+def true_and_best_other(logits, labels):
+    """Per example: the logit of ``labels`` and the largest other logit."""
+    logits = tf.cast(logits, tf.float32)
+    onehot = tf.one_hot(labels, tf.shape(logits)[-1])
+    own = tf.reduce_sum(logits * onehot, -1)
+    other = tf.reduce_max(logits - 1e9 * onehot, -1)
+    return own, other
+
+
 def _per_example_norm(x, norm):
     axes = list(range(1, len(x.shape)))
     if norm == "linf":
@@ -174,15 +183,11 @@ class PGD(Attack):
     def _objective(self, logits, labels, target):
         """Per-example quantity to ascend."""
         logits = tf.cast(logits, tf.float32)
-        k = tf.shape(logits)[-1]
         if self.loss == "ce":
             if self.targeted:
                 return -tf.keras.losses.sparse_categorical_crossentropy(target, logits, from_logits=True)
             return tf.keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
-        y = target if self.targeted else labels
-        onehot = tf.one_hot(y, k)
-        own = tf.reduce_sum(logits * onehot, -1)
-        other = tf.reduce_max(logits - 1e9 * onehot, -1)
+        own, other = true_and_best_other(logits, target if self.targeted else labels)
         return own - other if self.targeted else other - own
 
     def _success(self, logits, labels, target):

@@ -8,17 +8,15 @@ evaluation runs it beside the white-box attacks as a gradient-masking check.
 
 import tensorflow as tf
 
-from tf_advscale.attacks.base import Attack, _check_number, _expand, register_attack
+from tf_advscale.attacks.base import (Attack, _check_number, _expand, register_attack,
+                                      true_and_best_other)
 
 # The published schedule of the square's area fraction, for 10,000 queries.
 _P_BOUNDS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 
 
 def _margin(logits, labels):
-    logits = tf.cast(logits, tf.float32)
-    onehot = tf.one_hot(labels, tf.shape(logits)[-1])
-    own = tf.reduce_sum(logits * onehot, -1)
-    other = tf.reduce_max(logits - 1e9 * onehot, -1)
+    own, other = true_and_best_other(logits, labels)
     return own - other
 
 
