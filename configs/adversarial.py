@@ -3,6 +3,7 @@
     advscale train --config configs/adversarial.py:fmnist,adv_only
     advscale train --config configs/adversarial.py:fmnist,mixed_bn
     advscale train --config configs/adversarial.py:fmnist,mixed_mixbn
+    advscale train --config configs/adversarial.py:fmnist,mixed_gn
     advscale train --config configs/adversarial.py:fmnist,fast
     advscale train --config configs/adversarial.py:cifar10,adv_only    (and the same variants)
 
@@ -19,6 +20,7 @@ Variants:
   adv_only     adversarial images only (the paper's best one-BN recipe)
   mixed_bn     adversarial + 100% clean images through one BN (the weak baseline)
   mixed_mixbn  adversarial + 100% clean with MixBN (clean -> BN_clean, adv -> BN_adv)
+  mixed_gn     adversarial + 100% clean through group norm (no batch statistics to mix)
   fast         FGSM from a random start, step 1.25 epsilon (Wong et al. 2020), with
                catastrophic-overfitting detection
 """
@@ -37,6 +39,7 @@ VARIANTS = {
     "adv_only": {"norm": "bn", "clean_portion": 0.0, "mixing": "joint"},
     "mixed_bn": {"norm": "bn", "clean_portion": 1.0, "mixing": "joint"},
     "mixed_mixbn": {"norm": "mixbn", "clean_portion": 1.0, "mixing": "mixbn"},
+    "mixed_gn": {"norm": "gn", "clean_portion": 1.0, "mixing": "joint"},
     "fast": {"norm": "bn", "clean_portion": 0.0, "mixing": "joint"},
 }
 

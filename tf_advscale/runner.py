@@ -13,6 +13,7 @@ Everything lands in the work directory:
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 
@@ -45,6 +46,19 @@ def _jsonable(obj):
     if isinstance(obj, (tuple, set)):
         return list(obj)
     return str(obj)
+
+
+def source_commit():
+    """The git commit of the package source, with "+dirty" if modified; None outside git."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=here, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+dirty" if dirty else "")
 
 
 def setup_runtime(config):
@@ -167,6 +181,7 @@ def run(config, workdir, verbose=None):
         "eval_seconds": round(time.time() - start, 1),
         "epochs": config["optimizer"]["epochs"],
         "package_version": tf_advscale.__version__,
+        "commit": source_commit(),
         "tensorflow": tf.__version__, "keras": keras.__version__,
         "machine": f"{platform.machine()} {os.cpu_count()} cpus",
     }
