@@ -66,6 +66,8 @@ DEFAULTS = {
         "decay_epochs": [],
         "epochs": 6,
     },
+    # Step-level training state in WORKDIR/state (see tf_advscale.checkpoint).
+    "checkpoint": {"every_steps": 100, "keep": 2},
     "eval": {
         "val_subset": 500,
         "val_every": 1,
@@ -126,13 +128,17 @@ def load_file(path, runlocal=False):
         spec.loader.exec_module(module)
     except SyntaxError as e:
         raise ConfigError(f"Config file {path} has a syntax error: {e}") from e
+    except Exception as e:  # the file is code: any failure is the config's
+        raise ConfigError(f"Config file {path} failed while loading: "
+                          f"{type(e).__name__}: {e}") from e
     if not hasattr(module, "get_config"):
         raise ConfigError(f"Config file {path} must define get_config(runlocal=False)")
     try:
         config = (module.get_config(runlocal=runlocal) if arg is None
                   else module.get_config(runlocal=runlocal, arg=arg))
-    except (ValueError, TypeError) as e:
-        raise ConfigError(f"{path}: get_config(arg={arg!r}) failed: {e}") from e
+    except Exception as e:
+        raise ConfigError(f"{path}: get_config(arg={arg!r}) failed: "
+                          f"{type(e).__name__}: {e}") from e
     if not isinstance(config, dict):
         raise ConfigError(f"{path}: get_config() must return a dict. Received: {type(config).__name__}")
     return config

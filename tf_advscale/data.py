@@ -142,6 +142,15 @@ def _tfds_builder(name, data_dir=None, manual_dir=None, download=True):
 # Transforms
 # ---------------------------------------------------------------------------
 
+_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")
+
+
+def _is_image(contents):
+    """True if ``contents`` starts like a JPEG, PNG, GIF or BMP file."""
+    head = tf.strings.substr(contents, 0, 4)
+    return tf.reduce_any(tf.stack([tf.strings.substr(head, 0, len(m)) == m for m in _MAGIC]))
+
+
 def _to_float(image):
     return tf.image.convert_image_dtype(image, tf.float32)
 
@@ -173,6 +182,89 @@ def _center_crop(image, size, crop_fraction=0.875):
     resized = tf.cast(tf.round(shape * scale), tf.int32)
     image = tf.image.resize(image, resized, antialias=True)
     return tf.image.resize_with_crop_or_pad(image, size, size)
+
+
+def _augment_fn(large, size):
+    def aug(x, y, seed):
+        x = _to_float(x)
+        if large:
+            x = _inception_crop_flip(x, seed, size)
+        else:
+            pad = 4 if x.shape[0] and x.shape[0] >= 32 else 2
+            x = _pad_crop_flip(x, seed, pad, flip=True)
+        return x, y
+    return aug
+
+
+def _materialize(ds):
+    """Small decoded images as one in-memory array (falls back to ``ds`` if
+    the images differ in shape)."""
+    xs, ys = [], []
+    try:
+        for x, y in ds.batch(4096):
+            xs.append(x.numpy())
+            ys.append(y.numpy())
+    except tf.errors.InvalidArgumentError:
+        return ds
+    return tf.data.Dataset.from_tensor_slices((np.concatenate(xs), np.concatenate(ys)))
+
+
+def _single_stream(ds, n, batch_size, shuffle, augment, seed, repeat, drop_remainder, large,
+                   size, num_parallel_calls):
+    """Reshuffled each time it is iterated (plain ``fit(epochs=...)`` use)."""
+    if shuffle:
+        ds = ds.shuffle(min(n, 50_000), seed=seed, reshuffle_each_iteration=True)
+    if augment:
+        rng = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        aug = _augment_fn(large, size)
+        ds = tf.data.Dataset.zip((ds, rng)).map(lambda xy, s: aug(xy[0], xy[1], s),
+                                                num_parallel_calls=num_parallel_calls)
+    else:
+        ds = ds.map(lambda x, y: (_to_float(x), y), num_parallel_calls=num_parallel_calls)
+    if repeat:
+        ds = ds.repeat()
+    return ds.batch(batch_size, drop_remainder=drop_remainder)
+
+
+def _epoch_stream(ds, n, batch_size, shuffle, augment, seed, epochs, start_epoch, start_step,
+                  large, size, num_parallel_calls):
+    """Epochs ``[start_epoch, epochs)`` as one stream; epoch ``e`` is a pure
+    function of ``(seed, e)``, and the stream starts ``start_step`` batches in."""
+    steps = n // batch_size
+    for name, value in (("epochs", epochs), ("start_epoch", start_epoch),
+                        ("start_step", start_step)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
+            raise DataError(f"{name} must be an int >= 0. Received: {name}={value!r}")
+    if steps < 1:
+        raise DataError(f"batch_size {batch_size} is larger than the data set ({n} images)")
+    if not start_epoch < epochs or not start_step < steps:
+        raise DataError(f"start position (epoch {start_epoch}, step {start_step}) is outside "
+                        f"{epochs} epochs of {steps} steps")
+    aug = _augment_fn(large, size)
+
+    def one_epoch(e, skip):
+        # Python ints throughout: epoch e's shuffle and crops depend on (seed, e) only.
+        epoch_seed = seed * 1_000_003 + e
+        d = ds
+        if shuffle:
+            d = d.shuffle(min(n, 50_000), seed=epoch_seed, reshuffle_each_iteration=False)
+        d = d.enumerate()
+        if skip:
+            d = d.skip(skip)
+        if augment:
+            base = tf.constant(epoch_seed, tf.int64)
+            d = d.map(lambda i, xy: aug(xy[0], xy[1], tf.stack([base, i])),
+                      num_parallel_calls=num_parallel_calls)
+        else:
+            d = d.map(lambda i, xy: (_to_float(xy[0]), xy[1]),
+                      num_parallel_calls=num_parallel_calls)
+        return d.batch(batch_size, drop_remainder=True)
+
+    stream = one_epoch(int(start_epoch), int(start_step) * batch_size)
+    for e in range(int(start_epoch) + 1, int(epochs)):
+        stream = stream.concatenate(one_epoch(e, 0))
+    total = (int(epochs) - int(start_epoch)) * steps - int(start_step)
+    return stream.apply(tf.data.experimental.assert_cardinality(total))
 
 
 # ---------------------------------------------------------------------------
@@ -208,7 +300,8 @@ def _select(n, subset, seed):
 def load(dataset="fashion_mnist", split="train", source=None, path=None, batch_size=128,
          shuffle=None, augment=None, seed=0, image_size=None, drop_remainder=None,
          cache=True, subset=None, subset_seed=None, repeat=False, num_parallel_calls=1,
-         prefetch=2, data_dir=None, manual_dir=None, download=True):
+         prefetch=2, data_dir=None, manual_dir=None, download=True, epochs=None,
+         start_epoch=0, start_step=0):
     """Returns ``(tf.data.Dataset, info)`` for ``dataset``/``split``.
 
     Args:
@@ -228,9 +321,19 @@ def load(dataset="fashion_mnist", split="train", source=None, path=None, batch_s
         repeat: repeat forever (for ``steps_per_epoch`` training).
         num_parallel_calls: map parallelism; 1 leaves the cores to the model.
         data_dir, manual_dir, download: passed to tensorflow-datasets.
+        epochs: if given, one stream of whole batches for epochs
+            ``[start_epoch, epochs)`` in which epoch ``e``'s order and
+            augmentation depend only on ``(seed, e)`` -- not on how many
+            epochs this process has iterated -- and which starts
+            ``start_step`` batches into ``start_epoch``. Pass it with
+            ``steps_per_epoch=info["steps_per_epoch"]`` to ``fit``; a resumed
+            run (``tf_advscale.checkpoint``) sees exactly the batches the
+            uninterrupted run would have seen.
+        start_epoch, start_step: where that stream starts.
 
     ``info`` holds ``classes``, ``num_classes``, ``num_examples``, ``shape``,
-    ``source``, ``ids`` (the selected example ids, or None for all).
+    ``source``, ``ids`` (the selected example ids, or None for all) and
+    ``steps_per_epoch`` (whole batches per epoch).
     """
     known = DATASETS.get(dataset, {})
     source = source or known.get("default_source") or "tfds"
@@ -262,8 +365,13 @@ def load(dataset="fashion_mnist", split="train", source=None, path=None, batch_s
         channels = known.get("shape", (None, None, 3))[-1]
 
         def decode(path, label):
-            image = tf.io.decode_image(tf.io.read_file(path), channels=channels,
-                                       expand_animations=False)
+            contents = tf.io.read_file(path)
+            # A file that is no image fails here, naming itself (the decoder's own
+            # error does not say which file it was).
+            check = tf.debugging.Assert(_is_image(contents), [
+                "not a JPEG/PNG/GIF/BMP image (by its first bytes):", path])
+            with tf.control_dependencies([check]):
+                image = tf.io.decode_image(contents, channels=channels, expand_animations=False)
             return image, label
     else:
         builder = _tfds_builder(dataset, data_dir, manual_dir, download)
@@ -301,29 +409,15 @@ def load(dataset="fashion_mnist", split="train", source=None, path=None, batch_s
                     num_parallel_calls=num_parallel_calls)
     if cache and not (large and augment):
         ds = ds.cache()
-    if shuffle:
-        ds = ds.shuffle(min(num_examples, 50_000), seed=seed, reshuffle_each_iteration=True)
-    if augment:
-        rng = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        ds = tf.data.Dataset.zip((ds, rng))
-        size = image_size or known.get("shape", (224,))[0]
-
-        def aug(xy, s):
-            x, y = xy
-            x = _to_float(x)
-            if large:
-                x = _inception_crop_flip(x, s, size)
-            else:
-                pad = 4 if x.shape[0] and x.shape[0] >= 32 else 2
-                x = _pad_crop_flip(x, s, pad, flip=True)
-            return x, y
-
-        ds = ds.map(aug, num_parallel_calls=num_parallel_calls)
+    size = image_size or known.get("shape", (224,))[0]
+    if epochs is not None and cache and not large:
+        ds = _materialize(ds)  # a cache inside the per-epoch flat_map is not reused
+    if epochs is not None:
+        ds = _epoch_stream(ds, num_examples, batch_size, shuffle, augment, seed, epochs,
+                           start_epoch, start_step, large, size, num_parallel_calls)
     else:
-        ds = ds.map(lambda x, y: (_to_float(x), y), num_parallel_calls=num_parallel_calls)
-    if repeat:
-        ds = ds.repeat()
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+        ds = _single_stream(ds, num_examples, batch_size, shuffle, augment, seed, repeat,
+                            drop_remainder, large, size, num_parallel_calls)
     if prefetch:
         ds = ds.prefetch(prefetch)
     options = tf.data.Options()
@@ -335,7 +429,9 @@ def load(dataset="fashion_mnist", split="train", source=None, path=None, batch_s
     info = {"dataset": dataset, "split": split, "source": source, "classes": classes,
             "num_classes": len(classes) if classes else None, "num_examples": num_examples,
             "shape": tuple(shape) if shape else None,
-            "ids": None if ids is None else [int(i) for i in ids]}
+            "ids": None if ids is None else [int(i) for i in ids],
+            "steps_per_epoch": num_examples // batch_size if drop_remainder or epochs
+            else -(-num_examples // batch_size)}
     return ds, info
 
 

@@ -51,8 +51,11 @@ class UniformNoise(attacks_lib.Attack):
     def get_config(self):
         return {"epsilon": self.epsilon, "seed": self.seed}
 
-    def perturb(self, model_fn, images, labels, target=None):
-        noise = tf.sign(tf.random.uniform(tf.shape(images), -1.0, 1.0, seed=self.seed))
+    def perturb(self, model_fn, images, labels, target=None, seed=None):
+        if seed is not None:
+            noise = tf.sign(tf.random.stateless_uniform(tf.shape(images), seed, -1.0, 1.0))
+        else:
+            noise = tf.sign(tf.random.uniform(tf.shape(images), -1.0, 1.0, seed=self.seed))
         return tf.clip_by_value(images + self.epsilon * noise, 0.0, 1.0)
 
 
@@ -132,7 +135,10 @@ def run_attacks(model, x, y, attacks, batch_size=250, seed=0, workdir=None, sett
     With ``workdir``, each finished batch is saved and reused on rerun.
     """
     fn = lambda images: model(images, training=False)
-    compiled = {name: tf.function(lambda a, b, atk=atk: atk(fn, a, b), reduce_retracing=True)
+    # Stateless draws keyed by (seed, attack, batch): a batch's result does not
+    # depend on which batches ran before it in this process.
+    compiled = {name: tf.function(lambda a, b, s, atk=atk: atk(fn, a, b, seed=s),
+                                  reduce_retracing=True)
                 for name, atk in attacks.items()}
     predict = tf.function(lambda a: tf.argmax(fn(a), -1, output_type=tf.int32),
                           reduce_retracing=True)
@@ -164,12 +170,11 @@ def run_attacks(model, x, y, attacks, batch_size=250, seed=0, workdir=None, sett
             continue
         xb = tf.constant(x[b * batch_size:(b + 1) * batch_size])
         yb = tf.constant(y[b * batch_size:(b + 1) * batch_size])
-        keras.utils.set_random_seed(seed * 100003 + b)  # repeatable per batch
         clean = (predict(xb).numpy() == yb.numpy())
         result = {"clean": clean}
-        for name, attack_fn in compiled.items():
+        for i, (name, attack_fn) in enumerate(compiled.items()):
             start = time.time()
-            adv = attack_fn(xb, yb)
+            adv = attack_fn(xb, yb, tf.constant([seed * 1009 + i, b], tf.int64))
             result[name] = clean & (predict(adv).numpy() == yb.numpy())
             seconds[name] += time.time() - start
         if path:
@@ -247,7 +252,8 @@ def evaluate(model, x=None, y=None, dataset=None, split="test", n=None, ids=None
     built = {str(a) if not isinstance(a, attacks_lib.Attack) else repr(a):
              make_attack(a, epsilon, num_classes) for a in attacks}
     settings = {"attacks": {k: repr(v) for k, v in built.items()}, "data": data_desc,
-                "epsilon": epsilon, "seed": seed, "batch_size": batch_size, "route": route}
+                "epsilon": epsilon, "seed": seed, "batch_size": batch_size, "route": route,
+                "seeding": "stateless (seed, attack, batch)"}
     correct, seconds = run_attacks(model, x, y, built, batch_size, seed,
                                    os.path.join(workdir, "main") if workdir else None,
                                    settings, verbose)

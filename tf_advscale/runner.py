@@ -3,11 +3,16 @@
 Everything lands in the work directory:
 
     config.json      the full config that ran
-    backup/          Keras BackupAndRestore state (a killed run resumes)
+    state/           step-level training state (``tf_advscale.checkpoint``):
+                     a killed run, rerun with the same command, resumes at
+                     its last checkpoint (data position and RNG included)
     best.keras       best validation checkpoint (robust accuracy if attacked)
     final.keras      the model after the last epoch
     history.csv      per-epoch metrics;  tb/  TensorBoard logs
     metrics.json     final test metrics, written last and atomically
+
+Every file is written through a temporary name and a rename. A work
+directory holding a run of a different config is refused.
 """
 
 import json
@@ -22,7 +27,9 @@ import numpy as np
 import tensorflow as tf
 
 import tf_advscale
+from tf_advscale import checkpoint as ckpt_lib
 from tf_advscale import data as data_lib
+from tf_advscale.config import ConfigError
 from tf_advscale.layers import mixbn
 from tf_advscale.models import count_params, resnet
 from tf_advscale.training import AdversarialModel, CatastrophicOverfittingMonitor, LRSchedule
@@ -76,19 +83,63 @@ def setup_runtime(config):
         tf.config.experimental.enable_op_determinism()
 
 
+def _data_kwargs(config):
+    d = config["data"]
+    return dict(source=d["source"], path=d["path"], batch_size=d["batch_size"],
+                image_size=d["image_size"], num_parallel_calls=d["num_parallel_calls"],
+                data_dir=d["data_dir"], manual_dir=d["manual_dir"], seed=config["seed"])
+
+
+def load_train(config, start_epoch=0, start_step=0):
+    """The training stream from (start_epoch, start_step) to the last epoch."""
+    d = config["data"]
+    return data_lib.load(d["dataset"], "train", augment=d["augment"], subset=d["train_subset"],
+                         epochs=config["optimizer"]["epochs"], start_epoch=start_epoch,
+                         start_step=start_step, **_data_kwargs(config))
+
+
 def load_data(config):
     d = config["data"]
-    common = dict(source=d["source"], path=d["path"], batch_size=d["batch_size"],
-                  image_size=d["image_size"], num_parallel_calls=d["num_parallel_calls"],
-                  data_dir=d["data_dir"], manual_dir=d["manual_dir"], seed=config["seed"])
-    train, train_info = data_lib.load(d["dataset"], "train", augment=d["augment"],
-                                      subset=d["train_subset"], **common)
+    common = _data_kwargs(config)
+    train, train_info = load_train(config)
     val, val_info = data_lib.load(d["dataset"], "test", subset=config["eval"]["val_subset"],
                                   **common)
     test, test_info = data_lib.load(d["dataset"], "test",
                                     subset=config["eval"]["test_subset"] or d["test_subset"],
                                     **common)
     return (train, train_info), (val, val_info), (test, test_info)
+
+
+def check_workdir(workdir, config):
+    """Refuses a work directory that holds a run of a different config."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        try:
+            old = json.load(f)
+        except ValueError:
+            return  # never completed its first write; nothing to protect
+    new = json.loads(json.dumps(config, default=_jsonable))
+    if old == new:
+        return
+    started = any(os.path.exists(os.path.join(workdir, n))
+                  for n in ("state", "metrics.json", "final.keras"))
+    if not started:
+        return
+    diff = sorted(_differences(old, new))
+    raise ConfigError(
+        f"Work directory {workdir} holds a run of a different config (differs at "
+        f"{', '.join(diff[:5])}{' ...' if len(diff) > 5 else ''}). Use another --workdir, "
+        "or delete that directory to start over.")
+
+
+def _differences(a, b, prefix=""):
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in set(a) | set(b):
+            yield from _differences(a.get(k), b.get(k), f"{prefix}{k}.")
+    elif a != b:
+        yield f"{prefix[:-1]} ({a!r} -> {b!r})"
 
 
 def build_model(config, info):
@@ -103,7 +154,7 @@ def build_model(config, info):
         clean_portion=t["clean_portion"], mixing=t["mixing"], alp_weight=t["alp_weight"],
         label_smoothing=t["label_smoothing"], weight_decay=t["weight_decay"],
         attack_bn=t["attack_bn"], attack_route=t["attack_route"],
-        attack_jit_compile=t["attack_jit_compile"])
+        attack_jit_compile=t["attack_jit_compile"], seed=int(config["seed"]))
 
 
 def compile_model(model, config, steps_per_epoch):
@@ -135,38 +186,82 @@ def evaluate(model, test_ds, route=None):
     return out
 
 
+def _truncate_history(path, epoch):
+    """Drops history.csv rows of epochs >= ``epoch`` (written by a run that
+    was killed before its epoch-end checkpoint); atomic."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = f.read().splitlines(keepends=True)
+    keep = lines[:1] + [line for line in lines[1:]
+                        if line.split(",", 1)[0].strip().isdigit()
+                        and int(line.split(",", 1)[0]) < epoch]
+    if keep != lines:
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "w") as f:
+            f.writelines(keep)
+        os.replace(tmp, path)
+
+
+class _Clock:
+    """Training wall time, summed over the runs of a resumed work directory."""
+
+    def __init__(self):
+        self.before, self.since = 0.0, None
+
+    def start(self):
+        self.since = time.time()
+
+    def get_state(self):
+        return {"seconds": self.before + (time.time() - self.since if self.since else 0.0)}
+
+    def set_state(self, state):
+        self.before = float(state["seconds"])
+        self.since = time.time()
+
+
 def run(config, workdir, verbose=None):
-    """Trains ``config`` into ``workdir`` (resuming if a backup is there)."""
+    """Trains ``config`` into ``workdir``; rerun after a crash, it resumes."""
     os.makedirs(workdir, exist_ok=True)
+    check_workdir(workdir, config)
     write_json(os.path.join(workdir, "config.json"), config)
     setup_runtime(config)
     (train, train_info), (val, _), (test, test_info) = load_data(config)
-    bs = config["data"]["batch_size"]
-    steps_per_epoch = train_info["num_examples"] // bs
-    if steps_per_epoch < 1:
-        raise ValueError(f"batch_size {bs} is larger than the training set "
-                         f"({train_info['num_examples']} images)")
+    steps_per_epoch = train_info["steps_per_epoch"]
     model = build_model(config, train_info)
     compile_model(model, config, steps_per_epoch)
 
     monitor = "val_adv_accuracy" if config["eval_attack"] else "val_clean_accuracy"
+    best = ckpt_lib.BestModel(os.path.join(workdir, "best.keras"), monitor=monitor, mode="max")
+    clock = _Clock()
+    tracked = {"best_model": best, "clock": clock}
     callbacks = [
-        keras.callbacks.BackupAndRestore(os.path.join(workdir, "backup")),
-        keras.callbacks.ModelCheckpoint(os.path.join(workdir, "best.keras"), monitor=monitor,
-                                        mode="max", save_best_only=True),
         keras.callbacks.CSVLogger(os.path.join(workdir, "history.csv"), append=True),
         keras.callbacks.TensorBoard(os.path.join(workdir, "tb"), write_graph=False),
+        best,
     ]
     if config["trainer"]["catastrophic_overfitting"]:
         x, y = next(iter(val))
-        callbacks.append(CatastrophicOverfittingMonitor(x, y))
+        monitor_co = CatastrophicOverfittingMonitor(x, y)
+        callbacks.append(monitor_co)
+        tracked["catastrophic_overfitting"] = monitor_co
+    c = config["checkpoint"]
+    state = ckpt_lib.TrainingState(os.path.join(workdir, "state"), steps_per_epoch,
+                                   every_steps=c["every_steps"], keep=c["keep"], tracked=tracked)
+    epoch, step = state.load()
+    _truncate_history(os.path.join(workdir, "history.csv"), epoch)
+    if epoch or step:
+        print(f"Resuming {workdir} at epoch {epoch}, step {step} of {steps_per_epoch}",
+              flush=True)
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
-    start = time.time()
-    model.fit(train, epochs=config["optimizer"]["epochs"], validation_data=val,
-              validation_freq=config["eval"]["val_every"], callbacks=callbacks, verbose=verbose, shuffle=False)
-    train_time = time.time() - start
-    model.save(os.path.join(workdir, "final.keras"))
+    clock.start()
+    ckpt_lib.resumable_fit(
+        model, lambda e, s: load_train(config, e, s)[0], config["optimizer"]["epochs"],
+        steps_per_epoch, state, callbacks=callbacks, validation_data=val,
+        validation_freq=config["eval"]["val_every"], verbose=verbose, shuffle=False)
+    train_time = clock.get_state()["seconds"]
+    ckpt_lib.save_model_atomic(model, os.path.join(workdir, "final.keras"))
 
     start = time.time()
     results = evaluate(model, test, config["eval"]["route"])

@@ -63,12 +63,17 @@ class AdversarialModel(keras.Model):
             on CPU plain graph mode is usually faster).
         check_inputs: refuse batches with images outside [0, 1], NaN/Inf or
             labels outside [0, num_classes) with an error naming the value.
+        seed: the attacks' random starts and targets are stateless draws
+            keyed by ``(seed, optimizer step[, replica])`` in training and
+            ``(seed, evaluation batch)`` in ``evaluate``, so a resumed run
+            draws what the uninterrupted one drew. None: a seed from numpy's
+            global generator (set by ``keras.utils.set_random_seed``).
     """
 
     def __init__(self, model, attack=None, eval_attack=None, clean_portion=0.0,
                  mixing="joint", alp_weight=0.0, label_smoothing=0.0, weight_decay=0.0,
                  attack_bn="inference", attack_route=ADV, attack_jit_compile=False,
-                 check_inputs=True, **kwargs):
+                 check_inputs=True, seed=None, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(model, keras.Model):
             raise ValueError(f"model must be a keras.Model. Received: model={model!r}")
@@ -100,11 +105,18 @@ class AdversarialModel(keras.Model):
         self.attack_route = attack_route
         self.attack_jit_compile = bool(attack_jit_compile)
         self.check_inputs = bool(check_inputs)
+        if seed is None:
+            seed = int(np.random.randint(0, 2**31 - 1))
+        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+            raise ValueError(f"seed must be an int >= 0 or None. Received: seed={seed!r}")
+        self.seed = int(seed)
         if self.attack_jit_compile:
             self._generate = tf.function(self._generate, jit_compile=True)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.clean_accuracy = keras.metrics.SparseCategoricalAccuracy(name="clean_accuracy")
         self.adv_accuracy = keras.metrics.SparseCategoricalAccuracy(name="adv_accuracy")
+        # Counts evaluation batches (reset with the metrics): the eval seed.
+        self._eval_batches = keras.metrics.Sum(name="eval_batches", dtype="int64")
         if model.built:
             self.built = True
 
@@ -112,7 +124,7 @@ class AdversarialModel(keras.Model):
 
     @property
     def metrics(self):
-        return [self.loss_tracker, self.clean_accuracy, self.adv_accuracy]
+        return [self.loss_tracker, self.clean_accuracy, self.adv_accuracy, self._eval_batches]
 
     def build(self, input_shape=None):
         if not self.model.built:
@@ -132,7 +144,7 @@ class AdversarialModel(keras.Model):
             "alp_weight": self.alp_weight, "label_smoothing": self.label_smoothing,
             "weight_decay": self.weight_decay, "attack_bn": self.attack_bn,
             "attack_route": self.attack_route, "attack_jit_compile": self.attack_jit_compile,
-            "check_inputs": self.check_inputs,
+            "check_inputs": self.check_inputs, "seed": self.seed,
         }
 
     @classmethod
@@ -161,19 +173,42 @@ class AdversarialModel(keras.Model):
         """Logits for evaluation: inference mode, the model's inference route."""
         return self.model(images, training=False)
 
-    def _generate(self, images, labels):
-        return tf.stop_gradient(self.attack(self.attack_model_fn, images, labels))
+    def _generate(self, images, labels, seed=None):
+        return tf.stop_gradient(self.attack(self.attack_model_fn, images, labels, seed=seed))
+
+    def _seed(self, counter, salt):
+        """A stateless seed from ``(self.seed, salt, counter[, replica id])``."""
+        seed = attacks_lib.fold_seed(tf.constant([self.seed, salt], tf.int64),
+                                     tf.cast(counter, tf.int64))
+        context = tf.distribute.get_replica_context()
+        if context is not None and tf.distribute.get_strategy().num_replicas_in_sync > 1:
+            seed = attacks_lib.fold_seed(seed, context.replica_id_in_sync_group)
+        return seed
 
     # -- the step ------------------------------------------------------------
 
     def _clean_count(self, images):
         if self.clean_portion == 0.0:
             return 0
+        split = self.mixing in ("mixbn", "separate")  # each domain needs >= 1 image
         static = images.shape[0]
         if static is not None:
-            return int(round(self.clean_portion * static))
+            count = int(round(self.clean_portion * static))
+            if split and count == 0:
+                raise ValueError(
+                    f"A batch of {static} images (per replica) with clean_portion="
+                    f"{self.clean_portion} has no clean image for mixing={self.mixing!r}: use a "
+                    f"batch of at least {math.ceil(0.5 / self.clean_portion)} images per replica")
+            return count
         n = tf.shape(images)[0]
-        return tf.cast(tf.round(self.clean_portion * tf.cast(n, tf.float32)), tf.int32)
+        count = tf.cast(tf.round(self.clean_portion * tf.cast(n, tf.float32)), tf.int32)
+        if split:
+            check = tf.debugging.assert_positive(
+                count, message=f"batch too small to split for mixing={self.mixing!r} with "
+                f"clean_portion={self.clean_portion}: clean images in this batch:")
+            with tf.control_dependencies([check]):
+                count = tf.identity(count)
+        return count
 
     def _forward(self, adv, clean):
         """Logits of (adversarial, clean) images in training mode."""
@@ -240,7 +275,7 @@ class AdversarialModel(keras.Model):
         x, y = self._unpack(data)
         adversarial = not isinstance(self.attack, attacks_lib.NoAttack)
         if adversarial:
-            adv = self._generate(x, y)
+            adv = self._generate(x, y, self._seed(self.optimizer.iterations, 0))
             n_clean = self._clean_count(x)
             clean = None if (isinstance(n_clean, int) and n_clean == 0) else x[:n_clean]
             y_clean = None if clean is None else y[:n_clean]
@@ -283,12 +318,14 @@ class AdversarialModel(keras.Model):
         self.loss_tracker.update_state(tf.reduce_mean(self._cross_entropy(y, logits)))
         self.clean_accuracy.update_state(y, logits)
         if self.eval_attack is not None:
-            adv = self.eval_attack(self.eval_model_fn, x, y)
+            adv = self.eval_attack(self.eval_model_fn, x, y,
+                                   seed=self._seed(self._eval_batches.result(), 1))
             self.adv_accuracy.update_state(y, self.eval_model_fn(adv))
+        self._eval_batches.update_state(1)
         return self._logs(self.eval_attack is not None)
 
     def _logs(self, with_adv):
-        metrics = self.metrics if with_adv else self.metrics[:2]
+        metrics = self.metrics[:3] if with_adv else self.metrics[:2]
         return {m.name: m.result() for m in metrics}
 
 
@@ -366,6 +403,18 @@ class CatastrophicOverfittingMonitor(keras.callbacks.Callback):
             if self.restore_best and self.best_weights is not None:
                 self.model.set_weights(self.best_weights)
             self.model.stop_training = True
+
+    def get_state(self):
+        """JSON-able state for ``checkpoint.TrainingState`` (the best weights
+        themselves are not kept across a restart)."""
+        return {"best": self.best, "history": list(self.history), "triggered": self.triggered,
+                "steps": self._steps}
+
+    def set_state(self, state):
+        self.best = float(state["best"])
+        self.history = [float(a) for a in state["history"]]
+        self.triggered = bool(state["triggered"])
+        self._steps = int(state["steps"])
 
     def on_train_batch_end(self, batch, logs=None):
         self._steps += 1

@@ -15,7 +15,7 @@ broken.
 import tensorflow as tf
 
 from tf_advscale.attacks.base import (NORMS, Attack, _check_number, _expand, _per_example_norm,
-                                      register_attack, true_and_best_other)
+                                      fold_seed, register_attack, true_and_best_other)
 
 LOSSES = ("ce", "dlr", "dlr_targeted")
 
@@ -108,11 +108,15 @@ class APGD(Attack):
         return _expand(step, grad) * grad / _expand(tf.maximum(n, 1e-12), grad)
 
     def _start(self, x, seed):
+        """Random start; ``seed``: an op seed (int), a stateless seed tensor or None."""
         shape = tf.shape(x)
+        stateless = isinstance(seed, tf.Tensor)
         if self.norm == "linf":
-            r = tf.random.uniform(shape, -1.0, 1.0, seed=seed)
+            r = tf.random.stateless_uniform(shape, seed, -1.0, 1.0) if stateless else \
+                tf.random.uniform(shape, -1.0, 1.0, seed=seed)
             return self._project(x, x + self.epsilon * r)
-        g = tf.random.normal(shape, seed=seed)
+        g = tf.random.stateless_normal(shape, seed) if stateless else \
+            tf.random.normal(shape, seed=seed)
         n = _per_example_norm(g, "l2")
         return self._project(x, x + self.epsilon * g / _expand(tf.maximum(n, 1e-12), g))
 
@@ -191,7 +195,7 @@ class APGD(Attack):
         result = tf.where(_expand(final["correct"], x), final["x_best"], final["best_adv"])
         return tf.stop_gradient(result), final["correct"]
 
-    def perturb(self, model_fn, images, labels, target=None):
+    def perturb(self, model_fn, images, labels, target=None, seed=None):
         x = images
         logits = model_fn(x)
         correct = tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels)
@@ -203,8 +207,11 @@ class APGD(Attack):
         else:
             runs = [(None, i) for i in range(self.restarts)]
         for tgt, i in runs:
-            seed = None if self.seed is None else self.seed + i
-            adv, ok = self.run(model_fn, x, labels, tgt, seed)
+            if seed is not None:
+                run_seed = fold_seed(seed, i)
+            else:
+                run_seed = None if self.seed is None else self.seed + i
+            adv, ok = self.run(model_fn, x, labels, tgt, run_seed)
             newly = tf.logical_and(correct, tf.logical_not(ok))
             best = tf.where(_expand(newly, x), adv, best)
             correct = tf.logical_and(correct, ok)

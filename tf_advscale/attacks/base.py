@@ -1,13 +1,20 @@
 """Attacks: objects behind one interface, shared by training and evaluation.
 
-    adv = attack(model_fn, images, labels, target=None)
+    adv = attack(model_fn, images, labels, target=None, seed=None)
 
 ``model_fn`` maps images in [0, 1] to logits; the caller decides which BN
 mode / MixBN route it uses (see ``AdversarialModel.attack_model_fn``). An
 attack only reads the model: it never updates weights or BN statistics.
 Epsilon and step size are in [0, 1] pixel units; outputs are clipped to
 ``[clip_min, clip_max]``.
+
+``seed``: None draws random starts and targets from TensorFlow's stateful
+generators (seeded by ``keras.utils.set_random_seed``); a stateless seed
+(two integers, e.g. ``[run_seed, step]``) makes the call a pure function of
+its inputs, which is what a resumed or repeated run needs.
 """
+
+import math
 
 import keras
 import tensorflow as tf
@@ -22,7 +29,7 @@ def register_attack(cls):
 
 
 def _check_number(name, value, low=0.0, high=None, inclusive_low=True):
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if ok:
         ok = value >= low if inclusive_low else value > low
         ok = ok and (high is None or value <= high)
@@ -34,14 +41,16 @@ def _check_number(name, value, low=0.0, high=None, inclusive_low=True):
 class Attack:
     """Base class. Subclasses implement ``perturb``."""
 
-    def __call__(self, model_fn, images, labels, target=None):
+    def __call__(self, model_fn, images, labels, target=None, seed=None):
         images = tf.convert_to_tensor(images)
         if images.dtype != tf.float32:
             images = tf.cast(images, tf.float32)
         labels = tf.cast(tf.convert_to_tensor(labels), tf.int32)
-        return self.perturb(model_fn, images, labels, target)
+        if seed is None:
+            return self.perturb(model_fn, images, labels, target)
+        return self.perturb(model_fn, images, labels, target, seed=tf.cast(seed, tf.int64))
 
-    def perturb(self, model_fn, images, labels, target=None):
+    def perturb(self, model_fn, images, labels, target=None, seed=None):
         raise NotImplementedError
 
     def get_config(self):
@@ -66,13 +75,34 @@ class Attack:
 class NoAttack(Attack):
     """Returns the images unchanged (standard training / clean evaluation)."""
 
-    def perturb(self, model_fn, images, labels, target=None):
+    def perturb(self, model_fn, images, labels, target=None, seed=None):
         return images
 
 
+def fold_seed(seed, salt):
+    """A new stateless seed from ``seed`` (two ints) and the integer ``salt``."""
+    return tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64),
+                                                   tf.cast(salt, tf.int64))
+
+
+def uniform(shape, seed=None, minval=0.0, maxval=1.0, dtype=tf.float32):
+    """``tf.random.uniform``, or its stateless twin when ``seed`` is given."""
+    if seed is None:
+        return tf.random.uniform(shape, minval, maxval, dtype=dtype)
+    return tf.random.stateless_uniform(shape, seed, minval, maxval, dtype=dtype)
+
+
+def normal(shape, seed=None):
+    """``tf.random.normal``, or its stateless twin when ``seed`` is given."""
+    if seed is None:
+        return tf.random.normal(shape)
+    return tf.random.stateless_normal(shape, seed)
+
+
 def random_targets(labels, num_classes, seed=None):
-    """A uniformly random wrong class per example (the paper's target)."""
-    offset = tf.random.uniform(tf.shape(labels), 1, num_classes, dtype=tf.int32, seed=seed)
+    """A uniformly random wrong class per example (the paper's target);
+    ``seed``: None (stateful) or a stateless seed."""
+    offset = uniform(tf.shape(labels), seed, 1, num_classes, dtype=tf.int32)
     return (labels + offset) % num_classes
 
 
@@ -126,6 +156,10 @@ class PGD(Attack):
                              f"cover the whole image range (did you mean {epsilon}/255?). "
                              f"Received: epsilon={epsilon!r}")
         _check_number("step_size", step_size, 0.0, None)
+        if norm == "linf" and step_size > 1.0:
+            raise ValueError(f"step_size is in [0, 1] pixel units for linf; {step_size} would "
+                             f"jump across the whole image range (did you mean {step_size}/255?). "
+                             f"Received: step_size={step_size!r}")
         if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
             raise ValueError(f"steps must be an int >= 0. Received: steps={steps!r}")
         if not isinstance(restarts, int) or restarts < 1:
@@ -165,13 +199,14 @@ class PGD(Attack):
         factor = tf.minimum(1.0, self.epsilon / tf.maximum(n, 1e-12))
         return delta * _expand(factor, delta)
 
-    def _random_delta(self, x):
+    def _random_delta(self, x, seed=None):
+        s = [None] * 2 if seed is None else [fold_seed(seed, k) for k in (1, 2)]
         if self.norm == "linf":
-            return tf.random.uniform(tf.shape(x), -self.epsilon, self.epsilon)
+            return uniform(tf.shape(x), s[0], -self.epsilon, self.epsilon)
         # Uniform in the L2 ball: direction ~ Gaussian, radius ~ eps * u^(1/d).
-        g = tf.random.normal(tf.shape(x))
+        g = normal(tf.shape(x), s[0])
         d = tf.cast(tf.reduce_prod(tf.shape(x)[1:]), tf.float32)
-        r = self.epsilon * tf.random.uniform(tf.shape(x)[:1]) ** (1.0 / d)
+        r = self.epsilon * uniform(tf.shape(x)[:1], s[1]) ** (1.0 / d)
         return g / _expand(tf.maximum(_per_example_norm(g, "l2"), 1e-12), g) * _expand(r, g)
 
     def _step(self, grad):
@@ -194,10 +229,11 @@ class PGD(Attack):
         pred = tf.argmax(logits, -1, output_type=tf.int32)
         return tf.equal(pred, target) if self.targeted else tf.not_equal(pred, labels)
 
-    def _run(self, model_fn, x, labels, target):
-        start = self._random_delta(x)
+    def _run(self, model_fn, x, labels, target, seed=None):
+        start = self._random_delta(x, seed)
         if self.random_start < 1.0:
-            use = tf.random.uniform(tf.shape(x)[:1]) < self.random_start
+            use = uniform(tf.shape(x)[:1], None if seed is None else fold_seed(seed, 3)) \
+                < self.random_start
             start = tf.where(_expand(use, x), start, tf.zeros_like(start))
         adv = tf.clip_by_value(x + self._project(start), self.clip_min, self.clip_max)
 
@@ -216,18 +252,19 @@ class PGD(Attack):
         _, adv = tf.while_loop(lambda i, _: i < self.steps, step, (tf.constant(0), adv))
         return adv
 
-    def perturb(self, model_fn, images, labels, target=None):
+    def perturb(self, model_fn, images, labels, target=None, seed=None):
+        run_seed = (lambda i: None) if seed is None else (lambda i: fold_seed(seed, 100 + i))
         if self.targeted and target is None:
             k = self.num_classes
             if k is None:
                 k = tf.shape(model_fn(images[:1]))[-1]
-            target = random_targets(labels, k)
-        best = self._run(model_fn, images, labels, target)
+            target = random_targets(labels, k, None if seed is None else fold_seed(seed, 0))
+        best = self._run(model_fn, images, labels, target, run_seed(0))
         if self.restarts > 1:
             done = self._success(model_fn(best), labels, target)
 
             def restart(i, best, done):
-                adv = self._run(model_fn, images, labels, target)
+                adv = self._run(model_fn, images, labels, target, run_seed(i + 1))
                 ok = self._success(model_fn(adv), labels, target)
                 best = tf.where(_expand(tf.logical_and(ok, tf.logical_not(done)), adv), adv, best)
                 return i + 1, best, tf.logical_or(done, ok)

@@ -8,7 +8,7 @@ evaluation runs it beside the white-box attacks as a gradient-masking check.
 
 import tensorflow as tf
 
-from tf_advscale.attacks.base import (Attack, _check_number, _expand, register_attack,
+from tf_advscale.attacks.base import (Attack, _check_number, _expand, fold_seed, register_attack,
                                       true_and_best_other)
 
 # The published schedule of the square's area fraction, for 10,000 queries.
@@ -53,12 +53,16 @@ class Square(Attack):
         halvings = tf.add_n([tf.cast(it > b, tf.float32) for b in _P_BOUNDS])
         return self.p_init / tf.pow(2.0, halvings)
 
-    def perturb(self, model_fn, images, labels, target=None):
+    def perturb(self, model_fn, images, labels, target=None, seed=None):
         x = images
         n = tf.shape(x)[0]
         h, w, c = x.shape[1], x.shape[2], x.shape[3]
-        base = tf.constant(self.seed, tf.int32) if self.seed is not None else \
-            tf.random.uniform([], 0, 2**31 - 1, dtype=tf.int32)
+        if seed is not None:
+            base = tf.cast(fold_seed(seed, 0)[0] % (2**31 - 1), tf.int32)
+        elif self.seed is not None:
+            base = tf.constant(self.seed, tf.int32)
+        else:
+            base = tf.random.uniform([], 0, 2**31 - 1, dtype=tf.int32)
 
         def uniform(shape, i, k):
             # Stateless draws keyed by (seed, iteration, use): graph-safe, repeatable.

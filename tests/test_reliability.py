@@ -1,0 +1,401 @@
+"""Reliability: crash and resume, determinism, bad input, safe checkpoints."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+import warnings
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tf_advscale import attacks, checkpoint, config, data
+from tf_advscale.models import resnet
+from tf_advscale.training import AdversarialModel
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+# A tiny deterministic run: 1,024 sample images, batch 128 -> 8 steps per
+# epoch, 2 epochs, a checkpoint every 2 steps.
+RUN = ["--set", "optimizer.epochs=2", "--set", "data.train_subset=1024",
+       "--set", "checkpoint.every_steps=2", "--set", "deterministic=True",
+       "--set", "eval.val_subset=200", "--set", "eval.test_subset=200"]
+
+
+def _train(workdir, wait=True):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    cmd = [sys.executable, "-m", "tf_advscale.cli", "train", "--workdir", str(workdir), *RUN]
+    log = open(f"{workdir}.log", "a")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    if wait:
+        try:
+            assert proc.wait(timeout=600) == 0, pathlib.Path(f"{workdir}.log").read_text()[-3000:]
+        finally:
+            log.close()
+    return proc
+
+
+def _final_state(workdir):
+    ckpts = checkpoint.TrainingState(workdir / "state", 8).checkpoints()
+    with np.load(os.path.join(ckpts[0], "variables.npz"), allow_pickle=False) as f:
+        return os.path.basename(ckpts[0]), {k: f[k] for k in f.files}
+
+
+def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    _train(straight)
+
+    proc = _train(killed, wait=False)
+    try:
+        deadline = time.time() + 600
+        # Kill as soon as the step-4 checkpoint (mid-epoch 0 of 8 steps) exists.
+        while not (killed / "state" / "ckpt-000000004").is_dir():
+            assert proc.poll() is None, "training ended before its step-4 checkpoint"
+            assert time.time() < deadline, "no step-4 checkpoint within 10 minutes"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (killed / "metrics.json").exists()
+
+    _train(killed)
+    log = pathlib.Path(f"{killed}.log").read_text()
+    resumed = [line for line in log.splitlines() if line.startswith("Resuming")]
+    assert resumed and "epoch 0, step" in resumed[0], resumed  # resumed inside epoch 0
+
+    name_a, state_a = _final_state(straight)
+    name_b, state_b = _final_state(killed)
+    assert name_a == name_b == "ckpt-000000016"
+    assert state_a.keys() == state_b.keys()
+    for key in state_a:  # weights, BN statistics, optimizer slots, step counter
+        np.testing.assert_array_equal(state_a[key], state_b[key], err_msg=key)
+    metrics_a = json.loads((straight / "metrics.json").read_text())
+    metrics_b = json.loads((killed / "metrics.json").read_text())
+    assert metrics_a["results"] == metrics_b["results"]
+    assert (straight / "history.csv").read_text() == (killed / "history.csv").read_text()
+    for name in ("final.keras", "best.keras"):
+        wa = keras.saving.load_model(straight / name).get_weights()
+        wb = keras.saving.load_model(killed / name).get_weights()
+        for a, b in zip(wa, wb):
+            np.testing.assert_array_equal(a, b)
+
+    # Rerunning a finished run trains nothing more and reports the same.
+    _train(killed)
+    assert json.loads((killed / "metrics.json").read_text())["results"] == metrics_a["results"]
+    assert _final_state(killed)[0] == "ckpt-000000016"
+
+
+# -- checkpoints: atomic, verified, never unpickled ---------------------------
+
+def _tiny_model(width=4):
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(width),
+                              keras.layers.Dense(3)])
+    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def _fit_steps(model, state, steps):
+    x = np.random.default_rng(0).normal(size=(4 * steps, 6)).astype("float32")
+    y = np.arange(4 * steps) % 3
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0, shuffle=False, callbacks=[state])
+
+
+def test_checkpoint_round_trip_and_keep(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = _tiny_model()
+    state = checkpoint.TrainingState(tmp_path, steps_per_epoch=6, every_steps=2, keep=2)
+    _fit_steps(model, state, 6)
+    assert [os.path.basename(p) for p in state.checkpoints()] == ["ckpt-000000006",
+                                                                    "ckpt-000000004"]
+    other = _tiny_model()
+    fresh = checkpoint.TrainingState(tmp_path, steps_per_epoch=6)
+    assert fresh.load() == (1, 0)
+    assert fresh.restore_into(other)
+    for a, b in zip(model.get_weights(), other.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert int(other.optimizer.iterations.numpy()) == 6
+
+
+def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(tmp_path):
+    model = _tiny_model()
+    state = checkpoint.TrainingState(tmp_path, steps_per_epoch=6, every_steps=2, keep=2)
+    _fit_steps(model, state, 6)
+    newest = tmp_path / "ckpt-000000006" / "variables.npz"
+    blob = bytearray(newest.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF  # one flipped byte
+    newest.write_bytes(bytes(blob))
+    # A crash while writing: a half-written temporary directory is ignored.
+    (tmp_path / ".ckpt-000000008.tmp123").mkdir()
+    (tmp_path / ".ckpt-000000008.tmp123" / "variables.npz").write_bytes(b"PK\x03")
+    fresh = checkpoint.TrainingState(tmp_path, steps_per_epoch=6)
+    with pytest.warns(UserWarning, match=r"ckpt-000000006.*sha256"):
+        assert fresh.load() == (0, 4)
+
+
+def test_checkpoint_of_another_architecture_is_refused(tmp_path):
+    state = checkpoint.TrainingState(tmp_path, steps_per_epoch=6, every_steps=2)
+    _fit_steps(_tiny_model(width=4), state, 2)
+    fresh = checkpoint.TrainingState(tmp_path, steps_per_epoch=6)
+    fresh.load()
+    with pytest.raises(checkpoint.CheckpointError, match=r"shape \[6, 4\].*shape \[6, 5\]"):
+        fresh.restore_into(_tiny_model(width=5))
+
+
+def test_checkpoint_loading_never_unpickles(tmp_path):
+    state = checkpoint.TrainingState(tmp_path, steps_per_epoch=6, every_steps=2)
+    _fit_steps(_tiny_model(), state, 2)
+    path = tmp_path / "ckpt-000000002"
+    manifest = json.loads((path / "manifest.json").read_text())
+    with open(path / "variables.npz", "wb") as f:  # an object array: needs pickle
+        np.savez(f, **{f"v{i}": np.array([{"x": i}], dtype=object)
+                       for i in range(len(manifest["variables"]))})
+    manifest["sha256"] = checkpoint.sha256(path / "variables.npz")  # even with a valid hash
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.warns(UserWarning, match="unreadable"):
+        assert checkpoint.TrainingState(tmp_path, steps_per_epoch=6).load() == (0, 0)
+
+
+def test_interrupted_model_save_keeps_the_previous_file(tmp_path, monkeypatch):
+    model = _tiny_model()
+    path = tmp_path / "best.keras"
+    checkpoint.save_model_atomic(model, path)
+    before = path.read_bytes()
+
+    def crash(self, filepath, *args, **kwargs):
+        pathlib.Path(filepath).write_bytes(b"PK\x03\x04 half")
+        raise OSError("disk full")
+    monkeypatch.setattr(keras.Model, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        checkpoint.save_model_atomic(model, path)
+    assert path.read_bytes() == before
+
+
+def test_workdir_of_another_config_is_refused(tmp_path):
+    from tf_advscale import runner
+    cfg = config.load(None)
+    (tmp_path / "state").mkdir()
+    runner.write_json(tmp_path / "config.json", cfg)
+    other = config.load(None, overrides=["optimizer.epochs=9"])
+    with pytest.raises(config.ConfigError, match=r"optimizer.epochs \(6 -> 9\)"):
+        runner.check_workdir(str(tmp_path), other)
+    runner.check_workdir(str(tmp_path), cfg)  # the same config resumes
+
+
+# -- determinism ----------------------------------------------------------------
+
+def test_attack_draws_are_a_function_of_the_seed(sample):
+    x, y = sample[0][:16], sample[1][:16]
+    model = resnet(depth=8, num_classes=10, input_shape=x.shape[1:])
+    for attack in (attacks.PGD(epsilon=0.1, step_size=0.02, steps=2, restarts=2),
+                   attacks.PGD(epsilon=0.1, step_size=0.02, steps=2, targeted=True),
+                   attacks.PGD(epsilon=0.5, step_size=0.2, steps=1, norm="l2",
+                               random_start=0.5),
+                   attacks.APGD(epsilon=0.1, steps=3)):
+        a = attack(model, x, y, seed=[3, 7]).numpy()
+        b = attack(model, x, y, seed=[3, 7]).numpy()
+        c = attack(model, x, y, seed=[3, 8]).numpy()
+        np.testing.assert_array_equal(a, b)
+        assert not np.array_equal(a, c), attack
+
+
+def test_training_step_seeds_follow_the_optimizer_step(sample):
+    x, y = sample[0][:32], sample[1][:32]
+
+    def run(seed):
+        keras.utils.set_random_seed(1)
+        model = AdversarialModel(resnet(depth=8, num_classes=10, input_shape=x.shape[1:]),
+                                 attack={"name": "pgd", "epsilon": 0.1, "step_size": 0.05,
+                                         "steps": 1}, seed=seed)
+        model.compile(optimizer=keras.optimizers.SGD(0.05))
+        model.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False)
+        return model.get_weights()
+
+    tf.random.set_seed(123)  # stateful generators elsewhere must not matter
+    a = run(5)
+    tf.random.set_seed(999)
+    b = run(5)
+    c = run(6)
+    for u, v in zip(a, b):
+        np.testing.assert_array_equal(u, v)
+    assert any(not np.array_equal(u, v) for u, v in zip(a, c))
+
+
+def test_resumable_stream_equals_the_uninterrupted_one():
+    full, info = data.load("fashion_mnist_sample", "train", batch_size=100, epochs=3, seed=4)
+    assert info["steps_per_epoch"] == 20 and full.cardinality().numpy() == 60
+    batches = [(x.numpy(), y.numpy()) for x, y in full]
+    part, _ = data.load("fashion_mnist_sample", "train", batch_size=100, epochs=3, seed=4,
+                        start_epoch=1, start_step=7)
+    rest = [(x.numpy(), y.numpy()) for x, y in part]
+    assert len(rest) == 33
+    for (xa, ya), (xb, yb) in zip(batches[27:], rest):
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
+    assert not np.array_equal(batches[0][1], batches[20][1])  # epochs are reshuffled
+
+
+# -- bad input: every error names the value and what was expected --------------
+
+def _adv_model(norm="bn", **kwargs):
+    return AdversarialModel(resnet(depth=8, num_classes=10, input_shape=(28, 28, 1), norm=norm),
+                            attack={"name": "pgd", "epsilon": 0.1, "step_size": 0.05,
+                                    "steps": 1}, **kwargs)
+
+
+def _fit(model, x, y, batch_size=8):
+    model.compile(optimizer=keras.optimizers.SGD(0.01))
+    model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0)
+
+
+def _images(n=8, shape=(28, 28, 1), value=0.5):
+    return np.full((n, *shape), value, np.float32)
+
+
+def _labels(n=8, value=1):
+    return np.full((n,), value, np.int32)
+
+
+def _empty_folder(tmp_path):
+    (tmp_path / "train" / "cat").mkdir(parents=True)
+    return data.load("x", "train", source="folder", path=str(tmp_path))
+
+
+def _not_an_image(tmp_path):
+    (tmp_path / "train" / "cat").mkdir(parents=True)
+    (tmp_path / "train" / "cat" / "a.jpg").write_text("hello, I am text")
+    ds, _ = data.load("x", "train", source="folder", path=str(tmp_path))
+    next(iter(ds))
+
+
+def _corrupt_checkpoint(tmp_path):
+    state = checkpoint.TrainingState(tmp_path, steps_per_epoch=6, every_steps=2)
+    _fit_steps(_tiny_model(), state, 2)
+    (tmp_path / "ckpt-000000002" / "variables.npz").write_bytes(b"garbage")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        checkpoint.TrainingState(tmp_path, steps_per_epoch=6).load()
+
+
+def _wrong_architecture_checkpoint(tmp_path):
+    state = checkpoint.TrainingState(tmp_path, steps_per_epoch=6, every_steps=2)
+    _fit_steps(_tiny_model(width=4), state, 2)
+    fresh = checkpoint.TrainingState(tmp_path, steps_per_epoch=6)
+    fresh.load()
+    fresh.restore_into(_tiny_model(width=7))
+
+
+BAD_INPUTS = {
+    "wrong image shape": (lambda t: _fit(_adv_model(), _images(shape=(32, 32, 3)), _labels()),
+                          Exception, r"32, 32, 3"),
+    "0-255 uint8 images": (lambda t: _fit(_adv_model(), _images(value=255).astype(np.uint8),
+                                          _labels()), Exception, r"divide by 255.*255"),
+    "negative pixel values": (lambda t: _fit(_adv_model(), _images(value=-1.0), _labels()),
+                              Exception, r"\[0, 1\].*-1"),
+    "NaN images": (lambda t: _fit(_adv_model(), _images(value=np.nan), _labels()),
+                   Exception, r"NaN or Inf"),
+    "Inf images": (lambda t: _fit(_adv_model(), _images(value=np.inf), _labels()),
+                   Exception, r"NaN or Inf"),
+    "label too large": (lambda t: _fit(_adv_model(), _images(), _labels(value=12)),
+                        Exception, r"< 10 classes.*12"),
+    "negative label": (lambda t: _fit(_adv_model(), _images(), _labels(value=-3)),
+                       Exception, r">= 0.*-3"),
+    "empty data set": (_empty_folder, data.DataError, r"train/cat has no images"),
+    "empty subset": (lambda t: data.load("fashion_mnist_sample", "train", subset=[]),
+                     data.DataError, r"received 0 ids"),
+    "subset larger than the data": (lambda t: data.load("fashion_mnist_sample", "test",
+                                                        subset=501),
+                                    data.DataError, r"subset=501"),
+    "file that is not an image": (_not_an_image, tf.errors.InvalidArgumentError,
+                                  r"not a JPEG/PNG/GIF/BMP.*a\.jpg"),
+    "batch too small to split for MixBN": (
+        lambda t: _fit(_adv_model(norm="mixbn", clean_portion=0.2, mixing="mixbn"),
+                       _images(n=2), _labels(n=2), batch_size=2),
+        Exception, r"batch of 2 images.*clean_portion=0.2"),
+    "negative epsilon": (lambda t: attacks.PGD(epsilon=-0.1), ValueError, r"epsilon=-0.1"),
+    "epsilon in 0-255 units": (lambda t: attacks.PGD(epsilon=8), ValueError,
+                               r"8/255.*epsilon=8"),
+    "NaN step size": (lambda t: attacks.PGD(step_size=float("nan")), ValueError,
+                      r"step_size=nan"),
+    "step size in 0-255 units": (lambda t: attacks.PGD(epsilon=8 / 255, step_size=2.0),
+                                 ValueError, r"step_size=2.0"),
+    "unknown config key": (lambda t: config.load(None, overrides=["optimizer.epochz=1"]),
+                           config.ConfigError, r"optimizer.epochz.*optimizer.epochs"),
+    "config value of the wrong type": (lambda t: config.merge({"optimizer": 3}),
+                                       config.ConfigError, r"optimizer.*Received: 3"),
+    "unknown model depth": (lambda t: resnet(depth=7), ValueError, r"depth=7"),
+    "corrupted checkpoint": (_corrupt_checkpoint, UserWarning,
+                             r"variables.npz: sha256 [0-9a-f]{64} does not match"),
+    "wrong-architecture checkpoint": (_wrong_architecture_checkpoint, checkpoint.CheckpointError,
+                                      r"shape \[6, 4\].*shape \[6, 7\]"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_is_refused_naming_the_value(case, tmp_path):
+    fn, error, match = BAD_INPUTS[case]
+    with pytest.raises(error, match=match):
+        fn(tmp_path)
+
+
+# -- fuzzing the loaders --------------------------------------------------------
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(blob=st.binary(max_size=64))
+def test_fuzz_idx_reader_raises_only_data_errors(blob, tmp_path):
+    path = tmp_path / "f-idx3-ubyte"
+    path.write_bytes(blob)
+    try:
+        out = data.read_idx(path)
+    except data.DataError as e:
+        assert str(path) in str(e)
+    else:
+        assert out.dtype == np.uint8
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(dims=st.lists(st.integers(0, 5), min_size=1, max_size=3), extra=st.integers(-3, 3),
+       gz=st.booleans())
+def test_fuzz_idx_headers_that_lie_about_their_size(dims, extra, gz, tmp_path):
+    import gzip
+    import struct
+    body = bytes(max(0, int(np.prod(dims)) + extra))
+    blob = bytes([0, 0, 8, len(dims)]) + struct.pack(">" + "I" * len(dims), *dims) + body
+    path = tmp_path / ("x.gz" if gz else "x")
+    path.write_bytes(gzip.compress(blob) if gz else blob)
+    if len(body) == int(np.prod(dims)):
+        assert data.read_idx(path).shape == tuple(dims)
+    else:
+        with pytest.raises(data.DataError, match="IDX header says shape"):
+            data.read_idx(path)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(max_size=80))
+def test_fuzz_config_files_raise_only_config_errors(text, tmp_path):
+    path = tmp_path / "cfg.py"
+    path.write_text(text)
+    try:
+        config.load(str(path))
+    except config.ConfigError:
+        pass
+
+
+@settings(max_examples=100, deadline=None)
+@given(text=st.text(max_size=40))
+def test_fuzz_overrides_raise_only_config_errors(text):
+    try:
+        config.load(None, overrides=[text])
+    except config.ConfigError:
+        pass

@@ -1,0 +1,394 @@
+"""Crash-safe training state for ``model.fit``: resume at the step, not the epoch.
+
+    state = TrainingState("run/state", steps_per_epoch, every_steps=50)
+    resumable_fit(model, make_dataset, epochs, steps_per_epoch, state,
+                  callbacks=[...], validation_data=val)
+
+``make_dataset(start_epoch, start_step)`` must return the batches an
+uninterrupted run would see from that position on -- ``tf_advscale.data.load(
+..., epochs=E, start_epoch=e, start_step=s)`` does. Rerunning the same code
+after a kill (SIGKILL included) continues from the newest complete
+checkpoint with the weights, optimizer state (step counter, momentum), the
+epoch's metric accumulators, the data position and the state of the
+callbacks given to ``TrainingState``; random draws keyed by the optimizer
+step (``AdversarialModel``'s attacks) repeat. With
+``keras.utils.set_random_seed`` + ``tf.config.experimental.enable_op_determinism``
+the resumed run ends with the same weights, bit for bit, as one never killed.
+
+On disk, one directory per checkpoint::
+
+    state/ckpt-000000120/variables.npz   every variable, by position
+    state/ckpt-000000120/manifest.json   position, variable paths/shapes,
+                                         callback state, sha256 of the npz
+
+It is written under a temporary name, flushed and renamed, so a crash while
+writing leaves the previous checkpoints intact; the newest ``keep`` are kept,
+and a checkpoint that fails its hash or shape check is skipped (with a
+warning) in favour of the one before. Arrays are read with
+``allow_pickle=False``: loading never unpickles or runs code.
+"""
+
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import warnings
+
+import keras
+import numpy as np
+
+FORMAT = 1
+_NAME = re.compile(r"^ckpt-(\d{9})$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is corrupt, or was written for a different model."""
+
+
+def sha256(path, chunk=1 << 20):
+    """Hex sha256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync_dir(path):
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_model_atomic(model, path):
+    """``model.save(path)`` through a temporary file and a rename: a crash
+    mid-write never leaves a truncated ``.keras`` file at ``path``."""
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp{os.getpid()}.keras")
+    model.save(tmp)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(directory)
+
+
+def _state_variables(model):
+    """``(group, variable)`` for every value a resumed run needs, in a fixed
+    order: the model's variables, the optimizer's (step counter, slots) and
+    the running epoch's metric accumulators."""
+    seen, out = set(), []
+    groups = [("model", model.variables)]
+    if getattr(model, "optimizer", None) is not None:
+        groups.append(("optimizer", model.optimizer.variables))
+    groups.append(("metrics", [v for m in getattr(model, "metrics", []) for v in m.variables]))
+    for group, variables in groups:
+        for v in variables:
+            if id(v) not in seen:
+                seen.add(id(v))
+                out.append((group, v))
+    return out
+
+
+def _describe(group, v):
+    return [group, v.path, list(v.shape), str(v.dtype)]
+
+
+def _jsonable(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return {"float": repr(value)}
+    if isinstance(value, (np.floating, np.integer)):
+        return _jsonable(value.item())
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _from_json(value):
+    if isinstance(value, dict):
+        if set(value) == {"float"}:
+            return float(value["float"])
+        return {k: _from_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_json(v) for v in value]
+    return value
+
+
+class TrainingState(keras.callbacks.Callback):
+    """Step-level, atomic checkpoints of everything ``fit`` needs to resume.
+
+    Args:
+        directory: where the ``ckpt-*`` directories go.
+        steps_per_epoch: batches per epoch (positions are derived from the
+            optimizer's step counter: epoch = step // steps_per_epoch).
+        every_steps: also save every this many steps inside an epoch (None:
+            only at epoch ends). Epoch-end saves happen after the other
+            callbacks' ``on_epoch_end`` (validation, logs, best model), so
+            list this callback last -- ``resumable_fit`` does.
+        keep: complete checkpoints to keep (>= 1).
+        tracked: ``{name: object}`` of callbacks (or anything) with
+            ``get_state() -> JSON-able dict`` and ``set_state(dict)``, saved
+            and restored with the checkpoint.
+    """
+
+    def __init__(self, directory, steps_per_epoch, every_steps=None, keep=2, tracked=None):
+        super().__init__()
+        if not isinstance(steps_per_epoch, (int, np.integer)) or steps_per_epoch < 1:
+            raise ValueError(f"steps_per_epoch must be an int >= 1. "
+                             f"Received: steps_per_epoch={steps_per_epoch!r}")
+        if every_steps is not None and (not isinstance(every_steps, (int, np.integer))
+                                        or isinstance(every_steps, bool) or every_steps < 1):
+            raise ValueError(f"every_steps must be None or an int >= 1. "
+                             f"Received: every_steps={every_steps!r}")
+        if not isinstance(keep, int) or keep < 1:
+            raise ValueError(f"keep must be an int >= 1. Received: keep={keep!r}")
+        self.directory = str(directory)
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.every_steps = every_steps
+        self.keep = keep
+        self.tracked = dict(tracked or {})
+        self._pending = None  # a loaded checkpoint waiting to be assigned
+        self._last_saved = None
+
+    # -- reading ---------------------------------------------------------------
+
+    def checkpoints(self):
+        """Complete checkpoint directories, newest first."""
+        if not os.path.isdir(self.directory):
+            return []
+        found = [(int(m.group(1)), n) for n in os.listdir(self.directory)
+                 if (m := _NAME.match(n))
+                 and os.path.exists(os.path.join(self.directory, n, "manifest.json"))]
+        return [os.path.join(self.directory, n) for _, n in sorted(found, reverse=True)]
+
+    def _read(self, path):
+        try:
+            with open(os.path.join(path, "manifest.json")) as f:
+                manifest = json.load(f)
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"{path}: unreadable manifest.json ({e})") from e
+        if manifest.get("format") != FORMAT:
+            raise CheckpointError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT}")
+        arrays_path = os.path.join(path, "variables.npz")
+        if not os.path.exists(arrays_path):
+            raise CheckpointError(f"{path}: variables.npz is missing")
+        digest = sha256(arrays_path)
+        if digest != manifest.get("sha256"):
+            raise CheckpointError(f"{arrays_path}: sha256 {digest} does not match the manifest's "
+                                  f"{manifest.get('sha256')} (corrupt or modified)")
+        try:
+            with np.load(arrays_path, allow_pickle=False) as f:
+                arrays = [f[f"v{i}"] for i in range(len(manifest["variables"]))]
+        except (OSError, ValueError, KeyError) as e:
+            raise CheckpointError(f"{arrays_path}: unreadable ({e})") from e
+        return manifest, arrays
+
+    def load(self):
+        """Reads the newest valid checkpoint; returns its ``(epoch, step)``
+        (``(0, 0)`` if there is none). Its values are assigned to the model
+        when training begins (or by ``restore_into``)."""
+        self._pending = None
+        for path in self.checkpoints():
+            try:
+                manifest, arrays = self._read(path)
+            except CheckpointError as e:
+                warnings.warn(f"Skipping checkpoint: {e}", stacklevel=2)
+                continue
+            self._pending = (path, manifest, arrays)
+            return manifest["epoch"], manifest["step"]
+        return 0, 0
+
+    @property
+    def position(self):
+        """(epoch, step, global_step) of the loaded checkpoint, or zeros."""
+        if self._pending is None:
+            return 0, 0, 0
+        m = self._pending[1]
+        return m["epoch"], m["step"], m["global_step"]
+
+    def restore_into(self, model):
+        """Assigns the loaded checkpoint to ``model`` (built, compiled)."""
+        if self._pending is None:
+            return False
+        path, manifest, arrays = self._pending
+        optimizer = getattr(model, "optimizer", None)
+        if optimizer is not None and not optimizer.built:
+            optimizer.build(model.trainable_variables)  # its slots are part of the state
+        current = _state_variables(model)
+        saved = manifest["variables"]
+        # Metric accumulators exist only once the metrics are built (``fit``
+        # builds them before restoring); weights and optimizer must match.
+        restore_metrics = (sum(g == "metrics" for g, *_ in saved)
+                           == sum(g == "metrics" for g, _ in current))
+        pairs = [(v, a, d) for (g, v), (a, d) in
+                 zip([c for c in current if c[0] != "metrics"],
+                     [(a, d) for a, d in zip(arrays, saved) if d[0] != "metrics"])]
+        strict_current = sum(g != "metrics" for g, _ in current)
+        strict_saved = sum(d[0] != "metrics" for d in saved)
+        if strict_current != strict_saved:
+            raise CheckpointError(
+                f"{path} holds {strict_saved} model and optimizer variables; this model and "
+                f"optimizer have {strict_current}: it was written by a different model or config")
+        if restore_metrics:
+            pairs += [(v, a, d) for (g, v), (a, d) in
+                      zip([c for c in current if c[0] == "metrics"],
+                          [(a, d) for a, d in zip(arrays, saved) if d[0] == "metrics"])]
+        for v, array, (_, name, shape, _) in pairs:
+            if list(v.shape) != shape or list(array.shape) != shape:
+                raise CheckpointError(
+                    f"{path}: variable {name} has shape {shape}; this model's {v.path} has "
+                    f"shape {list(v.shape)}: it was written by a different model or config")
+        for v, array, _ in pairs:
+            v.assign(array)
+        for name, obj in self.tracked.items():
+            if name in manifest["tracked"]:
+                obj.set_state(_from_json(manifest["tracked"][name]))
+        self._pending = None
+        return True
+
+    # -- writing ---------------------------------------------------------------
+
+    def save(self):
+        """Writes a checkpoint of the current state (atomically)."""
+        model = self.model
+        global_step = int(model.optimizer.iterations.numpy())
+        epoch, step = divmod(global_step, self.steps_per_epoch)
+        name = f"ckpt-{global_step:09d}"
+        final = os.path.join(self.directory, name)
+        if os.path.exists(final):
+            return final
+        os.makedirs(self.directory, exist_ok=True)
+        tmp = os.path.join(self.directory, f".{name}.tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+        variables = _state_variables(model)
+        arrays_path = os.path.join(tmp, "variables.npz")
+        with open(arrays_path, "wb") as f:
+            np.savez(f, **{f"v{i}": np.asarray(v.numpy()) for i, (_, v) in enumerate(variables)})
+            f.flush()
+            os.fsync(f.fileno())
+        manifest = {
+            "format": FORMAT, "epoch": epoch, "step": step, "global_step": global_step,
+            "steps_per_epoch": self.steps_per_epoch, "sha256": sha256(arrays_path),
+            "variables": [_describe(g, v) for g, v in variables],
+            "tracked": {k: _jsonable(obj.get_state()) for k, obj in self.tracked.items()},
+        }
+        with open(os.path.join(tmp, "manifest.json"), "w") as f:
+            json.dump(manifest, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+        _fsync_dir(self.directory)
+        self._last_saved = global_step
+        for old in self.checkpoints()[self.keep:]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def _clean_temporaries(self):
+        if os.path.isdir(self.directory):
+            for n in os.listdir(self.directory):
+                if n.startswith(".ckpt-") and ".tmp" in n:
+                    shutil.rmtree(os.path.join(self.directory, n), ignore_errors=True)
+
+    # -- callback hooks ------------------------------------------------------
+
+    def on_train_begin(self, logs=None):
+        self._clean_temporaries()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # After fit's reset_metrics: the restored accumulators survive.
+        if self._pending is not None:
+            self.restore_into(self.model)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not self.every_steps:
+            return
+        global_step = int(self.model.optimizer.iterations.numpy())
+        if global_step % self.steps_per_epoch == 0:
+            return  # the epoch-end save covers it, after validation and logs
+        last = self._last_saved or 0
+        if global_step - last >= self.every_steps:
+            self.save()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.save()
+
+
+def resumable_fit(model, make_dataset, epochs, steps_per_epoch, state, callbacks=(), **kwargs):
+    """``model.fit`` that resumes from ``state``'s newest checkpoint.
+
+    Args:
+        model: a compiled Keras model.
+        make_dataset: ``(start_epoch, start_step) -> dataset`` yielding the
+            batches from that position to the end of training.
+        epochs, steps_per_epoch: as for ``fit``.
+        state: a ``TrainingState``.
+        callbacks: other callbacks; ``state`` runs after them.
+        **kwargs: passed to ``fit`` (``validation_data``, ``verbose``, ...).
+
+    Returns the list of ``History`` objects of the ``fit`` calls (two when
+    resuming mid-epoch: the rest of that epoch, then the remaining epochs;
+    none when the run had already finished).
+    """
+    if state.steps_per_epoch != steps_per_epoch:
+        raise ValueError(f"state.steps_per_epoch={state.steps_per_epoch} differs from "
+                         f"steps_per_epoch={steps_per_epoch}")
+    epoch, step = state.load()
+    callbacks = [c for c in callbacks if c is not state] + [state]
+    histories = []
+    if epoch >= epochs:
+        state.restore_into(model)
+        return histories
+    if step:
+        histories.append(model.fit(make_dataset(epoch, step), initial_epoch=epoch,
+                                   epochs=epoch + 1, steps_per_epoch=steps_per_epoch - step,
+                                   callbacks=callbacks, **kwargs))
+        epoch += 1
+        if model.stop_training or epoch >= epochs:
+            return histories
+    histories.append(model.fit(make_dataset(epoch, 0), initial_epoch=epoch, epochs=epochs,
+                               steps_per_epoch=steps_per_epoch, callbacks=callbacks, **kwargs))
+    return histories
+
+
+class BestModel(keras.callbacks.Callback):
+    """Saves the model to ``path`` (atomically) when ``monitor`` improves.
+
+    Epochs without the monitored value (validation skipped) are ignored. Its
+    best value is part of ``TrainingState`` when passed in ``tracked``, so a
+    resumed run does not overwrite a better model with a worse one.
+    """
+
+    def __init__(self, path, monitor="val_adv_accuracy", mode="max"):
+        super().__init__()
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min'. Received: mode={mode!r}")
+        self.path = str(path)
+        self.monitor = monitor
+        self.mode = mode
+        self.best = -math.inf if mode == "max" else math.inf
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            return
+        value = float(value)
+        if value > self.best if self.mode == "max" else value < self.best:
+            self.best = value
+            save_model_atomic(self.model, self.path)
+
+    def get_state(self):
+        return {"best": self.best}
+
+    def set_state(self, state):
+        self.best = float(state["best"])
