@@ -3,6 +3,7 @@
     advscale train [--config configs/X.py] [--workdir DIR] [--runlocal] [--set KEY=VALUE ...]
     advscale eval --model M.keras --dataset fashion_mnist --n 1000 --epsilon 0.1 --out DIR
     advscale models
+    advscale zoo list | info NAME | eval NAME [--n 500] [--route clean]
 
 With no ``--config`` the built-in default runs: PGD-7 adversarial training
 of a CIFAR-style ResNet-8 on the Fashion-MNIST sample shipped with the
@@ -70,6 +71,43 @@ def _models(args):
     return 0
 
 
+def _zoo(args):
+    from tf_advscale import zoo
+    if args.action == "list":
+        for name in zoo.list_models():
+            meta = zoo.info(name)
+            ev = meta["evaluation"]["results"][meta["default_route"] or "default"]
+            print(f"{name:40s} {meta['dataset']:28s} eps {meta['threat_model']['epsilon']:6s} "
+                  f"clean {100 * ev['clean']:.2f}  PGD-20 {100 * ev['pgd-20']:.2f}  "
+                  f"APGD-CE {100 * ev['apgd-ce']:.2f}")
+        return 0
+    if not args.name:
+        raise ValueError(f"advscale zoo {args.action} needs a NAME (see `advscale zoo list`)")
+    if args.action == "info":
+        print(json.dumps(zoo.info(args.name), indent=2))
+        return 0
+    if args.action == "publish":
+        from tf_advscale.zoo_publish import publish
+        if not (args.workdir and args.train_command):
+            raise ValueError("advscale zoo publish NAME needs --workdir and --train-command")
+        meta = publish(args.workdir, args.name, args.train_command, out_dir=args.out or "zoo",
+                       n=args.n, epsilon=args.epsilon)
+        print(json.dumps(meta["evaluation"]["results"], indent=2))
+        return 0
+    from tf_advscale.evaluate import evaluate
+    model, meta = zoo.load(args.name, route=args.route)
+    d = meta["recipe"]["config"]["data"]
+    report = evaluate(model, dataset=d["dataset"], source=d["source"], path=d["path"],
+                      n=args.n, seed=args.seed, epsilon=meta["threat_model"]["epsilon_float"],
+                      attacks=args.attacks.split(","), route=args.route or "adversarial",
+                      workdir=args.out, name=args.name, verbose=False)
+    result = {"clean": report["clean_accuracy"], "worst_case": report["worst_case_accuracy"],
+              **{k: v["accuracy"] for k, v in report["attacks"].items()},
+              "n": report["data"]["n"]}
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="advscale", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -104,6 +142,21 @@ def build_parser():
     e.set_defaults(fn=_eval)
     m = sub.add_parser("models", help="list the registered model names")
     m.set_defaults(fn=_models)
+    z = sub.add_parser("zoo", help="pretrained robust models: list | info NAME | eval NAME")
+    z.add_argument("action", choices=["list", "info", "eval", "publish"])
+    z.add_argument("name", nargs="?")
+    z.add_argument("--n", type=int, default=None,
+                   help="eval: test images (a seeded subset; default all)")
+    z.add_argument("--seed", type=int, default=0)
+    z.add_argument("--attacks", default="pgd-20,apgd-ce")
+    z.add_argument("--route", default=None, help="MixBN route: adversarial | clean")
+    z.add_argument("--out", default=None, help="eval: resumable output directory; "
+                                                 "publish: zoo directory (default zoo/)")
+    z.add_argument("--workdir", help="publish: the advscale train work directory")
+    z.add_argument("--train-command", help="publish: the command that trained it")
+    z.add_argument("--epsilon", type=eval_fraction, default=None,
+                   help="publish: threat-model epsilon (default: the run's eval attack's)")
+    z.set_defaults(fn=_zoo)
     return parser
 
 

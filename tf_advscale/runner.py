@@ -121,6 +121,11 @@ def check_workdir(workdir, config):
         except ValueError:
             return  # never completed its first write; nothing to protect
     new = json.loads(json.dumps(config, default=_jsonable))
+    try:  # a run from an older version lacks keys added since: compare with defaults
+        from tf_advscale.config import merge
+        old = json.loads(json.dumps(merge(old), default=_jsonable))
+    except ConfigError:
+        pass
     if old == new:
         return
     started = any(os.path.exists(os.path.join(workdir, n))

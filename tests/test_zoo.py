@@ -1,0 +1,161 @@
+"""The zoo: verified loading, refusals, and every published entry against its card."""
+
+import json
+import os
+import pathlib
+
+import keras
+import numpy as np
+import pytest
+
+from tf_advscale import checkpoint, zoo
+from tf_advscale.evaluate import evaluate
+from tf_advscale.models import count_params, resnet
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+PUBLISHED = sorted(p.parent.name for p in (ROOT / "zoo").glob("*/metadata.json"))
+
+
+def _entry(root, name, model, **source):
+    directory = root / name
+    directory.mkdir(parents=True)
+    path = directory / "model.keras"
+    checkpoint.save_model_atomic(model, path)
+    meta = {"name": name, "params": count_params(model), "default_route": None,
+            "source": {"file": "model.keras", "sha256": checkpoint.sha256(path),
+                       "bytes": path.stat().st_size, **source}}
+    (directory / "metadata.json").write_text(json.dumps(meta))
+    return directory
+
+
+@pytest.fixture
+def tiny_zoo(tmp_path, monkeypatch):
+    root = tmp_path / "zoo"
+    root.mkdir()
+    monkeypatch.setenv("TF_ADVSCALE_ZOO", str(root))
+    model = resnet(depth=8, num_classes=10, input_shape=(28, 28, 1))
+    _entry(root, "resnet8.test_fmnist", model)
+    _entry(root, "resnet8.mixbn_fmnist",
+           resnet(depth=8, num_classes=10, input_shape=(28, 28, 1), norm="mixbn"))
+    return root, model
+
+
+def test_list_info_load(tiny_zoo):
+    root, model = tiny_zoo
+    assert {"resnet8.test_fmnist", "resnet8.mixbn_fmnist"} <= set(zoo.list_models())
+    assert zoo.info("resnet8.test_fmnist")["params"] == count_params(model)
+    loaded, meta = zoo.load("resnet8.test_fmnist")
+    x = np.random.default_rng(0).uniform(size=(4, 28, 28, 1)).astype("float32")
+    np.testing.assert_allclose(loaded(x), model(x), atol=1e-6)
+    from tf_advscale.layers import mixbn
+    clean, _ = zoo.load("resnet8.mixbn_fmnist", route="clean")
+    layers = mixbn.mixbn_layers(clean)
+    assert {int(layer.route_index.numpy()) for layer in layers} == {layers[0].domain_index("clean")}
+    adv, _ = zoo.load("resnet8.mixbn_fmnist")  # adversarial by default
+    layers = mixbn.mixbn_layers(adv)
+    assert {int(layer.route_index.numpy()) for layer in layers} == {
+        layers[0].domain_index("adversarial")}
+    with pytest.raises(zoo.ZooError, match="no routes.*route='clean'"):
+        zoo.load("resnet8.test_fmnist", route="clean")
+
+
+def test_one_flipped_byte_is_refused(tiny_zoo):
+    root, _ = tiny_zoo
+    path = root / "resnet8.test_fmnist" / "model.keras"
+    blob = bytearray(path.read_bytes())
+    blob[len(blob) // 2] ^= 0x01
+    path.write_bytes(bytes(blob))
+    with pytest.raises(zoo.ZooError, match=r"sha256 [0-9a-f]{64}, the metadata says.*refused"):
+        zoo.load("resnet8.test_fmnist")
+
+
+def test_truncated_file_is_refused(tiny_zoo):
+    root, _ = tiny_zoo
+    path = root / "resnet8.test_fmnist" / "model.keras"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(zoo.ZooError, match=r"has 1000 bytes.*truncated"):
+        zoo.load("resnet8.test_fmnist")
+
+
+def test_wrong_parameter_count_is_refused(tiny_zoo):
+    root, _ = tiny_zoo
+    meta_path = root / "resnet8.test_fmnist" / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    meta["params"] += 1
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(zoo.ZooError, match=r"parameters, the metadata says \d+ \(wrong arch"):
+        zoo.load("resnet8.test_fmnist")
+
+
+def test_code_in_a_model_file_is_never_run(tmp_path, monkeypatch):
+    root = tmp_path / "zoo"
+    monkeypatch.setenv("TF_ADVSCALE_ZOO", str(root))
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Lambda(lambda t: t * 2)(inputs))
+    _entry(root, "evil.lambda_x", model)  # a valid hash does not make it safe
+    with pytest.raises(zoo.ZooError, match="does not load"):
+        zoo.load("evil.lambda_x")
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "Resnet20.x", "", ".hidden", "x..y", 3])
+def test_names_cannot_be_paths(name):
+    with pytest.raises(zoo.ZooError, match="Invalid zoo name"):
+        zoo.info(name)
+
+
+def test_unknown_name_suggests(tiny_zoo):
+    with pytest.raises(zoo.ZooError, match=r"Unknown zoo model 'resnet8.test_fmnst'.*"
+                                           r"Did you mean 'resnet8.test_fmnist'"):
+        zoo.load("resnet8.test_fmnst")
+
+
+def test_url_entries_download_once_into_the_cache(tmp_path, monkeypatch):
+    root = tmp_path / "zoo"
+    monkeypatch.setenv("TF_ADVSCALE_ZOO", str(root))
+    model = resnet(depth=8, num_classes=10, input_shape=(28, 28, 1))
+    served = tmp_path / "server" / "any-name.keras"
+    served.parent.mkdir()
+    checkpoint.save_model_atomic(model, served)
+    directory = _entry(root, "resnet8.remote_fmnist", model, url=served.as_uri())
+    os.remove(directory / "model.keras")  # only the URL remains
+    cache = tmp_path / "cache"
+    loaded, meta = zoo.load("resnet8.remote_fmnist", cache_dir=str(cache))
+    files = os.listdir(cache / "tf_advscale_zoo")
+    assert files == [f"{meta['source']['sha256']}.keras"]  # named by hash, inside the cache
+    served.write_bytes(b"tampered")  # a second load uses the verified cached copy
+    zoo.load("resnet8.remote_fmnist", cache_dir=str(cache))
+    (cache / "tf_advscale_zoo" / files[0]).write_bytes(b"bad")  # a corrupt cache is refused
+    with pytest.raises(Exception, match="(?i)corrupt|sha256"):
+        zoo.load("resnet8.remote_fmnist", cache_dir=str(cache))
+
+
+def _data_available(meta):
+    d = meta["recipe"]["config"]["data"]
+    if d["dataset"] == "cifar10":
+        path = ROOT / (d["path"] or "../shared/data/cifar10-jpeg")
+        return (path / "test").is_dir(), f"CIFAR-10 JPEG folder not found at {path}"
+    if d["dataset"] == "fashion_mnist":
+        ok = pathlib.Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz").exists()
+        return ok, "Fashion-MNIST IDX files not found (apt-get install dataset-fashion-mnist)"
+    return True, ""
+
+
+@pytest.mark.parametrize("name", PUBLISHED)
+def test_published_entry_loads_and_matches_its_card(name):
+    model, meta = zoo.load(name)  # sha256, size and parameter checks
+    ok, why = _data_available(meta)
+    if not ok:
+        pytest.skip(why)
+    check = meta["evaluation"]["check_set"]
+    d = meta["recipe"]["config"]["data"]
+    for route, card in check["results"].items():
+        if route != "default":
+            model, _ = zoo.load(name, route=route)
+        report = evaluate(model, dataset=d["dataset"], source=d["source"], path=d["path"],
+                          n=check["n"], seed=check["seed"],
+                          epsilon=meta["threat_model"]["epsilon_float"],
+                          attacks=check["attacks"], verbose=False)
+        assert abs(report["clean_accuracy"] - card["clean"]) <= 0.02, (route, report)
+        for attack in check["attacks"]:
+            got = report["attacks"][attack]["accuracy"]
+            assert abs(got - card[attack]) <= 0.02, (route, attack, got, card[attack])

@@ -1,0 +1,186 @@
+"""The model zoo: published robust classifiers, verified before use.
+
+    from tf_advscale import zoo
+    zoo.list_models()                      # ['resnet20.pgd3_fmnist', ...]
+    zoo.info("resnet20.pgd3_fmnist")       # metadata: threat model, recipe, results
+    model, meta = zoo.load("resnet20.mixbn_pgd3_fmnist", route="clean")
+
+A zoo entry is a directory ``<name>/`` holding ``metadata.json``, the model
+card ``README.md`` and (for bundled entries) ``model.keras``. The model is
+the classifier alone: images in [0, 1] (NHWC) -> logits, inference-ready;
+MixBN models are returned on the route asked for (adversarial by default).
+
+Where entries come from, first match wins: the directories in
+``$TF_ADVSCALE_ZOO`` (``:``-separated), the repository's ``zoo/`` next to the
+package (a source checkout), and ``<prefix>/share/tf_advscale/zoo`` (where
+``pip install`` puts it). An entry's model is a file in its directory or a
+URL (``metadata["source"] = {"url": ..., "sha256": ...}``) downloaded once
+with ``keras.utils.get_file`` into ``~/.keras/tf_advscale_zoo`` under a name
+made of its sha256, so no name or URL can write outside that directory.
+
+Before a model is used its file's size and sha256 are checked against the
+metadata, then it is loaded with Keras' safe mode (no lambda layers, no
+code from the file), then its parameter count is checked; any mismatch
+raises ``ZooError`` and nothing is returned.
+"""
+
+import difflib
+import json
+import os
+import re
+import site
+import sys
+
+import keras
+
+from tf_advscale.checkpoint import sha256
+
+METADATA = "metadata.json"
+CARD = "README.md"
+MODEL = "model.keras"
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*(\.[a-z0-9][a-z0-9_-]*)*$")
+_SHA = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ZooError(ValueError):
+    """An unknown entry, or a model file that fails its checks."""
+
+
+def check_name(name):
+    """Entry names are ``arch.recipe_dataset``: lowercase letters, digits,
+    ``_``, ``-`` and dots between parts -- never a path."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ZooError(f"Invalid zoo name {name!r}: expected lowercase 'arch.recipe_dataset' "
+                       "(letters, digits, '_', '-', '.'), e.g. 'resnet20.pgd3_fmnist'")
+    return name
+
+
+def zoo_dirs():
+    """The directories searched for entries, in order."""
+    dirs = [d for d in os.environ.get("TF_ADVSCALE_ZOO", "").split(os.pathsep) if d]
+    here = os.path.dirname(os.path.abspath(__file__))
+    dirs.append(os.path.join(os.path.dirname(here), "zoo"))
+    prefixes = [sys.prefix, getattr(site, "USER_BASE", None) or ""]
+    dirs += [os.path.join(p, "share", "tf_advscale", "zoo") for p in prefixes if p]
+    return [d for d in dirs if os.path.isdir(d)]
+
+
+def _entries():
+    found = {}
+    for d in zoo_dirs():
+        for name in sorted(os.listdir(d)):
+            if _NAME.match(name) and os.path.isfile(os.path.join(d, name, METADATA)):
+                found.setdefault(name, os.path.join(d, name))
+    return found
+
+
+def list_models():
+    """Names of every entry found."""
+    return sorted(_entries())
+
+
+def _entry_dir(name):
+    check_name(name)
+    entries = _entries()
+    if name not in entries:
+        close = difflib.get_close_matches(name, list(entries), n=3)
+        hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+        raise ZooError(f"Unknown zoo model {name!r}.{hint} Known: {sorted(entries)} "
+                       f"(searched {zoo_dirs()})")
+    return entries[name]
+
+
+def info(name):
+    """The metadata of ``name`` (a dict; see any entry's ``metadata.json``)."""
+    directory = _entry_dir(name)
+    try:
+        with open(os.path.join(directory, METADATA)) as f:
+            meta = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ZooError(f"{directory}/{METADATA} is unreadable: {e}") from e
+    if meta.get("name") != name:
+        raise ZooError(f"{directory}/{METADATA} names {meta.get('name')!r}, not {name!r}")
+    source = meta.get("source") or {}
+    if not _SHA.match(str(source.get("sha256", ""))):
+        raise ZooError(f"{directory}/{METADATA}: source.sha256 must be 64 hex digits. "
+                       f"Received: {source.get('sha256')!r}")
+    return meta
+
+
+def model_path(name, cache_dir=None):
+    """The verified local path of ``name``'s model file (downloading it once
+    for URL entries)."""
+    meta = info(name)
+    directory = _entry_dir(name)
+    source = meta["source"]
+    digest = source["sha256"]
+    if source.get("url"):
+        cache = os.path.expanduser(cache_dir or os.path.join("~", ".keras"))
+        os.makedirs(cache, exist_ok=True)  # else Keras silently falls back to /tmp/.keras
+        try:
+            path = keras.utils.get_file(fname=f"{digest}.keras", origin=source["url"],
+                                        file_hash=digest, hash_algorithm="sha256",
+                                        cache_dir=cache, cache_subdir="tf_advscale_zoo")
+        except Exception as e:
+            raise ZooError(f"{name}: download of {source['url']} failed or did not match "
+                           f"sha256 {digest}: {e}") from e
+        root = os.path.realpath(os.path.join(cache, "tf_advscale_zoo"))
+    else:
+        path = os.path.join(directory, source.get("file", MODEL))
+        root = os.path.realpath(directory)
+    if os.path.commonpath([os.path.realpath(path), root]) != root:
+        raise ZooError(f"{name}: model file {path} lies outside {root}; refused")
+    verify_file(path, digest, source.get("bytes"), name)
+    return path
+
+
+def verify_file(path, digest, size=None, what="model"):
+    """Raises ZooError unless ``path`` has ``size`` bytes and sha256 ``digest``."""
+    if not os.path.isfile(path):
+        raise ZooError(f"{what}: model file {path} is missing")
+    actual_size = os.path.getsize(path)
+    if size is not None and actual_size != size:
+        raise ZooError(f"{what}: {path} has {actual_size} bytes, the metadata says {size} "
+                       "(truncated or replaced); refused")
+    actual = sha256(path)
+    if actual != digest:
+        raise ZooError(f"{what}: {path} has sha256 {actual}, the metadata says {digest} "
+                       "(corrupt or modified); refused")
+
+
+def load(name, route=None, cache_dir=None):
+    """Returns ``(model, metadata)`` for the zoo entry ``name``.
+
+    Args:
+        name: an entry from ``list_models()``.
+        route: for MixBN models, ``"adversarial"`` (default) or ``"clean"``:
+            which BN statistics and affine parameters inference uses. Other
+            models take only None.
+        cache_dir: where URL entries are downloaded (``~/.keras`` default).
+    """
+    import tf_advscale  # noqa: F401  (registers the package's layers)
+    from tf_advscale.layers import mixbn
+    from tf_advscale.models import count_params
+
+    meta = info(name)
+    path = model_path(name, cache_dir)
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as e:
+        raise ZooError(f"{name}: {path} passed its sha256 check but does not load "
+                       f"with this Keras ({keras.__version__}): {type(e).__name__}: {e}") from e
+    params = count_params(model)
+    if params != meta["params"]:
+        raise ZooError(f"{name}: the loaded model has {params} parameters, the metadata says "
+                       f"{meta['params']} (wrong architecture); refused")
+    if mixbn.mixbn_layers(model):
+        route = route or "adversarial"
+        if route not in ("adversarial", "clean"):
+            raise ZooError(f"route must be 'adversarial' or 'clean' for {name}. "
+                           f"Received: route={route!r}")
+        mixbn.set_route(model, route)
+    elif route is not None:
+        raise ZooError(f"{name} has no MixBN layers, so it has no routes. "
+                       f"Received: route={route!r}")
+    return model, meta
+

@@ -1,0 +1,185 @@
+"""Publishing a trained run into the zoo (a maintainer's tool).
+
+    advscale zoo publish WORKDIR NAME --train-command "advscale train --config ..."
+
+Takes ``WORKDIR/final.keras`` (an ``AdversarialModel`` written by ``advscale
+train``), saves its classifier as ``zoo/NAME/model.keras``, evaluates it with
+the evaluation suite -- the full test set under clean, PGD-20 and APGD-CE,
+the steps curve on the first ``curve_n`` images, and a 500-image check set
+that the zoo's tests re-measure -- on every MixBN route, and writes
+``metadata.json`` and the model card ``README.md``.
+"""
+
+import datetime
+import json
+import os
+import shutil
+
+import keras
+
+import tf_advscale
+from tf_advscale import checkpoint, evaluate, zoo
+from tf_advscale.layers import mixbn
+from tf_advscale.models import count_params
+from tf_advscale.runner import source_commit, write_json
+
+ATTACKS = ("pgd-20", "apgd-ce")
+CHECK = {"n": 500, "seed": 0, "attacks": ["pgd-20"]}
+STEPS_CURVE = (10, 20, 50, 100, 200)
+
+
+def _data_args(config):
+    d = config["data"]
+    return {"dataset": d["dataset"], "source": d["source"], "path": d["path"]}
+
+
+def _summary(report):
+    out = {"clean": report["clean_accuracy"],
+           "worst_case": report["worst_case_accuracy"], "n": report["data"]["n"]}
+    out.update({k: v["accuracy"] for k, v in report["attacks"].items()})
+    return out
+
+
+def publish(workdir, name, train_command, out_dir="zoo", n=None, curve_n=500, epsilon=None,
+            verbose=True):
+    """Writes ``out_dir/name/`` from ``workdir``; returns the metadata.
+
+    ``epsilon``: the threat model's L-inf radius; default the run's
+    evaluation attack's (needed for standard-trained runs, which have none).
+    """
+    zoo.check_name(name)
+    with open(os.path.join(workdir, "config.json")) as f:
+        config = json.load(f)
+    with open(os.path.join(workdir, "metrics.json")) as f:
+        metrics = json.load(f)
+    trained = keras.saving.load_model(os.path.join(workdir, "final.keras"), safe_mode=True)
+    classifier = trained.model
+    routes = ["adversarial", "clean"] if mixbn.mixbn_layers(classifier) else [None]
+    if epsilon is None:
+        spec = config["eval_attack"] or config["attack"]
+        if not spec or "epsilon" not in spec:
+            raise ValueError(f"{workdir} was trained without an attack: pass epsilon=")
+        epsilon = spec["epsilon"]
+    epsilon = float(epsilon)
+
+    entry = os.path.join(out_dir, name)
+    os.makedirs(entry, exist_ok=True)
+    if routes[0]:
+        mixbn.set_route(classifier, "adversarial")
+    model_file = os.path.join(entry, zoo.MODEL)
+    checkpoint.save_model_atomic(classifier, model_file)
+
+    results, check, curves = {}, {}, {}
+    scratch = os.path.join(workdir, "zoo_eval")
+    for route in routes:
+        key = route or "default"
+        if route:
+            mixbn.set_route(classifier, route)
+        full = evaluate.evaluate(classifier, **_data_args(config), n=n, epsilon=epsilon,
+                                 attacks=list(ATTACKS), steps_curve=list(STEPS_CURVE),
+                                 curve_n=curve_n, route=route or "adversarial",
+                                 workdir=os.path.join(scratch, key, "full"), name=name,
+                                 verbose=verbose)
+        small = evaluate.evaluate(classifier, **_data_args(config), n=CHECK["n"],
+                                  seed=CHECK["seed"], epsilon=epsilon, attacks=CHECK["attacks"],
+                                  route=route or "adversarial",
+                                  workdir=os.path.join(scratch, key, "check"), name=name,
+                                  verbose=False)
+        results[key] = {**_summary(full), "sanity_checks_passed":
+                        not full["gradient_masking_suspected"]}
+        check[key] = _summary(small)
+        curves[key] = full["curves"].get("steps")
+        png = os.path.join(scratch, key, "full", "curve_steps.png")
+        if os.path.exists(png):
+            shutil.copyfile(png, os.path.join(entry, f"steps_curve{'_' + route if route else ''}.png"))
+    if routes[0]:
+        mixbn.set_route(classifier, "adversarial")
+
+    m, t = config["model"], config["trainer"]
+    primary = results[routes[0] or "default"]
+    meta = {
+        "name": name,
+        "architecture": {"family": m["family"], "depth": m["depth"], "width": m["width"],
+                         "norm": m["norm"], "preact": m["preact"],
+                         "input_shape": list(classifier.input_shape[1:]),
+                         "num_classes": int(classifier.output_shape[-1])},
+        "params": count_params(classifier),
+        "mixbn_routes": routes if routes[0] else None,
+        "default_route": routes[0],
+        "dataset": metrics["dataset"],
+        "threat_model": {"norm": "Linf", "epsilon": evaluate.epsilon_fraction(epsilon),
+                         "epsilon_float": epsilon, "targeted": False},
+        "recipe": {"train_command": train_command, "config": config,
+                   "attack": metrics["train_attack"], "epochs": metrics["epochs"],
+                   "clean_portion": t["clean_portion"], "mixing": t["mixing"],
+                   "seed": config["seed"]},
+        "training": {"package_version": metrics.get("package_version"),
+                     "commit": metrics.get("commit"), "tensorflow": metrics.get("tensorflow"),
+                     "keras": metrics.get("keras"), "hardware": metrics.get("machine"),
+                     "train_seconds": metrics.get("train_seconds")},
+        "evaluation": {
+            "command": f"advscale zoo eval {name}" + (f" --n {n}" if n else ""),
+            "test_images": primary["n"], "attacks": {
+                "pgd-20": "untargeted PGD, 20 steps of 2.5*eps/20, random start",
+                "apgd-ce": "APGD with cross-entropy, 100 iterations"},
+            "results": results, "steps_curve": curves, "check_set": {**CHECK, "results": check},
+            "package_version": tf_advscale.__version__, "commit": source_commit(),
+            "date": datetime.date.today().isoformat()},
+        "source": {"file": zoo.MODEL, "sha256": checkpoint.sha256(model_file),
+                   "bytes": os.path.getsize(model_file)},
+        "robustbench": {"name": name, "dataset": config["data"]["dataset"],
+                        "threat_model": "Linf", "eps": evaluate.epsilon_fraction(epsilon),
+                        "clean_acc": round(100 * primary["clean"], 2),
+                        "autoattack_acc": None, "additional_data": False,
+                        "number_forward_passes": 1,
+                        "architecture": f"ResNet-{m['depth']} ({m['norm']})"},
+    }
+    write_json(os.path.join(entry, zoo.METADATA), meta)
+    _write_card(entry, meta)
+    return meta
+
+
+def _pct(x):
+    return "-" if x is None else f"{100 * x:.2f}"
+
+
+def _write_card(entry, meta):
+    ev, rec, tr = meta["evaluation"], meta["recipe"], meta["training"]
+    lines = [f"# {meta['name']}", "",
+             f"{meta['architecture']['family'].upper()} ResNet-{meta['architecture']['depth']} "
+             f"({meta['architecture']['norm']}), {meta['params']:,} parameters, trained on "
+             f"{meta['dataset']}; L-inf epsilon {meta['threat_model']['epsilon']}.", "",
+             "## Results", "",
+             f"{ev['test_images']:,} test images ({meta['dataset']}); accuracy in %.", "",
+             "| route | clean | PGD-20 | APGD-CE | worst case | sanity checks |",
+             "|---|---|---|---|---|---|"]
+    for route, r in ev["results"].items():
+        lines.append(f"| {route} | {_pct(r['clean'])} | {_pct(r.get('pgd-20'))} | "
+                     f"{_pct(r.get('apgd-ce'))} | {_pct(r['worst_case'])} | "
+                     f"{'pass' if r['sanity_checks_passed'] else 'FAIL'} |")
+    lines += ["", "Attacks: " + "; ".join(f"{k}: {v}" for k, v in ev["attacks"].items()) + ".",
+              f"Check set (re-measured by the zoo's tests): first {ev['check_set']['n']} "
+              f"seeded test images, seed {ev['check_set']['seed']}.", "",
+              "## Attack-strength curve", ""]
+    for route in ev["results"]:
+        png = f"steps_curve{'_' + route if route != 'default' else ''}.png"
+        if os.path.exists(os.path.join(entry, png)):
+            lines.append(f"![PGD steps curve ({route})]({png})")
+        curve = ev["steps_curve"].get(route)
+        if curve:
+            pts = ", ".join(f"{k} steps {_pct(v)}" for k, v in curve["accuracy"].items())
+            lines.append(f"{route}: {pts} (first {curve['n']} images).")
+    lines += ["", "## How it was made", "",
+              f"Trained with `{rec['train_command']}` ({rec['epochs']} epochs, training attack "
+              f"{rec['attack']}, clean portion {rec['clean_portion']}, mixing {rec['mixing']}, "
+              f"seed {rec['seed']}) on {tr['hardware']} in {tr['train_seconds']} s "
+              f"(tf_advscale {tr['package_version']}, commit {tr['commit'] or 'not recorded'}, "
+              f"TensorFlow {tr['tensorflow']}, Keras {tr['keras']}).", "",
+              f"Evaluated with `{ev['command']}` (tf_advscale {ev['package_version']}, commit "
+              f"{ev['commit']}, {ev['date']}).", "",
+              "## Use", "", "```python", "from tf_advscale import zoo",
+              f"model, meta = zoo.load({meta['name']!r})  # images in [0, 1] -> logits", "```",
+              "", f"File: `{meta['source']['file']}`, sha256 `{meta['source']['sha256']}`, "
+              f"{meta['source']['bytes']:,} bytes.", ""]
+    with open(os.path.join(entry, zoo.CARD), "w") as f:
+        f.write("\n".join(lines))
