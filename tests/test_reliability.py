@@ -16,7 +16,7 @@ import tensorflow as tf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tf_advscale import attacks, checkpoint, config, data
+from tf_advscale import attacks, checkpoint, config, data, zoo
 from tf_advscale.models import resnet
 from tf_advscale.training import AdversarialModel
 
@@ -339,6 +339,10 @@ BAD_INPUTS = {
                              r"variables.npz: sha256 [0-9a-f]{64} does not match"),
     "wrong-architecture checkpoint": (_wrong_architecture_checkpoint, checkpoint.CheckpointError,
                                       r"shape \[6, 4\].*shape \[6, 7\]"),
+    "unknown zoo name": (lambda t: zoo.load("resnet20.no_such_model"), zoo.ZooError,
+                         r"Unknown zoo model 'resnet20.no_such_model'"),
+    "zoo name that is a path": (lambda t: zoo.load("../../etc/passwd"), zoo.ZooError,
+                                r"Invalid zoo name '../../etc/passwd'"),
 }
 
 
