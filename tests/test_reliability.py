@@ -403,3 +403,20 @@ def test_fuzz_overrides_raise_only_config_errors(text):
         config.load(None, overrides=[text])
     except config.ConfigError:
         pass
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(magic=st.sampled_from([b"", b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM"]),
+       blob=st.binary(max_size=200))
+def test_fuzz_folder_images_decode_or_fail_cleanly(magic, blob, tmp_path):
+    folder = tmp_path / "fuzz" / "train" / "c"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "x.jpg").write_bytes(magic + blob)
+    ds, _ = data.load("x", "train", source="folder", path=str(tmp_path / "fuzz"),
+                      shuffle=False, augment=False, cache=False)
+    try:
+        for x, _ in ds:
+            assert 0.0 <= float(tf.reduce_min(x)) <= float(tf.reduce_max(x)) <= 1.0
+    except tf.errors.InvalidArgumentError as e:
+        if not magic:
+            assert "x.jpg" in str(e)  # refused by its first bytes, naming the file
