@@ -66,6 +66,9 @@ DEFAULTS = {
         "decay_epochs": [],
         "epochs": 6,
     },
+    # tf_advscale.distribute.make_strategy: default | mirrored | multi_worker
+    # (TF_CONFIG) | tpu (untested here). data.batch_size is per replica.
+    "distribute": {"strategy": "default", "tpu": None},
     # Step-level training state in WORKDIR/state (see tf_advscale.checkpoint).
     "checkpoint": {"every_steps": 100, "keep": 2},
     "eval": {

@@ -29,6 +29,7 @@ import tensorflow as tf
 import tf_advscale
 from tf_advscale import checkpoint as ckpt_lib
 from tf_advscale import data as data_lib
+from tf_advscale import distribute
 from tf_advscale.config import ConfigError
 from tf_advscale.layers import mixbn
 from tf_advscale.models import count_params, resnet
@@ -85,7 +86,8 @@ def setup_runtime(config):
 
 def _data_kwargs(config):
     d = config["data"]
-    return dict(source=d["source"], path=d["path"], batch_size=d["batch_size"],
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync  # global batch
+    return dict(source=d["source"], path=d["path"], batch_size=d["batch_size"] * replicas,
                 image_size=d["image_size"], num_parallel_calls=d["num_parallel_calls"],
                 data_dir=d["data_dir"], manual_dir=d["manual_dir"], seed=config["seed"])
 
@@ -227,10 +229,20 @@ class _Clock:
 
 def run(config, workdir, verbose=None):
     """Trains ``config`` into ``workdir``; rerun after a crash, it resumes."""
+    dist = config["distribute"]
+    if dist["strategy"] == "multi_worker" and distribute.worker_index() > 0:
+        # Every worker keeps its own state (to resume); the chief's is the run's.
+        workdir = os.path.join(workdir, f"worker{distribute.worker_index()}")
     os.makedirs(workdir, exist_ok=True)
     check_workdir(workdir, config)
     write_json(os.path.join(workdir, "config.json"), config)
     setup_runtime(config)
+    strategy = distribute.make_strategy(dist["strategy"], tpu=dist["tpu"])
+    with strategy.scope():
+        return _run(config, workdir, verbose)
+
+
+def _run(config, workdir, verbose):
     (train, train_info), (val, _), (test, test_info) = load_data(config)
     steps_per_epoch = train_info["steps_per_epoch"]
     model = build_model(config, train_info)

@@ -126,6 +126,19 @@ class AdversarialModel(keras.Model):
     def metrics(self):
         return [self.loss_tracker, self.clean_accuracy, self.adv_accuracy, self._eval_batches]
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras builds a model under a strategy by reducing the first
+        # (PerReplica) batch with strategy.reduce, which fails under
+        # MultiWorkerMirroredStrategy. This model is built from its classifier
+        # and has no compiled loss or metrics to build: create the optimizer's
+        # variables in the strategy's scope and skip the rest.
+        if self.built and getattr(self, "_distribute_strategy", None) is not None:
+            with self.distribute_strategy.scope():
+                if self.optimizer is not None and not self.optimizer.built:
+                    self.optimizer.build(self.model.trainable_variables)
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
     def build(self, input_shape=None):
         if not self.model.built:
             self.model.build(input_shape)
@@ -216,7 +229,7 @@ class AdversarialModel(keras.Model):
         if clean is None:
             with mixbn.route(ADV) if self.has_mixbn else _null():
                 return self.model(adv, training=True), None
-        if self.mixing == "separate":
+        if self.mixing == "separate" or self._sync_split():
             with mixbn.route(ADV) if self.has_mixbn else _null():
                 logits_adv = self.model(adv, training=True)
             with mixbn.route(CLEAN) if self.has_mixbn else _null():
@@ -232,6 +245,14 @@ class AdversarialModel(keras.Model):
         with context:
             logits = self.model(both, training=True)
         return logits[:n_adv], logits[n_adv:]
+
+    def _sync_split(self):
+        """MixBN with statistics synchronized across replicas runs the two
+        domains as two forward passes: the same function (MixBN normalises
+        each domain on its own and every other layer is per example), with
+        the cross-replica all-reduces of one BN per pass."""
+        return (self.mixing == "mixbn" and tf.distribute.get_strategy().num_replicas_in_sync > 1
+                and any(layer.synchronized for layer in mixbn.mixbn_layers(self.model)))
 
     def _cross_entropy(self, labels, logits):
         k = tf.shape(logits)[-1]
@@ -326,7 +347,17 @@ class AdversarialModel(keras.Model):
 
     def _logs(self, with_adv):
         metrics = self.metrics[:3] if with_adv else self.metrics[:2]
+        if _multi_worker():
+            # Keras reduces step logs across workers with reduce(axis=0), which
+            # needs a leading axis: give each scalar one (the result is scalar).
+            return {m.name: tf.reshape(m.result(), [1]) for m in metrics}
         return {m.name: m.result() for m in metrics}
+
+
+def _multi_worker():
+    strategy = tf.distribute.get_strategy()
+    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and strategy.extended._in_multi_worker_mode())
 
 
 class _null:

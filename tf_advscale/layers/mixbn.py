@@ -226,7 +226,9 @@ class MixBN(keras.layers.BatchNormalization):
         return outputs
 
     def _batch_moments(self, x):
-        return self._moments(x, None)
+        # Inference-time batch statistics stay per replica: a cross-replica
+        # all-reduce cannot sit inside this tf.cond (nor an attack's loop).
+        return keras.ops.moments(x, axes=self._reduction_axes, synchronized=False)
 
     def _update_row(self, variable, index, old, new):
         row = index if self.separate_stats else 0

@@ -1,0 +1,53 @@
+"""Distribution strategies for training: one name in the config picks one.
+
+    strategy = make_strategy("mirrored")          # all local GPUs (or CPUs)
+    strategy = make_strategy("multi_worker")      # the cluster in TF_CONFIG
+    strategy = make_strategy("tpu", tpu="grpc://...")   # untested here
+
+Under any of them ``AdversarialModel`` generates its adversarial examples per
+replica inside the step, MixBN splits each replica's batch, and
+``norm_kwargs={"synchronized": True}`` makes BN (and each MixBN domain)
+use statistics over all replicas. The global batch is the per-replica batch
+times ``strategy.num_replicas_in_sync``.
+
+TPUStrategy: the code path exists (``make_strategy("tpu")``, the config's
+``distribute.strategy = "tpu"``) but has not been run: no TPU here.
+"""
+
+import tensorflow as tf
+
+STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+
+
+def make_strategy(name="default", tpu=None, devices=None):
+    """The ``tf.distribute`` strategy called ``name``.
+
+    Args:
+        name: ``"default"`` (no distribution), ``"mirrored"`` (synchronous
+            data parallelism over ``devices``, default all local GPUs, else
+            the CPU), ``"multi_worker"`` (MultiWorkerMirroredStrategy over
+            the cluster in the ``TF_CONFIG`` environment variable) or
+            ``"tpu"`` (TPUStrategy; ``tpu`` is the TPU name or address given
+            to ``TPUClusterResolver``).
+    """
+    if name not in STRATEGIES:
+        raise ValueError(f"Unknown strategy. Expected one of {STRATEGIES}. Received: {name!r}")
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy(devices)
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+    return tf.distribute.TPUStrategy(resolver)
+
+
+
+def worker_index():
+    """This process's index among the workers in TF_CONFIG (0 if none)."""
+    import json
+    import os
+    config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    return int(config.get("task", {}).get("index", 0))
