@@ -55,6 +55,8 @@ DEFAULTS = {
         "jit_compile": False,
         "steps_per_execution": 1,
         "catastrophic_overfitting": False,
+        # float32 | mixed_bfloat16 | mixed_float16 (dynamic loss scaling)
+        "precision": "float32",
     },
     "optimizer": {
         "name": "sgd",

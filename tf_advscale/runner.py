@@ -36,6 +36,9 @@ from tf_advscale.models import count_params, resnet
 from tf_advscale.training import AdversarialModel, CatastrophicOverfittingMonitor, LRSchedule
 
 
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
 def write_json(path, obj):
     """Writes JSON atomically: a crash never leaves a half-written file."""
     tmp = f"{path}.tmp{os.getpid()}"
@@ -171,6 +174,8 @@ def compile_model(model, config, steps_per_epoch):
     schedule = LRSchedule(o["learning_rate"], steps_per_epoch, o["epochs"], o["schedule"],
                           o["warmup_epochs"], o["decay_epochs"])
     optimizer = keras.optimizers.SGD(schedule, momentum=o["momentum"], nesterov=o["nesterov"])
+    if config["trainer"]["precision"] == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)  # dynamic loss scale
     model.compile(optimizer=optimizer, jit_compile=config["trainer"]["jit_compile"],
                   steps_per_execution=config["trainer"]["steps_per_execution"])
 
@@ -238,8 +243,17 @@ def run(config, workdir, verbose=None):
     write_json(os.path.join(workdir, "config.json"), config)
     setup_runtime(config)
     strategy = distribute.make_strategy(dist["strategy"], tpu=dist["tpu"])
-    with strategy.scope():
-        return _run(config, workdir, verbose)
+    precision = config["trainer"]["precision"]
+    if precision not in PRECISIONS:
+        raise ConfigError(f"trainer.precision must be one of {PRECISIONS}. "
+                          f"Received: {precision!r}")
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(precision)
+    try:
+        with strategy.scope():
+            return _run(config, workdir, verbose)
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def _run(config, workdir, verbose):

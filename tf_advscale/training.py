@@ -174,17 +174,30 @@ class AdversarialModel(keras.Model):
 
     def attack_model_fn(self, images):
         """Logits as the training attacker sees them; never updates state."""
+        images, unscale = self._attack_gradient_scaling(images)
         with mixbn.route(self.attack_route) if self.has_mixbn else _null():
             if self.attack_bn == "inference":
-                return self.model(images, training=False)
+                return unscale(self.model(images, training=False))
             values = [v.value for v in self.model.trainable_variables]
             others = [v.value for v in self.model.non_trainable_variables]
             logits, _ = self.model.stateless_call(values, others, images, training=True)
-            return logits
+            return unscale(logits)
 
     def eval_model_fn(self, images):
         """Logits for evaluation: inference mode, the model's inference route."""
-        return self.model(images, training=False)
+        images, unscale = self._attack_gradient_scaling(images)
+        return unscale(self.model(images, training=False))
+
+    def _attack_gradient_scaling(self, images):
+        """Under float16 compute, the attacker's input gradients would
+        underflow: the backward pass through the model runs at
+        ``ATTACK_GRAD_SCALE`` x and is scaled back at the input. Values
+        are unchanged; perturbations and projections stay in float32."""
+        if self.model.compute_dtype != "float16":
+            return images, lambda logits: logits
+        scale = ATTACK_GRAD_SCALE
+        return (_scale_gradient(images, 1.0 / scale),
+                lambda logits: _scale_gradient(logits, scale))
 
     def _generate(self, images, labels, seed=None):
         return tf.stop_gradient(self.attack(self.attack_model_fn, images, labels, seed=seed))
@@ -352,6 +365,17 @@ class AdversarialModel(keras.Model):
             # needs a leading axis: give each scalar one (the result is scalar).
             return {m.name: tf.reshape(m.result(), [1]) for m in metrics}
         return {m.name: m.result() for m in metrics}
+
+
+ATTACK_GRAD_SCALE = 1024.0
+
+
+def _scale_gradient(x, scale):
+    """Identity whose gradient is multiplied by ``scale``."""
+    @tf.custom_gradient
+    def identity(t):
+        return tf.identity(t), lambda dy: dy * tf.cast(scale, dy.dtype)
+    return identity(x)
 
 
 def _multi_worker():

@@ -231,7 +231,8 @@ class ResNetClassifier(keras.Model):
         inputs = backbone.input
         x = backbone(inputs)
         x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-        outputs = keras.layers.Dense(num_classes, name="logits",
+        # Logits in float32 under any mixed-precision policy (softmax numerics).
+        outputs = keras.layers.Dense(num_classes, name="logits", dtype="float32",
                                      kernel_initializer=keras.initializers.RandomNormal(stddev=0.01)
                                      )(x)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
