@@ -130,3 +130,32 @@ def test_bad_arguments_name_the_value():
         resnet(8, 10, width=0)
     with pytest.raises(ValueError, match="norm='batch'"):
         resnet(8, 10, norm="batch")
+
+
+def test_recompute_gives_the_same_training_step_and_saves(tmp_path, sample):
+    import numpy as np
+    from tf_advscale.models.resnet import Recompute
+    from tf_advscale.training import AdversarialModel
+    x, y = sample[0][:32], sample[1][:32]
+    weights = []
+    for recompute in (False, True):
+        keras.utils.set_random_seed(0)
+        model = resnet(depth=14, num_classes=10, input_shape=(28, 28, 1), recompute=recompute)
+        if recompute:
+            assert sum(isinstance(l, Recompute) for l in model.backbone.layers) == 6
+            model.set_weights(start)
+        else:
+            start = model.get_weights()
+        trainer = AdversarialModel(model, attack={"name": "pgd", "epsilon": 0.1,
+                                                  "step_size": 0.05, "steps": 1}, seed=0)
+        trainer.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
+        trainer.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False)
+        weights.append(model.get_weights())
+    # Same gradients, and BN moving statistics updated once, not twice.
+    moved = max(np.abs(a - b).max() for a, b in zip(weights[0], start))
+    assert moved > 1e-3
+    for a, b in zip(*weights):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+    model.save(tmp_path / "m.keras")
+    again = keras.saving.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(again(x[:4]), model(x[:4]), atol=1e-6)

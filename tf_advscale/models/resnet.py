@@ -85,6 +85,63 @@ class Standardize(keras.layers.Layer):
         return {**super().get_config(), "mean": self.mean, "std": self.std}
 
 
+@keras.saving.register_keras_serializable(package="tf_advscale")
+class Recompute(keras.layers.Layer):
+    """Runs ``block`` (a Keras model) and, in training, keeps only its input
+    for the backward pass: the block's activations are recomputed there
+    (gradient checkpointing, Chen et al. 2016). Memory for activations goes
+    from one copy per layer to one per block, for one more forward pass.
+
+    The recomputation is a ``stateless_call``: BN moving statistics are
+    updated once, by the forward pass, not again by the recomputation.
+    Inference calls the block directly.
+    """
+
+    def __init__(self, block, **kwargs):
+        super().__init__(**kwargs)
+        self.block = block
+
+    def build(self, input_shape):
+        self.built = True
+
+    def call(self, x, training=None):
+        if not training:
+            return self.block(x, training=False)
+        import tensorflow as tf
+        block = self.block
+
+        @tf.custom_gradient
+        def run(x_in):
+            y = block(x_in, training=True)  # updates BN statistics once
+
+            def grad(dy, variables=None):
+                trainable = list(block.trainable_variables)
+                values = [v.value for v in trainable]
+                others = [v.value for v in block.non_trainable_variables]
+                with tf.GradientTape() as tape:
+                    tape.watch(x_in)
+                    tape.watch(values)
+                    y2, _ = block.stateless_call(values, others, x_in, training=True)
+                grads = tape.gradient(y2, [x_in] + values, output_gradients=dy)
+                by_var = {v.value.ref(): g for v, g in zip(trainable, grads[1:])}
+                return grads[0], [by_var.get(v.ref()) for v in (variables or [])]
+            return y, grad
+
+        return run(x)
+
+    def compute_output_shape(self, input_shape):
+        return self.block.compute_output_shape(input_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "block": keras.saving.serialize_keras_object(self.block)}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["block"] = keras.saving.deserialize_keras_object(config["block"])
+        return cls(**config)
+
+
 def _conv(filters, kernel, stride, name, use_bias):
     return keras.layers.Conv2D(
         filters, kernel, strides=stride, padding="same", use_bias=use_bias,
@@ -95,7 +152,8 @@ def _conv(filters, kernel, stride, name, use_bias):
 class _Builder:
     """Builds the graph of one ResNet; keeps the per-model switches together."""
 
-    def __init__(self, norm, norm_kwargs, preact, zero_init_residual):
+    def __init__(self, norm, norm_kwargs, preact, zero_init_residual, recompute=False):
+        self.recompute = recompute
         self.norm = norm
         self.norm_kwargs = dict(norm_kwargs or {})
         self.preact = preact
@@ -115,6 +173,13 @@ class _Builder:
         return keras.layers.ReLU(name=name)(x)
 
     def block(self, x, block, filters, stride, name):
+        if not self.recompute:
+            return self._block(x, block, filters, stride, name)
+        inputs = keras.Input(x.shape[1:], name=f"{name}_in")
+        sub = keras.Model(inputs, self._block(inputs, block, filters, stride, name), name=name)
+        return Recompute(sub, name=f"{name}_recompute")(x)
+
+    def _block(self, x, block, filters, stride, name):
         out_ch = filters * EXPANSION[block]
         needs_proj = stride != 1 or x.shape[-1] != out_ch
         if self.preact:
@@ -161,18 +226,21 @@ class ResNetBackbone(keras.Model):
         zero_init_residual: start each residual branch's last norm at gamma=0
             (Goyal et al. 2017; off by default: it slowed short runs here).
         mean, std: input standardisation done inside the model.
+        recompute: recompute each residual block's activations in the
+            backward pass instead of storing them (``Recompute``): less
+            memory for one more forward pass; the deep ResNets need it.
     """
 
     def __init__(self, depth=20, family="cifar", input_shape=(32, 32, 3), norm="bn",
                  norm_kwargs=None, width=1.0, preact=False, zero_init_residual=False,
-                 mean=0.5, std=0.5, **kwargs):
+                 mean=0.5, std=0.5, recompute=False, **kwargs):
         block, stages = blocks_for(family, depth)
         if not width or width <= 0:
             raise ValueError(f"width must be > 0. Received: width={width!r}")
         input_shape = tuple(input_shape)
         if len(input_shape) != 3:
             raise ValueError(f"input_shape must be (H, W, C). Received: input_shape={input_shape}")
-        b = _Builder(norm, norm_kwargs, preact, zero_init_residual)
+        b = _Builder(norm, norm_kwargs, preact, zero_init_residual, bool(recompute))
 
         inputs = keras.Input(shape=input_shape, name="images")
         x = Standardize(mean, std, name="standardize")(inputs)
@@ -205,6 +273,7 @@ class ResNetBackbone(keras.Model):
         self.std = std
         self.block_type = block
         self.stackwise_num_blocks = stages
+        self.recompute = bool(recompute)
 
     def get_config(self):
         return {
@@ -213,7 +282,7 @@ class ResNetBackbone(keras.Model):
             "input_shape": list(self.image_shape), "norm": self.norm,
             "norm_kwargs": self.norm_kwargs, "width": self.width,
             "preact": self.preact, "zero_init_residual": self.zero_init_residual,
-            "mean": self.mean, "std": self.std,
+            "mean": self.mean, "std": self.std, "recompute": self.recompute,
         }
 
     @classmethod
