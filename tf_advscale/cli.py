@@ -74,12 +74,23 @@ def _models(args):
 def _zoo(args):
     from tf_advscale import zoo
     if args.action == "list":
+        if args.markdown:
+            print("| name | data | epsilon | route | clean | PGD-20 | APGD-CE | worst case "
+                  "| test images | training time |")
+            print("|---|---|---|---|---|---|---|---|---|---|")
         for name in zoo.list_models():
             meta = zoo.info(name)
-            ev = meta["evaluation"]["results"][meta["default_route"] or "default"]
-            print(f"{name:40s} {meta['dataset']:28s} eps {meta['threat_model']['epsilon']:6s} "
-                  f"clean {100 * ev['clean']:.2f}  PGD-20 {100 * ev['pgd-20']:.2f}  "
-                  f"APGD-CE {100 * ev['apgd-ce']:.2f}")
+            for route, ev in meta["evaluation"]["results"].items():
+                if args.markdown:
+                    seconds = meta["training"]["train_seconds"]
+                    print(f"| `{name}` | {meta['dataset']} | {meta['threat_model']['epsilon']} | "
+                          f"{route} | {100 * ev['clean']:.2f} | {100 * ev['pgd-20']:.2f} | "
+                          f"{100 * ev['apgd-ce']:.2f} | {100 * ev['worst_case']:.2f} | "
+                          f"{ev['n']:,} | {seconds / 60:.0f} min |")
+                else:
+                    print(f"{name:34s} {route:11s} {meta['dataset']:20s} "
+                          f"eps {meta['threat_model']['epsilon']:6s} clean {100 * ev['clean']:.2f}"
+                          f"  PGD-20 {100 * ev['pgd-20']:.2f}  APGD-CE {100 * ev['apgd-ce']:.2f}")
         return 0
     if not args.name:
         raise ValueError(f"advscale zoo {args.action} needs a NAME (see `advscale zoo list`)")
@@ -145,6 +156,7 @@ def build_parser():
     z = sub.add_parser("zoo", help="pretrained robust models: list | info NAME | eval NAME")
     z.add_argument("action", choices=["list", "info", "eval", "publish"])
     z.add_argument("name", nargs="?")
+    z.add_argument("--markdown", action="store_true", help="list: a markdown table")
     z.add_argument("--n", type=int, default=None,
                    help="eval: test images (a seeded subset; default all)")
     z.add_argument("--seed", type=int, default=0)
