@@ -132,7 +132,8 @@ def test_bad_arguments_name_the_value():
         resnet(8, 10, norm="batch")
 
 
-def test_recompute_gives_the_same_training_step_and_saves(tmp_path, sample):
+@pytest.mark.parametrize("norm,mixing", [("bn", "joint"), ("mixbn", "mixbn")])
+def test_recompute_gives_the_same_training_step_and_saves(tmp_path, sample, norm, mixing):
     import numpy as np
     from tf_advscale.models.resnet import Recompute
     from tf_advscale.training import AdversarialModel
@@ -140,14 +141,16 @@ def test_recompute_gives_the_same_training_step_and_saves(tmp_path, sample):
     weights = []
     for recompute in (False, True):
         keras.utils.set_random_seed(0)
-        model = resnet(depth=14, num_classes=10, input_shape=(28, 28, 1), recompute=recompute)
+        model = resnet(depth=14, num_classes=10, input_shape=(28, 28, 1), recompute=recompute,
+                       norm=norm)
         if recompute:
             assert sum(isinstance(l, Recompute) for l in model.backbone.layers) == 6
             model.set_weights(start)
         else:
             start = model.get_weights()
         trainer = AdversarialModel(model, attack={"name": "pgd", "epsilon": 0.1,
-                                                  "step_size": 0.05, "steps": 1}, seed=0)
+                                                  "step_size": 0.05, "steps": 1}, seed=0,
+                                   clean_portion=1.0 if norm == "mixbn" else 0.0, mixing=mixing)
         trainer.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
         trainer.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False)
         weights.append(model.get_weights())

@@ -144,6 +144,51 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(tmp_path):
         assert fresh.load() == (0, 4)
 
 
+def test_checkpoint_of_another_data_layout_is_refused_not_discarded(tmp_path):
+    state = checkpoint.TrainingState(tmp_path, steps_per_epoch=6, every_steps=2)
+    _fit_steps(_tiny_model(), state, 2)
+    with pytest.raises(checkpoint.CheckpointError, match="6 steps per epoch; this run has 5"):
+        checkpoint.TrainingState(tmp_path, steps_per_epoch=5).load()
+    assert (tmp_path / "ckpt-000000002").is_dir()  # still there
+
+
+def test_positions_count_steps_even_when_the_optimizer_skips_some(tmp_path):
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3)])  # float16
+        model.compile(optimizer=keras.optimizers.LossScaleOptimizer(
+            keras.optimizers.SGD(0.1), initial_scale=2.0**60),  # overflows: steps skipped
+            loss="sparse_categorical_crossentropy")
+        state = checkpoint.TrainingState(tmp_path, steps_per_epoch=6, every_steps=2)
+        _fit_steps(model, state, 6)
+        assert int(model.optimizer.iterations.numpy()) < 6
+    finally:
+        keras.config.set_dtype_policy(previous)
+    assert checkpoint.TrainingState(tmp_path, steps_per_epoch=6).load() == (1, 0)
+
+
+def test_an_early_stop_is_remembered(tmp_path):
+    class StopAtThree(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 2:
+                self.model.stop_training = True
+
+    x = np.random.default_rng(0).normal(size=(24, 6)).astype("float32")
+    y = np.arange(24) % 3
+
+    def make(e, s):
+        return tf.data.Dataset.from_tensor_slices((x, y)).batch(4).repeat()
+    model = _tiny_model()
+    state = checkpoint.TrainingState(tmp_path, steps_per_epoch=6)
+    histories = checkpoint.resumable_fit(model, make, 3, 6, state, callbacks=[StopAtThree()],
+                                         verbose=0)
+    assert len(histories) == 1 and len(histories[0].history["loss"]) == 1
+    again = checkpoint.TrainingState(tmp_path, steps_per_epoch=6)
+    assert checkpoint.resumable_fit(_tiny_model(), make, 3, 6, again, verbose=0) == []
+    assert again.position[:2] == (0, 3) and again.stopped
+
+
 def test_checkpoint_of_another_architecture_is_refused(tmp_path):
     state = checkpoint.TrainingState(tmp_path, steps_per_epoch=6, every_steps=2)
     _fit_steps(_tiny_model(width=4), state, 2)

@@ -47,6 +47,10 @@ class CheckpointError(ValueError):
     """A checkpoint is corrupt, or was written for a different model."""
 
 
+class CheckpointMismatch(CheckpointError):
+    """A sound checkpoint of a different run layout: refused, never discarded."""
+
+
 def sha256(path, chunk=1 << 20):
     """Hex sha256 of a file."""
     h = hashlib.sha256()
@@ -159,6 +163,12 @@ class TrainingState(keras.callbacks.Callback):
         self.tracked = dict(tracked or {})
         self._pending = None  # a loaded checkpoint waiting to be assigned
         self._last_saved = None
+        # Steps trained, counted here: the optimizer's counter can lag (a
+        # loss-scale optimizer does not count the steps it skips).
+        self._counter = 0
+        self._epoch_base = 0
+        self._position = None
+        self.stopped = False
 
     # -- reading ---------------------------------------------------------------
 
@@ -179,6 +189,15 @@ class TrainingState(keras.callbacks.Callback):
             raise CheckpointError(f"{path}: unreadable manifest.json ({e})") from e
         if manifest.get("format") != FORMAT:
             raise CheckpointError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT}")
+        missing = [k for k in ("epoch", "step", "global_step", "steps_per_epoch", "sha256",
+                               "variables", "tracked") if k not in manifest]
+        if missing:
+            raise CheckpointError(f"{path}: manifest.json lacks {missing}")
+        if manifest["steps_per_epoch"] != self.steps_per_epoch:
+            raise CheckpointMismatch(
+                f"{path} was written with {manifest['steps_per_epoch']} steps per epoch; this "
+                f"run has {self.steps_per_epoch} (a different data set, batch size or number of "
+                "replicas): its data position would be wrong")
         arrays_path = os.path.join(path, "variables.npz")
         if not os.path.exists(arrays_path):
             raise CheckpointError(f"{path}: variables.npz is missing")
@@ -193,28 +212,42 @@ class TrainingState(keras.callbacks.Callback):
             raise CheckpointError(f"{arrays_path}: unreadable ({e})") from e
         return manifest, arrays
 
-    def load(self):
+    def load(self, reload=False):
         """Reads the newest valid checkpoint; returns its ``(epoch, step)``
         (``(0, 0)`` if there is none). Its values are assigned to the model
-        when training begins (or by ``restore_into``)."""
+        when training begins (or by ``restore_into``). A second call returns
+        the same position without reading again unless ``reload``."""
+        if self._position is not None and not reload:
+            return self._position
+        self._position = self._load()
+        return self._position
+
+    def _load(self):
         self._pending = None
+        self._counter, self._last_saved, self.stopped = 0, None, False
         for path in self.checkpoints():
             try:
                 manifest, arrays = self._read(path)
+            except CheckpointMismatch:
+                raise
             except CheckpointError as e:
                 warnings.warn(f"Skipping checkpoint: {e}", stacklevel=2)
+                # Out of the way, so pruning never counts it as a good one.
+                bad = os.path.join(self.directory, f".bad-{os.path.basename(path)}")
+                shutil.rmtree(bad, ignore_errors=True)
+                os.replace(path, bad)
                 continue
             self._pending = (path, manifest, arrays)
+            self._counter = self._last_saved = manifest["global_step"]
+            self.stopped = bool(manifest.get("stopped", False))
             return manifest["epoch"], manifest["step"]
         return 0, 0
 
     @property
     def position(self):
         """(epoch, step, global_step) of the loaded checkpoint, or zeros."""
-        if self._pending is None:
-            return 0, 0, 0
-        m = self._pending[1]
-        return m["epoch"], m["step"], m["global_step"]
+        epoch, step = self._position or (0, 0)
+        return epoch, step, epoch * self.steps_per_epoch + step
 
     def restore_into(self, model):
         """Assigns the loaded checkpoint to ``model`` (built, compiled)."""
@@ -261,12 +294,10 @@ class TrainingState(keras.callbacks.Callback):
     def save(self):
         """Writes a checkpoint of the current state (atomically)."""
         model = self.model
-        global_step = int(model.optimizer.iterations.numpy())
+        global_step = self._counter
         epoch, step = divmod(global_step, self.steps_per_epoch)
         name = f"ckpt-{global_step:09d}"
         final = os.path.join(self.directory, name)
-        if os.path.exists(final):
-            return final
         os.makedirs(self.directory, exist_ok=True)
         tmp = os.path.join(self.directory, f".{name}.tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -282,11 +313,14 @@ class TrainingState(keras.callbacks.Callback):
             "steps_per_epoch": self.steps_per_epoch, "sha256": sha256(arrays_path),
             "variables": [_describe(g, v) for g, v in variables],
             "tracked": {k: _jsonable(obj.get_state()) for k, obj in self.tracked.items()},
+            "stopped": bool(getattr(model, "stop_training", False)),
         }
         with open(os.path.join(tmp, "manifest.json"), "w") as f:
             json.dump(manifest, f, indent=1)
             f.flush()
             os.fsync(f.fileno())
+        if os.path.exists(final):  # this step again (e.g. an early stop): newest wins
+            shutil.rmtree(final)
         os.replace(tmp, final)
         _fsync_dir(self.directory)
         self._last_saved = global_step
@@ -309,15 +343,16 @@ class TrainingState(keras.callbacks.Callback):
         # After fit's reset_metrics: the restored accumulators survive.
         if self._pending is not None:
             self.restore_into(self.model)
+        self._epoch_base = self._counter
 
     def on_train_batch_end(self, batch, logs=None):
+        self._counter = self._epoch_base + batch + 1  # batch: last index of the execution
         if not self.every_steps:
             return
-        global_step = int(self.model.optimizer.iterations.numpy())
-        if global_step % self.steps_per_epoch == 0:
+        if self._counter % self.steps_per_epoch == 0:
             return  # the epoch-end save covers it, after validation and logs
         last = self._last_saved or 0
-        if global_step - last >= self.every_steps:
+        if self._counter - last >= self.every_steps:
             self.save()
 
     def on_epoch_end(self, epoch, logs=None):
@@ -346,7 +381,7 @@ def resumable_fit(model, make_dataset, epochs, steps_per_epoch, state, callbacks
     epoch, step = state.load()
     callbacks = [c for c in callbacks if c is not state] + [state]
     histories = []
-    if epoch >= epochs:
+    if epoch >= epochs or state.stopped:  # finished, or stopped early (a callback said so)
         state.restore_into(model)
         return histories
     if step:

@@ -45,9 +45,21 @@ def make_strategy(name="default", tpu=None, devices=None):
 
 
 
-def worker_index():
-    """This process's index among the workers in TF_CONFIG (0 if none)."""
+def task():
+    """``(type, index)`` of this process in TF_CONFIG (``("chief", 0)`` if none)."""
     import json
     import os
     config = json.loads(os.environ.get("TF_CONFIG") or "{}")
-    return int(config.get("task", {}).get("index", 0))
+    t = config.get("task") or {}
+    if not t:
+        return "chief", 0
+    kind, index = t.get("type", "worker"), int(t.get("index", 0))
+    cluster = config.get("cluster", {})
+    if kind == "worker" and index == 0 and "chief" not in cluster:
+        return "chief", 0  # without a chief, worker 0 is the chief
+    return kind, index
+
+
+def worker_index():
+    """This process's index among the workers in TF_CONFIG (0 if none)."""
+    return task()[1]

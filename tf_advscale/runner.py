@@ -235,9 +235,10 @@ class _Clock:
 def run(config, workdir, verbose=None):
     """Trains ``config`` into ``workdir``; rerun after a crash, it resumes."""
     dist = config["distribute"]
-    if dist["strategy"] == "multi_worker" and distribute.worker_index() > 0:
+    kind, index = distribute.task()
+    if dist["strategy"] == "multi_worker" and kind != "chief":
         # Every worker keeps its own state (to resume); the chief's is the run's.
-        workdir = os.path.join(workdir, f"worker{distribute.worker_index()}")
+        workdir = os.path.join(workdir, f"{kind}{index}")
     os.makedirs(workdir, exist_ok=True)
     check_workdir(workdir, config)
     write_json(os.path.join(workdir, "config.json"), config)
@@ -259,6 +260,12 @@ def run(config, workdir, verbose=None):
 def _run(config, workdir, verbose):
     (train, train_info), (val, _), (test, test_info) = load_data(config)
     steps_per_epoch = train_info["steps_per_epoch"]
+    per_execution = config["trainer"]["steps_per_execution"]
+    every = config["checkpoint"]["every_steps"]
+    if steps_per_epoch % per_execution or (every and every % per_execution):
+        raise ConfigError(
+            f"trainer.steps_per_execution={per_execution} must divide the {steps_per_epoch} "
+            f"steps per epoch and checkpoint.every_steps={every}")
     model = build_model(config, train_info)
     compile_model(model, config, steps_per_epoch)
 

@@ -49,7 +49,7 @@ class ZooError(ValueError):
 def check_name(name):
     """Entry names are ``arch.recipe_dataset``: lowercase letters, digits,
     ``_``, ``-`` and dots between parts -- never a path."""
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ZooError(f"Invalid zoo name {name!r}: expected lowercase 'arch.recipe_dataset' "
                        "(letters, digits, '_', '-', '.'), e.g. 'resnet20.pgd3_fmnist'")
     return name
@@ -69,7 +69,7 @@ def _entries():
     found = {}
     for d in zoo_dirs():
         for name in sorted(os.listdir(d)):
-            if _NAME.match(name) and os.path.isfile(os.path.join(d, name, METADATA)):
+            if _NAME.fullmatch(name) and os.path.isfile(os.path.join(d, name, METADATA)):
                 found.setdefault(name, os.path.join(d, name))
     return found
 
@@ -101,7 +101,7 @@ def info(name):
     if meta.get("name") != name:
         raise ZooError(f"{directory}/{METADATA} names {meta.get('name')!r}, not {name!r}")
     source = meta.get("source") or {}
-    if not _SHA.match(str(source.get("sha256", ""))):
+    if not _SHA.fullmatch(str(source.get("sha256", ""))):
         raise ZooError(f"{directory}/{METADATA}: source.sha256 must be 64 hex digits. "
                        f"Received: {source.get('sha256')!r}")
     return meta

@@ -49,6 +49,16 @@ def _routing(value):
         _state.routing = previous
 
 
+def current_routing():
+    """The routing in force in this thread (None outside ``route``/``split``)."""
+    return _current()
+
+
+def restore_routing(routing):
+    """Context: re-enters a routing saved with ``current_routing()``."""
+    return _routing(routing)
+
+
 def route(domain):
     """Context: every MixBN layer sends the whole batch through ``domain``."""
     return _routing(("route", domain))

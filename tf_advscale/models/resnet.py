@@ -108,7 +108,10 @@ class Recompute(keras.layers.Layer):
         if not training:
             return self.block(x, training=False)
         import tensorflow as tf
+
+        from tf_advscale.layers import mixbn
         block = self.block
+        routing = mixbn.current_routing()  # the backward pass runs outside the context
 
         @tf.custom_gradient
         def run(x_in):
@@ -118,7 +121,7 @@ class Recompute(keras.layers.Layer):
                 trainable = list(block.trainable_variables)
                 values = [v.value for v in trainable]
                 others = [v.value for v in block.non_trainable_variables]
-                with tf.GradientTape() as tape:
+                with tf.GradientTape() as tape, mixbn.restore_routing(routing):
                     tape.watch(x_in)
                     tape.watch(values)
                     y2, _ = block.stateless_call(values, others, x_in, training=True)
