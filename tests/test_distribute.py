@@ -72,3 +72,13 @@ def test_fit_under_multi_worker_mirrored_strategy_on_two_workers(tmp_path):
 def test_unknown_strategy_is_refused():
     with pytest.raises(ValueError, match="Unknown strategy.*'horovod'"):
         distribute.make_strategy("horovod")
+
+
+def test_jit_choice():
+    import tensorflow as tf
+    accelerator = bool(tf.config.list_logical_devices("GPU") or
+                       tf.config.list_logical_devices("TPU"))
+    assert distribute.resolve_jit("auto") is accelerator
+    assert distribute.resolve_jit(True) is True and distribute.resolve_jit(False) is False
+    with pytest.raises(ValueError, match="'yes'"):
+        distribute.resolve_jit("yes")

@@ -51,6 +51,7 @@ DEFAULTS = {
         "weight_decay": 5e-4,
         "attack_bn": "inference",
         "attack_route": "adversarial",
+        # XLA: False | True | "auto" (on only with a GPU/TPU; slower on CPU).
         "attack_jit_compile": False,
         "jit_compile": False,
         "steps_per_execution": 1,

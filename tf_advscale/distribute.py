@@ -45,6 +45,18 @@ def make_strategy(name="default", tpu=None, devices=None):
 
 
 
+def resolve_jit(value):
+    """``True``/``False`` as given; ``"auto"``: XLA only where an accelerator
+    (GPU or TPU) is present. On the 2-core CPU here plain graph mode was
+    faster than XLA for both the train step and the attack loop
+    (``benchmarks/xla.py``), so CPUs run without it."""
+    if value == "auto":
+        return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
+    if not isinstance(value, bool):
+        raise ValueError(f"jit_compile must be True, False or 'auto'. Received: {value!r}")
+    return value
+
+
 def task():
     """``(type, index)`` of this process in TF_CONFIG (``("chief", 0)`` if none)."""
     import json

@@ -164,7 +164,8 @@ def build_model(config, info):
         clean_portion=t["clean_portion"], mixing=t["mixing"], alp_weight=t["alp_weight"],
         label_smoothing=t["label_smoothing"], weight_decay=t["weight_decay"],
         attack_bn=t["attack_bn"], attack_route=t["attack_route"],
-        attack_jit_compile=t["attack_jit_compile"], seed=int(config["seed"]))
+        attack_jit_compile=distribute.resolve_jit(t["attack_jit_compile"]),
+        seed=int(config["seed"]))
 
 
 def compile_model(model, config, steps_per_epoch):
@@ -176,7 +177,8 @@ def compile_model(model, config, steps_per_epoch):
     optimizer = keras.optimizers.SGD(schedule, momentum=o["momentum"], nesterov=o["nesterov"])
     if config["trainer"]["precision"] == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)  # dynamic loss scale
-    model.compile(optimizer=optimizer, jit_compile=config["trainer"]["jit_compile"],
+    model.compile(optimizer=optimizer,
+                  jit_compile=distribute.resolve_jit(config["trainer"]["jit_compile"]),
                   steps_per_execution=config["trainer"]["steps_per_execution"])
 
 
