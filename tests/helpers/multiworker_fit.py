@@ -18,6 +18,10 @@ from tf_advscale.training import AdversarialModel  # noqa: E402
 
 
 def main(out):
+    # One thread each: two workers share this machine's cores without starving
+    # the coordination service's heartbeats.
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
     strategy = distribute.make_strategy("multi_worker")
     task = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
     x, y, _ = data.as_numpy("fashion_mnist_sample", "train")
