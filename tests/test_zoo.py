@@ -147,11 +147,10 @@ def test_published_entry_loads_and_matches_its_card(name):
     if not ok:
         pytest.skip(why)
     check = meta["evaluation"]["check_set"]
-    d = meta["recipe"]["config"]["data"]
     for route, card in check["results"].items():
         if route != "default":
             model, _ = zoo.load(name, route=route)
-        report = evaluate(model, dataset=d["dataset"], source=d["source"], path=d["path"],
+        report = evaluate(model, **zoo.data_args(meta["recipe"]["config"]),
                           n=check["n"], seed=check["seed"],
                           epsilon=meta["threat_model"]["epsilon_float"],
                           attacks=check["attacks"], verbose=False)

@@ -105,17 +105,13 @@ def _zoo(args):
                        n=args.n, epsilon=args.epsilon)
         print(json.dumps(meta["evaluation"]["results"], indent=2))
         return 0
-    from tf_advscale.evaluate import evaluate
+    from tf_advscale.evaluate import evaluate, summary
     model, meta = zoo.load(args.name, route=args.route)
-    d = meta["recipe"]["config"]["data"]
-    report = evaluate(model, dataset=d["dataset"], source=d["source"], path=d["path"],
-                      n=args.n, seed=args.seed, epsilon=meta["threat_model"]["epsilon_float"],
+    report = evaluate(model, **zoo.data_args(meta["recipe"]["config"]), n=args.n,
+                      seed=args.seed, epsilon=meta["threat_model"]["epsilon_float"],
                       attacks=args.attacks.split(","), route=args.route or "adversarial",
                       workdir=args.out, name=args.name, verbose=False)
-    result = {"clean": report["clean_accuracy"], "worst_case": report["worst_case_accuracy"],
-              **{k: v["accuracy"] for k, v in report["attacks"].items()},
-              "n": report["data"]["n"]}
-    print(json.dumps(result, indent=2))
+    print(json.dumps(summary(report), indent=2))
     return 0
 
 

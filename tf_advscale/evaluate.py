@@ -97,6 +97,13 @@ def make_attack(name, epsilon, num_classes=None):
                      "apgd-ce, apgd-dlr, apgd-t[-l2], square[-Q] or noise")
 
 
+def summary(report):
+    """The headline numbers of a report: clean, each attack, worst case, n."""
+    return {"clean": report["clean_accuracy"], "worst_case": report["worst_case_accuracy"],
+            **{k: v["accuracy"] for k, v in report["attacks"].items()},
+            "n": report["data"]["n"]}
+
+
 def epsilon_fraction(eps):
     """``0.0313725...`` -> ``"8/255"``: epsilons are reported exactly."""
     f = fractions.Fraction(eps).limit_denominator(1000)

@@ -74,6 +74,13 @@ def _entries():
     return found
 
 
+def data_args(config):
+    """``evaluate()``'s data arguments for a run's config (an entry's
+    ``metadata["recipe"]["config"]``)."""
+    d = config["data"]
+    return {"dataset": d["dataset"], "source": d["source"], "path": d["path"]}
+
+
 def list_models():
     """Names of every entry found."""
     return sorted(_entries())

@@ -28,18 +28,6 @@ CHECK = {"n": 500, "seed": 0, "attacks": ["pgd-20"]}
 STEPS_CURVE = (10, 20, 50, 100, 200)
 
 
-def _data_args(config):
-    d = config["data"]
-    return {"dataset": d["dataset"], "source": d["source"], "path": d["path"]}
-
-
-def _summary(report):
-    out = {"clean": report["clean_accuracy"],
-           "worst_case": report["worst_case_accuracy"], "n": report["data"]["n"]}
-    out.update({k: v["accuracy"] for k, v in report["attacks"].items()})
-    return out
-
-
 def publish(workdir, name, train_command, out_dir="zoo", n=None, curve_n=500, epsilon=None,
             verbose=True):
     """Writes ``out_dir/name/`` from ``workdir``; returns the metadata.
@@ -75,19 +63,19 @@ def publish(workdir, name, train_command, out_dir="zoo", n=None, curve_n=500, ep
         key = route or "default"
         if route:
             mixbn.set_route(classifier, route)
-        full = evaluate.evaluate(classifier, **_data_args(config), n=n, epsilon=epsilon,
+        full = evaluate.evaluate(classifier, **zoo.data_args(config), n=n, epsilon=epsilon,
                                  attacks=list(ATTACKS), steps_curve=list(STEPS_CURVE),
                                  curve_n=curve_n, route=route or "adversarial",
                                  workdir=os.path.join(scratch, key, "full"), name=name,
                                  verbose=verbose)
-        small = evaluate.evaluate(classifier, **_data_args(config), n=CHECK["n"],
+        small = evaluate.evaluate(classifier, **zoo.data_args(config), n=CHECK["n"],
                                   seed=CHECK["seed"], epsilon=epsilon, attacks=CHECK["attacks"],
                                   route=route or "adversarial",
                                   workdir=os.path.join(scratch, key, "check"), name=name,
                                   verbose=False)
-        results[key] = {**_summary(full), "sanity_checks_passed":
+        results[key] = {**evaluate.summary(full), "sanity_checks_passed":
                         not full["gradient_masking_suspected"]}
-        check[key] = _summary(small)
+        check[key] = evaluate.summary(small)
         curves[key] = full["curves"].get("steps")
         png = os.path.join(scratch, key, "full", "curve_steps.png")
         if os.path.exists(png):
