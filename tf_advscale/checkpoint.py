@@ -22,9 +22,10 @@ On disk, one directory per checkpoint::
                                          callback state, sha256 of the npz
 
 It is written under a temporary name, flushed and renamed, so a crash while
-writing leaves the previous checkpoints intact; the newest ``keep`` are kept,
-and a checkpoint that fails its hash or shape check is skipped (with a
-warning) in favour of the one before. Arrays are read with
+writing leaves the previous checkpoints intact; the newest ``keep`` are kept.
+A checkpoint that fails its hash check is moved aside (``.bad-*``, with a
+warning) in favour of the one before; one written for another architecture
+or another number of steps per epoch is refused. Arrays are read with
 ``allow_pickle=False``: loading never unpickles or runs code.
 """
 
@@ -133,8 +134,8 @@ class TrainingState(keras.callbacks.Callback):
 
     Args:
         directory: where the ``ckpt-*`` directories go.
-        steps_per_epoch: batches per epoch (positions are derived from the
-            optimizer's step counter: epoch = step // steps_per_epoch).
+        steps_per_epoch: batches per epoch (positions come from the steps
+            counted by this callback: epoch = step // steps_per_epoch).
         every_steps: also save every this many steps inside an epoch (None:
             only at epoch ends). Epoch-end saves happen after the other
             callbacks' ``on_epoch_end`` (validation, logs, best model), so
@@ -258,24 +259,20 @@ class TrainingState(keras.callbacks.Callback):
         if optimizer is not None and not optimizer.built:
             optimizer.build(model.trainable_variables)  # its slots are part of the state
         current = _state_variables(model)
-        saved = manifest["variables"]
+        saved = list(zip(arrays, manifest["variables"]))
+        weights = [v for g, v in current if g != "metrics"]
+        saved_weights = [(a, d) for a, d in saved if d[0] != "metrics"]
+        accumulators = [v for g, v in current if g == "metrics"]
+        saved_accumulators = [(a, d) for a, d in saved if d[0] == "metrics"]
+        if len(weights) != len(saved_weights):
+            raise CheckpointError(
+                f"{path} holds {len(saved_weights)} model and optimizer variables; this model "
+                f"and optimizer have {len(weights)}: it was written by a different model or config")
+        pairs = [(v, a, d) for v, (a, d) in zip(weights, saved_weights)]
         # Metric accumulators exist only once the metrics are built (``fit``
         # builds them before restoring); weights and optimizer must match.
-        restore_metrics = (sum(g == "metrics" for g, *_ in saved)
-                           == sum(g == "metrics" for g, _ in current))
-        pairs = [(v, a, d) for (g, v), (a, d) in
-                 zip([c for c in current if c[0] != "metrics"],
-                     [(a, d) for a, d in zip(arrays, saved) if d[0] != "metrics"])]
-        strict_current = sum(g != "metrics" for g, _ in current)
-        strict_saved = sum(d[0] != "metrics" for d in saved)
-        if strict_current != strict_saved:
-            raise CheckpointError(
-                f"{path} holds {strict_saved} model and optimizer variables; this model and "
-                f"optimizer have {strict_current}: it was written by a different model or config")
-        if restore_metrics:
-            pairs += [(v, a, d) for (g, v), (a, d) in
-                      zip([c for c in current if c[0] == "metrics"],
-                          [(a, d) for a, d in zip(arrays, saved) if d[0] == "metrics"])]
+        if len(accumulators) == len(saved_accumulators):
+            pairs += [(v, a, d) for v, (a, d) in zip(accumulators, saved_accumulators)]
         for v, array, (_, name, shape, _) in pairs:
             if list(v.shape) != shape or list(array.shape) != shape:
                 raise CheckpointError(

@@ -30,7 +30,7 @@ import tf_advscale
 from tf_advscale import checkpoint as ckpt_lib
 from tf_advscale import data as data_lib
 from tf_advscale import distribute
-from tf_advscale.config import ConfigError
+from tf_advscale.config import ConfigError, merge
 from tf_advscale.layers import mixbn
 from tf_advscale.models import count_params, resnet
 from tf_advscale.training import AdversarialModel, CatastrophicOverfittingMonitor, LRSchedule
@@ -127,7 +127,6 @@ def check_workdir(workdir, config):
             return  # never completed its first write; nothing to protect
     new = json.loads(json.dumps(config, default=_jsonable))
     try:  # a run from an older version lacks keys added since: compare with defaults
-        from tf_advscale.config import merge
         old = json.loads(json.dumps(merge(old), default=_jsonable))
     except ConfigError:
         pass
@@ -296,8 +295,11 @@ def _run(config, workdir, verbose):
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     clock.start()
+    def make_dataset(e, s):  # a fresh run trains on the stream already built
+        return train if (e, s) == (0, 0) else load_train(config, e, s)[0]
+
     ckpt_lib.resumable_fit(
-        model, lambda e, s: load_train(config, e, s)[0], config["optimizer"]["epochs"],
+        model, make_dataset, config["optimizer"]["epochs"],
         steps_per_epoch, state, callbacks=callbacks, validation_data=val,
         validation_freq=config["eval"]["val_every"], verbose=verbose, shuffle=False)
     train_time = clock.get_state()["seconds"]
