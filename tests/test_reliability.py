@@ -3,10 +3,6 @@
 import json
 import os
 import pathlib
-import signal
-import subprocess
-import sys
-import time
 import warnings
 
 import keras
@@ -20,6 +16,8 @@ from tf_advscale import attacks, checkpoint, config, data, zoo
 from tf_advscale.models import resnet
 from tf_advscale.training import AdversarialModel
 
+from helpers.cli_process import advscale, kill_when
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 # A tiny deterministic run: 1,024 sample images, batch 128 -> 8 steps per
@@ -30,17 +28,7 @@ RUN = ["--set", "optimizer.epochs=2", "--set", "data.train_subset=1024",
 
 
 def _train(workdir, wait=True):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    cmd = [sys.executable, "-m", "tf_advscale.cli", "train", "--workdir", str(workdir), *RUN]
-    log = open(f"{workdir}.log", "a")
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    if wait:
-        try:
-            assert proc.wait(timeout=600) == 0, pathlib.Path(f"{workdir}.log").read_text()[-3000:]
-        finally:
-            log.close()
-    return proc
+    return advscale(workdir, ["train", "--workdir", str(workdir), *RUN], wait=wait, timeout=600)
 
 
 def _final_state(workdir):
@@ -54,19 +42,9 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path):
     _train(straight)
 
     proc = _train(killed, wait=False)
-    try:
-        deadline = time.time() + 600
-        # Kill as soon as the step-4 checkpoint (mid-epoch 0 of 8 steps) exists.
-        while not (killed / "state" / "ckpt-000000004").is_dir():
-            assert proc.poll() is None, "training ended before its step-4 checkpoint"
-            assert time.time() < deadline, "no step-4 checkpoint within 10 minutes"
-            time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == -signal.SIGKILL
+    # Kill as soon as the step-4 checkpoint (mid-epoch 0 of 8 steps) exists.
+    kill_when(proc, lambda: (killed / "state" / "ckpt-000000004").is_dir(),
+              "the step-4 checkpoint")
     assert not (killed / "metrics.json").exists()
 
     _train(killed)

@@ -4,6 +4,7 @@
     advscale eval --model M.keras --dataset fashion_mnist --n 1000 --epsilon 0.1 --out DIR
     advscale models
     advscale zoo list | info NAME | eval NAME [--n 500] [--route clean]
+    advscale reproduce EXPERIMENT [--dataset fmnist] | all | report
 
 With no ``--config`` the built-in default runs: PGD-7 adversarial training
 of a CIFAR-style ResNet-8 on the Fashion-MNIST sample shipped with the
@@ -115,6 +116,31 @@ def _zoo(args):
     return 0
 
 
+def _reproduce(args):
+    from tf_advscale import config as config_lib
+    from tf_advscale import reproduce
+    if args.experiment == "report":
+        path = reproduce.write_report(args.results, args.out)
+        print(f"wrote {path}")
+        return 0
+    path = args.config
+    if not os.path.isfile(path.rsplit(":", 1)[0] if ":" in os.path.basename(path) else path):
+        raise ValueError(f"Reproduce config not found: {path} (run from the repository root, "
+                         "or pass --config)")
+    config = config_lib.load_file(path, runlocal=args.runlocal)
+    dataset = args.dataset or next(iter(config["datasets"]))
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+    plan = reproduce.Plan(config, dataset, args.workdir, seeds, args.results)
+    names = list(reproduce.EXPERIMENTS) if args.experiment == "all" else [args.experiment]
+    for name in names:
+        result = reproduce.run_experiment(plan, name)
+        print(f"\n{result['table']}\n")
+        for f in result["findings"]:
+            print(f"- {f['claim']}: paper {f['paper']}; ours {f['ours']} -> {f['verdict']}")
+        print(f"results: {os.path.join(plan.results, name, 'results.json')}", flush=True)
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="advscale", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -165,6 +191,21 @@ def build_parser():
     z.add_argument("--epsilon", type=eval_fraction, default=None,
                    help="publish: threat-model epsilon (default: the run's eval attack's)")
     z.set_defaults(fn=_zoo)
+    from tf_advscale.reproduce import EXPERIMENTS
+    r = sub.add_parser("reproduce", help="the paper's experiments at small scale, and "
+                                         "REPRODUCTION.md")
+    r.add_argument("experiment", choices=list(EXPERIMENTS) + ["all", "report"])
+    r.add_argument("--config", default="configs/reproduce.py",
+                   help="the reproduce config, optionally with a scale: "
+                        "configs/reproduce.py:paper")
+    r.add_argument("--dataset", default=None, help="a data set of the config (default: its first)")
+    r.add_argument("--seeds", default=None, help="comma-separated seeds (default: the config's)")
+    r.add_argument("--workdir", default="runs/reproduce", help="trained models and evaluations")
+    r.add_argument("--results", default="results/reproduce",
+                   help="tables, plots and results.json of each experiment (report reads it)")
+    r.add_argument("--runlocal", action="store_true", help="the tiny scale")
+    r.add_argument("--out", default="REPRODUCTION.md", help="report: the file to write")
+    r.set_defaults(fn=_reproduce)
     return parser
 
 

@@ -1,0 +1,193 @@
+"""advscale reproduce: plans, verdicts, reports, and tiny end-to-end runs."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tf_advscale import config as config_lib
+from tf_advscale import reproduce
+from tf_advscale.reproduce import Run
+
+from helpers.cli_process import advscale, kill_when
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CONFIG = str(ROOT / "configs" / "reproduce.py")
+
+
+def _plan(tmp_path, scale="tiny", dataset="sample", seeds=None):
+    config = config_lib.load_file(f"{CONFIG}:{scale}")
+    return reproduce.Plan(config, dataset, str(tmp_path), seeds)
+
+
+@pytest.mark.parametrize("scale,dataset", [("small", "fmnist"), ("small", "cifar10"),
+                                           ("paper", "imagenet"), ("tiny", "sample")])
+def test_every_run_of_every_scale_is_a_valid_training_config(tmp_path, scale, dataset):
+    plan = _plan(tmp_path, scale, dataset)
+    runs = [Run(), Run(clean_portion=1.0), Run("mixbn", 1.0), Run("gn", 1.0), Run("ln", 0.0),
+            Run("mixbn", 1.0, separate_affine=False), Run("mixbn", 1.0, separate_stats=False),
+            Run(clean_portion=1.0, alp=True), Run(clean_portion=1.0, attack_bn="train"),
+            Run(standard=True), Run(depth=plan.config["depths"][-1])]
+    keys = [r.key(plan.base_depth) for r in runs]
+    assert len(set(keys)) == len(keys), keys
+    for run in runs:
+        c = plan.train_config(run, seed=1)  # merge() rejects unknown keys
+        assert c["seed"] == 1 and c["model"]["norm"] == run.norm
+        assert (c["attack"] is None) == run.standard
+        assert c["trainer"]["mixing"] == ("mixbn" if run.norm == "mixbn" else "joint")
+    mix = plan.train_config(Run("mixbn", 1.0, separate_stats=False), 0)
+    assert mix["model"]["norm_kwargs"] == {"separate_stats": False, "separate_affine": True}
+    if scale == "paper":
+        c = plan.train_config(Run(), 0)
+        assert c["attack"]["targeted"] and c["attack"]["steps"] == 30
+        assert c["trainer"]["label_smoothing"] == 0.1
+
+
+def test_unknown_dataset_and_scale_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="'nope'"):
+        _plan(tmp_path, "small", "nope")
+    with pytest.raises(config_lib.ConfigError, match="huge"):
+        config_lib.load_file(f"{CONFIG}:huge")
+    with pytest.raises(ValueError, match="'nope'"):
+        reproduce.run_experiment(_plan(tmp_path), "nope")
+
+
+@pytest.mark.parametrize("ours,spread,paper,expected", [
+    (10.0, 2.0, 18.3, "reproduced in magnitude"),
+    (1.0, 0.2, 18.3, "reproduced in direction"),
+    (1.0, 2.0, 18.3, "inconclusive (within the seed spread)"),
+    (-5.0, 2.0, 18.3, "not reproduced"),
+    (3.0, 1.0, None, "reproduced in direction"),
+    (-3.0, 1.0, None, "not reproduced"),
+])
+def test_verdict(ours, spread, paper, expected):
+    assert reproduce.verdict(ours, spread, paper, 20.9, 20.0) == expected
+
+
+def _fake_results(robust_at):
+    """evaluate_run replaced by a function of the recipe: no training."""
+    def fake(plan, run, seed, ev):
+        plan.train_config(run, seed)
+        noise = 0.002 * seed
+        out = {"clean": (0.9 if run.standard else 0.8) + noise, "n": ev.n or 100}
+        for a in ev.attacks:
+            steps = int(a.rsplit("-", 1)[1])
+            out[a] = robust_at(run, ev, steps) + noise
+        return out
+    return fake
+
+
+def test_analyses_and_report_from_synthetic_results(tmp_path, monkeypatch):
+    # Robustness falls with the clean portion, and with attack steps faster for
+    # the mixed model (the paper's shape): every verdict must say so.
+    def robust(run, ev, steps):
+        mixed = run.clean_portion
+        if run.norm == "mixbn" and ev.route != "clean":
+            mixed = 0.1
+        weak_attack_bonus = 0.3 * (mixed > 0.9) * (steps < 5)
+        return 0.5 - 0.2 * mixed - 0.02 * mixed * np.log10(steps) + weak_attack_bonus
+
+    monkeypatch.setattr(reproduce, "evaluate_run", _fake_results(robust))
+    plan = _plan(tmp_path, seeds=[0, 1])
+    r = reproduce.run_experiment(plan, "clean_portion")
+    assert [row["clean_portion"] for row in r["rows"]] == [0.0, 1.0]
+    assert r["rows"][0]["robust"]["mean"] == pytest.approx(50.1)
+    assert r["rows"][1]["robust"]["values"] == [pytest.approx(28.6, abs=0.01),
+                                                pytest.approx(28.8, abs=0.01)]
+    assert r["findings"][0]["verdict"] == "reproduced in magnitude"
+    assert "39.2" in r["table"]
+    s = reproduce.run_experiment(plan, "attack_strength")
+    crossing = [f for f in s["findings"] if f["claim"].startswith("The curves cross (pgd)")]
+    assert crossing[0]["verdict"] == "reproduced in direction"
+    m = reproduce.run_experiment(plan, "mixbn")
+    assert m["recovered_fraction"] == pytest.approx(0.9, abs=0.01)
+    for name in ("consistent_bn", "norms", "alp", "depth"):
+        reproduce.run_experiment(plan, name)
+    for name in ("clean_portion", "attack_strength", "mixbn"):
+        out = tmp_path / "sample" / name
+        assert (out / "results.json").exists() and (out / "table.md").exists()
+        assert list(out.glob("*.png")), f"no plot for {name}"
+    report = reproduce.write_report(str(tmp_path), str(tmp_path / "REPRODUCTION.md"))
+    text = pathlib.Path(report).read_text()
+    assert "| clean_portion | sample |" in text and "reproduced in magnitude" in text
+    assert "![clean_portion](sample/clean_portion/clean_portion.png)" in text
+
+    # The opposite effect is reported as not reproduced.
+    monkeypatch.setattr(reproduce, "evaluate_run",
+                        _fake_results(lambda run, ev, k: 0.3 + 0.2 * run.clean_portion))
+    r = reproduce.run_experiment(_plan(tmp_path / "other", seeds=[0, 1]), "clean_portion")
+    assert r["findings"][0]["verdict"] == "not reproduced"
+
+
+def test_report_without_results_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="No experiment results"):
+        reproduce.write_report(str(tmp_path), str(tmp_path / "R.md"))
+
+
+def _reproduce(workdir, experiment, wait=True):
+    return advscale(workdir, ["reproduce", experiment, "--runlocal", "--config", CONFIG,
+                              "--workdir", str(workdir), "--results", str(workdir)], wait=wait)
+
+
+def _results(workdir, name):
+    r = json.loads((workdir / "sample" / name / "results.json").read_text())
+    return {k: r[k] for k in ("rows", "findings", "table") if k in r}
+
+
+def test_clean_portion_killed_then_rerun_gives_the_same_results(tmp_path):
+    """The tiny clean-portion experiment (2 portions x 2 seeds), killed while
+    its third run trains, then rerun, equals an uninterrupted one."""
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    _reproduce(straight, "clean_portion")
+    proc = _reproduce(killed, "clean_portion", wait=False)
+    target = killed / "sample" / "runs" / "bn-c100-d8" / "seed0" / "state"
+    kill_when(proc, lambda: target.is_dir() and any(target.glob("ckpt-*")),
+              "a checkpoint of the third run")
+    assert not (killed / "sample" / "clean_portion" / "results.json").exists()
+    _reproduce(killed, "clean_portion")
+    assert _results(killed, "clean_portion") == _results(straight, "clean_portion")
+    # Experiments share runs: attack_strength trains nothing new.
+    before = sorted(p.name for p in (killed / "sample" / "runs").iterdir())
+    _reproduce(killed, "attack_strength")
+    assert sorted(p.name for p in (killed / "sample" / "runs").iterdir()) == before
+    r = json.loads((killed / "sample" / "attack_strength" / "results.json").read_text())
+    assert set(r["curves"]) == {"pgd", "paper-pgd"}
+    for family in r["curves"].values():
+        for curve in family.values():
+            acc = [curve[k]["mean"] for k in sorted(curve, key=int)]
+            assert acc[-1] <= acc[0] + 1e-9  # more steps never help the model here
+    subprocess.run([sys.executable, "-m", "tf_advscale.cli", "reproduce", "report",
+                    "--results", str(killed), "--out", str(tmp_path / "R.md")], cwd=ROOT,
+                   check=True)
+    assert "attack_strength" in (tmp_path / "R.md").read_text()
+
+
+def test_diagnosis_and_consistent_bn_run_end_to_end(tmp_path):
+    plan = _plan(tmp_path, seeds=[0])
+    d = reproduce.run_experiment(plan, "diagnosis")
+    names = [row["name"] for row in d["rows"]]
+    # CIFAR ResNet-8 in network order: stem, 3 blocks x 2 norms, 2 projections.
+    assert len(names) == 9 and names[0] == "stem_norm" and names[-1].startswith("stage3")
+    for row in d["rows"]:
+        noise = row["activations_clean_vs_clean"]["mean_diff"]["mean"]
+        assert np.isfinite(noise) and noise >= 0
+        assert row["moving"]["mean_diff"]["mean"] > 0  # the two domains' statistics differ
+    c = reproduce.run_experiment(plan, "consistent_bn")
+    rows = c["rows"]
+    batch = rows["adversarial only; test BN: batch statistics"]["clean"]["mean"]
+    moving = rows["adversarial only; test BN: moving statistics"]["clean"]["mean"]
+    assert batch != moving  # the two BN modes are really different evaluations
+
+
+def test_batch_statistics_leave_moving_statistics_alone():
+    import keras
+    model = keras.Sequential([keras.Input((4,)), keras.layers.BatchNormalization()])
+    x = np.random.default_rng(0).normal(3.0, 2.0, (64, 4)).astype("float32")
+    before = [np.array(v) for v in model.non_trainable_variables]
+    y = np.asarray(reproduce.BatchStatistics(model)(x))
+    assert abs(y.mean()) < 1e-3 and abs(y.std() - 1) < 1e-2  # normalised by the batch
+    for b, v in zip(before, model.non_trainable_variables):
+        np.testing.assert_array_equal(b, np.array(v))
