@@ -1,3 +1,5 @@
+import pathlib
+
 import numpy as np
 import keras
 import pytest
@@ -162,3 +164,23 @@ def test_recompute_gives_the_same_training_step_and_saves(tmp_path, sample, norm
     model.save(tmp_path / "m.keras")
     again = keras.saving.load_model(tmp_path / "m.keras")
     np.testing.assert_allclose(again(x[:4]), model(x[:4]), atol=1e-6)
+
+
+def test_recompute_lowers_the_peak_memory_of_a_training_step():
+    """Activation memory, measured by TensorFlow's allocator: a deep narrow
+    ResNet at a batch where activations dominate. (An earlier Recompute let
+    the graph executor run the recomputation early and saved nothing.)"""
+    import os
+    import subprocess
+    import sys
+    helper = pathlib.Path(__file__).parent / "helpers" / "step_memory.py"
+    root = pathlib.Path(__file__).resolve().parents[1]
+    env = {**os.environ,
+           "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    peak = {}
+    for recompute in (0, 1):
+        out = subprocess.run([sys.executable, str(helper), "56", "128", str(recompute)],
+                             capture_output=True, text=True, timeout=600, cwd=root, env=env)
+        assert out.returncode == 0, out.stderr[-2000:]
+        peak[recompute] = int(out.stdout.strip().splitlines()[-1])
+    assert peak[1] < 0.5 * peak[0], peak

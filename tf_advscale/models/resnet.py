@@ -92,9 +92,10 @@ class Recompute(keras.layers.Layer):
     (gradient checkpointing, Chen et al. 2016). Memory for activations goes
     from one copy per layer to one per block, for one more forward pass.
 
-    The recomputation is a ``stateless_call``: BN moving statistics are
-    updated once, by the forward pass, not again by the recomputation.
-    Inference calls the block directly.
+    Built on ``tf.recompute_grad``. The recomputation is a
+    ``stateless_call``: BN moving statistics are updated once, by the
+    forward pass, not again by the recomputation; MixBN layers see the
+    routing of the forward pass. Inference calls the block directly.
     """
 
     def __init__(self, block, **kwargs):
@@ -112,25 +113,23 @@ class Recompute(keras.layers.Layer):
         from tf_advscale.layers import mixbn
         block = self.block
         routing = mixbn.current_routing()  # the backward pass runs outside the context
+        calls = []
 
-        @tf.custom_gradient
         def run(x_in):
-            y = block(x_in, training=True)  # updates BN statistics once
-
-            def grad(dy, variables=None):
-                trainable = list(block.trainable_variables)
-                values = [v.value for v in trainable]
+            if not calls:  # the forward pass: updates the BN statistics, once
+                calls.append(True)
+                return block(x_in, training=True)
+            # The recomputation, in the backward pass: the same function of
+            # the same weights (read from the variables, so that their
+            # gradients flow), with the statistics' updates discarded.
+            with mixbn.restore_routing(routing):
+                values = [v.value for v in block.trainable_variables]
                 others = [v.value for v in block.non_trainable_variables]
-                with tf.GradientTape() as tape, mixbn.restore_routing(routing):
-                    tape.watch(x_in)
-                    tape.watch(values)
-                    y2, _ = block.stateless_call(values, others, x_in, training=True)
-                grads = tape.gradient(y2, [x_in] + values, output_gradients=dy)
-                by_var = {v.value.ref(): g for v, g in zip(trainable, grads[1:])}
-                return grads[0], [by_var.get(v.ref()) for v in (variables or [])]
-            return y, grad
+                return block.stateless_call(values, others, x_in, training=True)[0]
 
-        return run(x)
+        # tf.recompute_grad keeps only x for the backward pass and runs the
+        # recomputation once the block output's gradient exists.
+        return tf.recompute_grad(run)(x)
 
     def compute_output_shape(self, input_shape):
         return self.block.compute_output_shape(input_shape)
