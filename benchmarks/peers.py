@@ -19,8 +19,12 @@ every convolution and dense layer for one forward pass F (BN, ReLU, pooling
 not counted). A step costs, per image: PGD-K training K x 2F (forward + input
 gradient) + 3F (forward + backward for the weights), FGSM-RS 1 x 2F + 3F,
 PGD-K evaluation K x 2F + F. "Achieved GFLOP/s" = that count x images/s.
-The ceiling is the best float32 GFLOP/s TensorFlow reaches on this machine for
-a large matmul and for 3x3 convolutions of the shapes the models use.
+Two ceilings. The machine's: the best float32 GFLOP/s TensorFlow reaches here
+for a large matmul and for 3x3 convolutions (``conv_best``). The model's: the
+time its own Conv2D layers take when run alone, one by one, at the same batch
+(forward, input gradient, kernel gradient; see ``conv_roofline``), so that
+``fraction_of_model_conv_ceiling`` = conv-only time / step time says how much
+the step adds to its convolutions (BN, ReLU, the attack's projection, ...).
 """
 
 import argparse
@@ -30,6 +34,9 @@ import platform
 import statistics
 import sys
 import time
+
+# Measure this checkout, not an installed copy of the package.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -99,6 +106,58 @@ def ceilings(repeats):
     return {k: round(v, 1) for k, v in out.items()}
 
 
+def conv_layers(model):
+    """(input shape, kernel shape, strides, padding) of every Conv2D layer."""
+    import keras
+    out = []
+
+    def visit(layer):
+        if isinstance(layer, keras.Model):
+            for sub in layer.layers:
+                visit(sub)
+        elif isinstance(layer, keras.layers.Conv2D):
+            out.append((tuple(layer.input.shape[1:]), tuple(layer.kernel.shape),
+                        tuple(layer.strides), layer.padding.upper()))
+    visit(model)
+    return out
+
+
+def conv_roofline(model, batch, repeats):
+    """Seconds per image that the model's convolutions alone take, run one
+    by one at this batch size: forward, input gradient and kernel gradient
+    of each Conv2D layer. A step made only of its convolutions, at the speed
+    they reach alone, would take (per image): PGD-K training K x (fwd + dx)
+    + fwd + dx + dw; FGSM-RS 1 x (fwd + dx) + fwd + dx + dw; PGD-K
+    evaluation K x (fwd + dx) + fwd. This is the ceiling for these shapes,
+    which small-channel layers keep well below the machine's best conv."""
+    import tensorflow as tf
+    totals = {"fwd": 0.0, "dx": 0.0, "dw": 0.0}
+    timed = {}
+    for shape, kshape, strides, padding in conv_layers(model):
+        key = (shape, kshape, strides, padding)
+        if key not in timed:
+            x = tf.random.normal((batch, *shape))
+            k = tf.random.normal(kshape)
+            y = tf.nn.conv2d(x, k, strides, padding)
+            dy = tf.random.normal(y.shape)
+            fns = {
+                "fwd": tf.function(lambda: tf.nn.conv2d(x, k, strides, padding)),
+                "dx": tf.function(lambda: tf.raw_ops.Conv2DBackpropInput(
+                    input_sizes=x.shape, filter=k, out_backprop=dy,
+                    strides=[1, *strides, 1], padding=padding)),
+                "dw": tf.function(lambda: tf.raw_ops.Conv2DBackpropFilter(
+                    input=x, filter_sizes=k.shape, out_backprop=dy,
+                    strides=[1, *strides, 1], padding=padding)),
+            }
+            timed[key] = {n: _time(lambda f=f: f().numpy(), repeats) for n, f in fns.items()}
+        for n, t in timed[key].items():
+            totals[n] += t / batch
+    fd = totals["fwd"] + totals["dx"]
+    return {"pgd7_train": 7 * fd + fd + totals["dw"],
+            "fgsm_rs_train": fd + fd + totals["dw"],
+            "pgd20_eval": 20 * fd + totals["fwd"]}
+
+
 # -- tf_advscale ------------------------------------------------------------------
 
 def ours(depth, family, shape, batch, repeats, num_classes):
@@ -127,7 +186,7 @@ def ours(depth, family, shape, batch, repeats, num_classes):
     pgd20 = attacks.PGD(epsilon=EPS, step_size=2.5 * EPS / 20, steps=20)
     fn = tf.function(lambda a, b: pgd20(lambda i: classifier(i, training=False), a, b))
     out["pgd20_eval"] = batch / _time(lambda: fn(x, y).numpy(), repeats)
-    return out, forward_flops(classifier)
+    return out, forward_flops(classifier), conv_roofline(classifier, batch, repeats)
 
 
 # -- PyTorch + torchattacks ---------------------------------------------------------
@@ -253,6 +312,32 @@ STEP_FLOPS = {"pgd7_train": lambda f: 7 * 2 * f + 3 * f,
               "pgd20_eval": lambda f: 20 * 2 * f + f}
 
 
+def markdown(report):
+    """The README table of a report."""
+    names = {"tf_advscale": "tf_advscale", "torch_torchattacks": "PyTorch + torchattacks",
+             "art_tf": "IBM ART (TF)"}
+    lines = ["| model | step | tool | images/s | GFLOP/s | % of best conv | % of own convs "
+             "| tf_advscale / tool |", "|---|---|---|---|---|---|---|---|"]
+    for name, w in report["workloads"].items():
+        for step in STEP_FLOPS:
+            base = w["tf_advscale"][step]["images_per_s"]
+            for tool in w["tools"]:
+                if step in w[tool]:
+                    r = w[tool][step]
+                    lines.append(
+                        f"| {name} | {step} | {names.get(tool, tool)} | {r['images_per_s']:.2f} "
+                        f"| {r['gflops']:.0f} | {100 * r['fraction_of_conv_ceiling']:.0f} "
+                        f"| {100 * r['fraction_of_model_conv_ceiling']:.0f} "
+                        f"| {base / r['images_per_s']:.2f} |")
+    c = report["ceiling_gflops"]
+    lines.append("")
+    lines.append(f"Ceilings (GFLOP/s): best conv {c['conv_best']:.0f}, matmul 2048 "
+                 f"{c['matmul_2048']:.0f}; each model's convolutions alone: " + "; ".join(
+                     f"{name} {w['conv_only_gflops']['pgd7_train']:.0f} (PGD-7 mix)"
+                     for name, w in report["workloads"].items()) + ".")
+    return "\n".join(lines)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="results/bench_peers.json")
@@ -260,7 +345,13 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--skip-r50", action="store_true", help="only the CIFAR ResNet-20")
     p.add_argument("--peers", default="torch,art", help="comma-separated: torch, art")
+    p.add_argument("--markdown", metavar="JSON", help="print the README table of a saved "
+                                                      "report and exit")
     a = p.parse_args()
+    if a.markdown:
+        with open(a.markdown) as f:
+            print(markdown(json.load(f)))
+        return
     _threads(a.threads)
     peers = [s for s in a.peers.split(",") if s]
     workloads = [("resnet20_cifar_b128", 20, "cifar", (32, 32, 3), 128, 10)]
@@ -274,26 +365,35 @@ def main():
     report["versions"] = {"tensorflow": tf.__version__, "keras": keras.__version__}
     for name, depth, family, shape, batch, k in workloads:
         w = {"batch": batch}
-        ips, flops = ours(depth, family, shape, batch, a.repeats, k)
+        ips, flops, roof = ours(depth, family, shape, batch, a.repeats, k)
         w["forward_gflop_per_image"] = round(flops / 1e9, 4)
         w["tf_advscale"] = ips
         if "torch" in peers:
             import torch
             import torchattacks
-            report["versions"].update(torch=torch.__version__, torchattacks=torchattacks.__version__)
+            report["versions"].update(torch=torch.__version__,
+                                      torchattacks=torchattacks.__version__)
             w["torch_torchattacks"] = peer_torch(depth, family, shape, batch, a.repeats, k,
                                                  a.threads)
         if "art" in peers:
             import art
             report["versions"]["art"] = art.__version__
             w["art_tf"] = peer_art(depth, family, shape, batch, max(2, a.repeats // 2), k)
-        for tool in [t for t in w if isinstance(w[t], dict)]:
+        tools = [t for t in w if isinstance(w[t], dict)]
+        for tool in tools:
             w[tool] = {step: {"images_per_s": round(v, 2),
                               "gflops": round(STEP_FLOPS[step](flops) * v / 1e9, 1),
                               "fraction_of_conv_ceiling": round(
                                   STEP_FLOPS[step](flops) * v / 1e9
-                                  / report["ceiling_gflops"]["conv_best"], 3)}
+                                  / report["ceiling_gflops"]["conv_best"], 3),
+                              # conv-only time / step time: 1.0 = the step costs
+                              # no more than its convolutions run alone
+                              "fraction_of_model_conv_ceiling": round(roof[step] * v, 3)}
                        for step, v in w[tool].items()}
+        w["conv_only_seconds_per_image"] = {s: round(v, 6) for s, v in roof.items()}
+        w["conv_only_gflops"] = {s: round(STEP_FLOPS[s](flops) / v / 1e9, 1)
+                                 for s, v in roof.items()}
+        w["tools"] = tools
         report["workloads"][name] = w
         print(json.dumps({name: w}), flush=True)
     os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
@@ -301,15 +401,18 @@ def main():
         json.dump(report, f, indent=2)
     print(f"ceiling (GFLOP/s): {report['ceiling_gflops']}")
     for name, w in report["workloads"].items():
+        print(f"{name} convolutions alone (GFLOP/s): {w['conv_only_gflops']}")
+    for name, w in report["workloads"].items():
         for step in STEP_FLOPS:
             row = [f"{name:20s} {step:14s}"]
             base = w["tf_advscale"][step]["images_per_s"]
-            for tool in [t for t in w if isinstance(w[t], dict)]:
+            for tool in w["tools"]:
                 if step in w[tool]:
                     r = w[tool][step]
                     row.append(f"{tool}: {r['images_per_s']:.1f} img/s "
-                               f"({r['gflops']} GFLOP/s, ours/{tool} = "
-                               f"{base / r['images_per_s']:.2f})")
+                               f"({r['gflops']} GFLOP/s = {r['fraction_of_conv_ceiling']:.0%} "
+                               f"of best conv, {r['fraction_of_model_conv_ceiling']:.0%} of "
+                               f"own convs; ours/{tool} = {base / r['images_per_s']:.2f})")
             print("  ".join(row))
 
 

@@ -14,7 +14,11 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
+
+# Measure this checkout, not an installed copy of the package.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
