@@ -183,6 +183,8 @@ def evaluate_run(plan, run, seed, ev):
     out_path = os.path.join(path, "evals", ev.key() + ".json")
     if os.path.exists(out_path):
         return json.load(open(out_path))
+    import keras
+    keras.backend.clear_session()  # graphs of earlier evaluations are not kept
     model = ev_lib.resolve_model(os.path.join(path, "final.keras"))
     if ev.route and mixbn.mixbn_layers(model):
         mixbn.set_route(model, ev.route)
