@@ -184,3 +184,14 @@ def test_recompute_lowers_the_peak_memory_of_a_training_step():
         assert out.returncode == 0, out.stderr[-2000:]
         peak[recompute] = int(out.stdout.strip().splitlines()[-1])
     assert peak[1] < 0.5 * peak[0], peak
+
+
+def test_config_key_model_recompute_reaches_the_model():
+    from tf_advscale import config as config_lib
+    from tf_advscale import runner
+    from tf_advscale.models.resnet import Recompute
+    c = config_lib.merge({"model": {"depth": 8, "recompute": True}})
+    model = runner.build_model(c, {"num_classes": 10, "shape": (28, 28, 1)})
+    found = [l for l in model.model._flatten_layers(include_self=False, recursive=True)
+             if isinstance(l, Recompute)]
+    assert len(found) == 3  # one per residual block of a CIFAR ResNet-8

@@ -38,6 +38,8 @@ DEFAULTS = {
         "width": 1.0,
         "preact": False,
         "zero_init_residual": False,
+        # Gradient checkpointing: recompute each residual block in the backward pass.
+        "recompute": False,
     },
     # Training attack; None = standard training.
     "attack": {"name": "pgd", "epsilon": 0.1, "step_size": 0.025, "steps": 7},

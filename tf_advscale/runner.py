@@ -156,7 +156,7 @@ def build_model(config, info):
     classifier = resnet(depth=m["depth"], num_classes=info["num_classes"], family=m["family"],
                         input_shape=info["shape"], norm=m["norm"], norm_kwargs=m["norm_kwargs"],
                         width=m["width"], preact=m["preact"],
-                        zero_init_residual=m["zero_init_residual"])
+                        zero_init_residual=m["zero_init_residual"], recompute=m["recompute"])
     t = config["trainer"]
     return AdversarialModel(
         classifier, attack=config["attack"], eval_attack=config["eval_attack"],
