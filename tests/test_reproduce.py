@@ -191,3 +191,15 @@ def test_batch_statistics_leave_moving_statistics_alone():
     assert abs(y.mean()) < 1e-3 and abs(y.std() - 1) < 1e-2  # normalised by the batch
     for b, v in zip(before, model.non_trainable_variables):
         np.testing.assert_array_equal(b, np.array(v))
+
+
+def test_depth_search_experiment_runs_two_trials_with_the_robust_objective(tmp_path):
+    plan = _plan(tmp_path, seeds=[0])
+    r = reproduce.run_experiment(plan, "depth_search")
+    assert len(r["trials"]) == 2
+    for t in r["trials"]:
+        assert t["depth"] in (8, 14) and t["status"] == "COMPLETED"
+        assert 0 <= t["val_adv_accuracy"] <= t["val_clean_accuracy"] + 1e-9 <= 1 + 1e-9
+        assert t["train_seconds"] > 0 and t["params"] > 0
+    assert r["trials"][0]["score"] == max(t["score"] for t in r["trials"])  # best first
+    assert "val robust" in r["table"]
