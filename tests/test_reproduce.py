@@ -203,3 +203,13 @@ def test_depth_search_experiment_runs_two_trials_with_the_robust_objective(tmp_p
         assert t["train_seconds"] > 0 and t["params"] > 0
     assert r["trials"][0]["score"] == max(t["score"] for t in r["trials"])  # best first
     assert "val robust" in r["table"]
+
+
+@pytest.mark.parametrize("d_lo,d_hi,expected", [
+    (3.0, -10.0, "reproduced in direction"),
+    (-3.0, -10.0, "not reproduced"),       # mixed weaker even at the weak attack
+    (3.0, 5.0, "not reproduced"),          # mixed stronger at the strong attack
+    (0.5, -10.0, "inconclusive (within the seed spread)"),
+])
+def test_crossing_verdict(d_lo, d_hi, expected):
+    assert reproduce._crossing_verdict(d_lo, 1.0, d_hi, 1.0) == expected
