@@ -76,7 +76,8 @@ def get_config(runlocal=False, arg="small"):
                                    "depths": [8, 14, 20, 32], "widths": [0.5, 1.0],
                                    "train_subset": 10000}}
     elif scale == "paper":
-        train = _train({"dataset": "imagenet2012", "source": "tfds", "batch_size": 32},
+        train = _train({"dataset": "imagenet2012", "source": "tfds", "batch_size": 32,
+                        "eval_split": "validation"},
                        epsilon=16 / 255, step=1 / 255, steps=30, epochs=110, depth=152,
                        family="imagenet", lr=0.1 * 4096 / 256, val_n=1000, test_n=None,
                        targeted=True,

@@ -116,6 +116,9 @@ def _zoo(args):
     return 0
 
 
+RESULTS_DEFAULT = "results/reproduce"
+
+
 def _reproduce(args):
     from tf_advscale import config as config_lib
     from tf_advscale import reproduce
@@ -130,7 +133,13 @@ def _reproduce(args):
     config = config_lib.load_file(path, runlocal=args.runlocal)
     dataset = args.dataset or next(iter(config["datasets"]))
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
-    plan = reproduce.Plan(config, dataset, args.workdir, seeds, args.results)
+    results = args.results
+    if args.runlocal and results == RESULTS_DEFAULT:
+        results = args.workdir  # the tiny scale stays out of the report's default input
+    plan = reproduce.Plan(config, dataset, args.workdir, seeds, results)
+    from tf_advscale import runner
+    # Threads and determinism before any TensorFlow work (an evaluation may come first).
+    runner.setup_runtime(plan.train_config(reproduce.Run(), plan.seeds[0]))
     names = list(reproduce.EXPERIMENTS) if args.experiment == "all" else [args.experiment]
     for name in names:
         result = reproduce.run_experiment(plan, name)
@@ -201,7 +210,7 @@ def build_parser():
     r.add_argument("--dataset", default=None, help="a data set of the config (default: its first)")
     r.add_argument("--seeds", default=None, help="comma-separated seeds (default: the config's)")
     r.add_argument("--workdir", default="runs/reproduce", help="trained models and evaluations")
-    r.add_argument("--results", default="results/reproduce",
+    r.add_argument("--results", default=RESULTS_DEFAULT,
                    help="tables, plots and results.json of each experiment (report reads it)")
     r.add_argument("--runlocal", action="store_true", help="the tiny scale")
     r.add_argument("--out", default="REPRODUCTION.md", help="report: the file to write")

@@ -28,6 +28,8 @@ DEFAULTS = {
         "augment": True,
         "train_subset": None,
         "test_subset": None,
+        # The split validation and the final evaluation read (imagenet2012: "validation").
+        "eval_split": "test",
         "num_parallel_calls": 1,
     },
     "model": {

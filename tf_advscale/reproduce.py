@@ -99,6 +99,7 @@ class Plan:
         self.config, self.dataset = config, dataset
         d = datasets[dataset]
         self.train, self.epsilon, self.eval = d["train"], float(d["epsilon"]), d["eval"]
+        self.split = d["train"]["data"].get("eval_split", "test")  # imagenet2012: validation
         self.seeds = list(seeds if seeds is not None else config["seeds"])
         if not self.seeds:
             raise ValueError(f"seeds must not be empty. Received: {self.seeds}")
@@ -131,11 +132,18 @@ class Plan:
             t["clean_portion"] = 0.0
         return config_lib.merge(c)
 
+    def eval_tag(self):
+        """A short hash of what every evaluation shares (epsilon, split,
+        batch size): evaluations saved under other settings are not reused."""
+        import hashlib
+        key = json.dumps([self.epsilon, self.split, self.eval["batch_size"]])
+        return hashlib.sha256(key.encode()).hexdigest()[:8]
+
     def test_data(self, n):
         from tf_advscale import data as data_lib
         if n not in self._data:
             d = self.train["data"]
-            x, y, _ = data_lib.as_numpy(d["dataset"], "test", source=d.get("source"),
+            x, y, _ = data_lib.as_numpy(d["dataset"], self.split, source=d.get("source"),
                                         path=d.get("path"), subset=n, seed=0)
             self._data[n] = (x, y)
         return self._data[n]
@@ -147,13 +155,17 @@ def train(plan, run, seed):
     """Trains (or resumes, or reuses) one run; returns its run directory."""
     from tf_advscale import runner
     path = plan.run_dir(run, seed)
-    if not os.path.exists(os.path.join(path, "metrics.json")):
+    config = plan.train_config(run, seed)
+    if os.path.exists(os.path.join(path, "metrics.json")):
+        # A finished run is reused only if it was trained with this config.
+        runner.check_workdir(path, config)
+    else:
         print(f"[reproduce] training {os.path.relpath(path, plan.root)}", flush=True)
         import keras
         # Layer names (hence checkpoint variable paths) as in a fresh process,
         # so that a run resumed by another command finds its checkpoint.
         keras.backend.clear_session()
-        runner.run(plan.train_config(run, seed), path, verbose=2)
+        runner.run(config, path, verbose=2)
     return path
 
 
@@ -180,7 +192,8 @@ def evaluate_run(plan, run, seed, ev):
     path = train(plan, run, seed)
     n = ev.n or plan.eval["n"]
     ev = dataclasses.replace(ev, n=n)
-    out_path = os.path.join(path, "evals", ev.key() + ".json")
+    key = f"{ev.key()}_{plan.eval_tag()}"
+    out_path = os.path.join(path, "evals", key + ".json")
     if os.path.exists(out_path):
         return json.load(open(out_path))
     import keras
@@ -196,7 +209,7 @@ def evaluate_run(plan, run, seed, ev):
                 "attacks": {k: repr(v) for k, v in attacks.items()}}
     start = time.time()
     correct, _ = ev_lib.run_attacks(fn_model, x, y, attacks, plan.eval["batch_size"], seed=seed,
-                                    workdir=os.path.join(path, "evals", ev.key()),
+                                    workdir=os.path.join(path, "evals", key),
                                     settings=settings, verbose=False)
     result = {k: float(v.mean()) for k, v in correct.items()}
     result.update(n=int(len(y)), seconds=round(time.time() - start, 1))
@@ -574,78 +587,101 @@ def _distance(m1, v1, m2, v2):
     return float(smd.mean()), float(np.abs(np.log((v1 + 1e-12) / (v2 + 1e-12))).mean())
 
 
-def exp_diagnosis(plan):
+ROUTES = ("adversarial", "clean")
+
+
+def _diagnose(plan, model, seed, n):
+    """Per MixBN layer: the distance between the two domains' moving
+    statistics, and, through each route, between the activations of clean
+    and adversarial test images and between two sets of clean images (the
+    noise floor). Clean and adversarial images go through the same route, so
+    that the difference is the inputs', not the routes'."""
+    import tensorflow as tf
+
     from tf_advscale import evaluate as ev_lib
     from tf_advscale.layers import mixbn
+    x, y = plan.test_data(2 * n)
+    xa, xb, ya = x[:n], x[n:2 * n], y[:n]
+    attack = ev_lib.make_attack(plan.eval["attack"], plan.epsilon)
+    mixbn.set_route(model, "adversarial")  # the attack targets the adversarial route
+    adv = np.concatenate([
+        attack(lambda i: model(i, training=False), tf.constant(xa[i:i + 250]),
+               tf.constant(ya[i:i + 250]), seed=tf.constant([seed, i], tf.int64)).numpy()
+        for i in range(0, n, 250)])
+    acts = {r: {"clean_a": _activation_stats(model, xa, r),
+                "clean_b": _activation_stats(model, xb, r),
+                "adv": _activation_stats(model, adv, r)} for r in ROUTES}
+    by_name = {l.name: l for l in mixbn.mixbn_layers(model)}
+    layers = []
+    for i, name in enumerate(acts["adversarial"]["clean_a"]):  # network order
+        layer = by_name[name]
+        c, d = layer.domain_index("clean"), layer.domain_index("adversarial")
+        mm, mv = np.asarray(layer.moving_mean), np.asarray(layer.moving_variance)
+        row = {"index": i, "name": name, "moving": _distance(mm[c], mv[c], mm[d], mv[d])}
+        for r in ROUTES:
+            a = acts[r]
+            row[f"{r}_route_clean_vs_adv"] = _distance(*a["clean_a"][name], *a["adv"][name])
+            row[f"{r}_route_clean_vs_clean"] = _distance(*a["clean_a"][name],
+                                                         *a["clean_b"][name])
+        layers.append(row)
+    return layers
+
+
+def exp_diagnosis(plan):
+    from tf_advscale import evaluate as ev_lib
     n = plan.eval["diagnosis_n"]
     run = Run("mixbn", 1.0)
     per_seed = []
     for seed in plan.seeds:
-        path = os.path.join(train(plan, run, seed), "evals", f"diagnosis_n{n}.json")
+        path = os.path.join(train(plan, run, seed), "evals",
+                            f"diagnosis_n{n}_{plan.eval_tag()}.json")
         if not os.path.exists(path):
+            import keras
+            keras.backend.clear_session()
             model = ev_lib.resolve_model(os.path.join(plan.run_dir(run, seed), "final.keras"))
-            x, y = plan.test_data(2 * n)
-            xa, xb, ya = x[:n], x[n:2 * n], y[:n]
-            attack = ev_lib.make_attack(plan.eval["attack"], plan.epsilon)
-            mixbn.set_route(model, "adversarial")
-            import tensorflow as tf
-            adv = np.concatenate([
-                attack(lambda i: model(i, training=False), tf.constant(xa[i:i + 250]),
-                       tf.constant(ya[i:i + 250]), seed=tf.constant([seed, i], tf.int64)).numpy()
-                for i in range(0, n, 250)])
-            clean_a = _activation_stats(model, xa, "clean")
-            clean_b = _activation_stats(model, xb, "clean")
-            adv_a = _activation_stats(model, adv, "adversarial")
-            layers = []
-            by_name = {l.name: l for l in mixbn.mixbn_layers(model)}
-            for i, layer in enumerate(by_name[name] for name in clean_a):
-                c, d = layer.domain_index("clean"), layer.domain_index("adversarial")
-                mm, mv = np.asarray(layer.moving_mean), np.asarray(layer.moving_variance)
-                layers.append({
-                    "index": i, "name": layer.name,
-                    "moving": _distance(mm[c], mv[c], mm[d], mv[d]),
-                    "activations_clean_vs_adv": _distance(*clean_a[layer.name],
-                                                          *adv_a[layer.name]),
-                    "activations_clean_vs_clean": _distance(*clean_a[layer.name],
-                                                            *clean_b[layer.name])})
+            layers = _diagnose(plan, model, seed, n)
             from tf_advscale.runner import write_json
             os.makedirs(os.path.dirname(path), exist_ok=True)
             write_json(path, {"layers": layers, "n": n})
         per_seed.append(json.load(open(path))["layers"])
-    names = [l["name"] for l in per_seed[0]]
+    keys = ["moving"] + [f"{r}_route_{k}" for r in ROUTES
+                         for k in ("clean_vs_adv", "clean_vs_clean")]
     rows = []
-    for i, name in enumerate(names):
-        row = {"index": i, "name": name}
-        for key in ("moving", "activations_clean_vs_adv", "activations_clean_vs_clean"):
+    for i, layer in enumerate(per_seed[0]):
+        row = {"index": i, "name": layer["name"]}
+        for key in keys:
             row[key] = {"mean_diff": stat([s[i][key][0] for s in per_seed], 4),
                         "log_var_ratio": stat([s[i][key][1] for s in per_seed], 4)}
         rows.append(row)
-    adv_d = np.mean([r["activations_clean_vs_adv"]["mean_diff"]["mean"] for r in rows])
-    noise = np.mean([r["activations_clean_vs_clean"]["mean_diff"]["mean"] for r in rows])
-    above = sum(r["activations_clean_vs_adv"]["mean_diff"]["mean"]
-                > 2 * r["activations_clean_vs_clean"]["mean_diff"]["mean"] for r in rows)
-    findings = [{
-        "claim": "Two-domain hypothesis: clean and adversarial images have different BN "
-                 "statistics (per-layer standardized mean difference of a MixBN model's "
-                 "activations, clean vs adversarial, against clean vs other clean images)",
-        "paper": "qualitative (the hypothesis behind MBN); no number",
-        "ours": f"mean over layers {adv_d:.3f} vs noise floor {noise:.3f}; above twice the "
-                f"floor in {above} of {len(rows)} layers",
-        "verdict": "reproduced in direction" if above > len(rows) / 2 else "not reproduced"}]
-    table = _table(["layer", "moving stats: mean diff", "moving stats: |log var ratio|",
-                    "activations clean vs adv", "clean vs clean (noise floor)"],
+    findings = []
+    for r in ROUTES:
+        # Per seed, the average over layers; the effect is over seeds.
+        adv = stat([np.mean([l[f"{r}_route_clean_vs_adv"][0] for l in s]) for s in per_seed], 4)
+        noise = stat([np.mean([l[f"{r}_route_clean_vs_clean"][0] for l in s]) for s in per_seed],
+                     4)
+        above = sum(row[f"{r}_route_clean_vs_adv"]["mean_diff"]["mean"]
+                    > 2 * row[f"{r}_route_clean_vs_clean"]["mean_diff"]["mean"] for row in rows)
+        findings.append({
+            "claim": "Two-domain hypothesis: clean and adversarial images have different "
+                     f"BN-input statistics ({r} route of a MixBN model: standardized mean "
+                     "difference of clean vs adversarial activations minus that of clean vs "
+                     "other clean images, averaged over layers)",
+            "paper": "qualitative (the hypothesis behind MBN); no number",
+            "ours": f"{adv['mean'] - noise['mean']:+.3f} ({adv['mean']:.3f} vs noise floor "
+                    f"{noise['mean']:.3f}); above twice the floor in {above} of {len(rows)} "
+                    "layers",
+            "verdict": verdict(adv["mean"] - noise["mean"], _spread(adv, noise))})
+    table = _table(["layer", "moving stats: mean diff", "moving stats: |log var ratio|"]
+                   + [f"{r} route: {k}" for r in ROUTES
+                      for k in ("clean vs adv", "clean vs clean")],
                    [[f"{r['index']} {r['name']}", fmt(r["moving"]["mean_diff"], 3),
-                     fmt(r["moving"]["log_var_ratio"], 3),
-                     fmt(r["activations_clean_vs_adv"]["mean_diff"], 3),
-                     fmt(r["activations_clean_vs_clean"]["mean_diff"], 3)] for r in rows])
+                     fmt(r["moving"]["log_var_ratio"], 3)]
+                    + [fmt(r[k]["mean_diff"], 3) for k in keys[1:]] for r in rows])
     plot = {"kind": "lines", "xlabel": "MixBN layer", "ylabel": "standardized mean difference",
             "series": {"moving statistics, clean vs adversarial BN":
                            [(r["index"], r["moving"]["mean_diff"]) for r in rows],
-                       "activations, clean vs adversarial":
-                           [(r["index"], r["activations_clean_vs_adv"]["mean_diff"]) for r in rows],
-                       "activations, clean vs clean (noise floor)":
-                           [(r["index"], r["activations_clean_vs_clean"]["mean_diff"])
-                            for r in rows]}}
+                       **{f"{k.replace('_', ' ')}": [(r["index"], r[k]["mean_diff"])
+                                                     for r in rows] for k in keys[1:]}}}
     return {"rows": rows, "findings": findings, "table": table, "plots": {"diagnosis": plot}}
 
 
@@ -657,14 +693,25 @@ def exp_depth_search(plan):
     t = plan.train
     d = t["data"]
     common = dict(source=d.get("source"), path=d.get("path"), batch_size=d["batch_size"])
-    train_ds, info = data_lib.load(d["dataset"], "train", subset=s["train_subset"], seed=0,
-                                   **common)
-    val_ds, _ = data_lib.load(d["dataset"], "test", subset=t["eval"]["val_subset"], seed=1,
+    # Trials are scored on held-out training images, not on the test set.
+    _, full = data_lib.load(d["dataset"], "train", **common)
+    val_n = t["eval"]["val_subset"]
+    order = np.random.default_rng(0).permutation(full["num_examples"])
+    train_n = s["train_subset"] or full["num_examples"] - val_n
+    if train_n + val_n > full["num_examples"]:
+        raise ValueError(f"depth_search.train_subset={train_n} plus {val_n} validation images "
+                         f"exceed the {full['num_examples']} training images")
+    train_ds, info = data_lib.load(d["dataset"], "train", subset=sorted(order[:train_n]),
+                                   seed=0, **common)
+    val_ds, _ = data_lib.load(d["dataset"], "train", subset=sorted(order[-val_n:]),
                               shuffle=False, augment=False, drop_remainder=False, **common)
+    import keras
+    keras.utils.set_random_seed(0)  # the same trials and initial weights on every run
     hypermodel = tuning.DepthSearch(
         info["shape"], info["num_classes"], attack=attacks_lib.from_spec(t["attack"]),
         eval_attack=attacks_lib.from_spec(t["eval_attack"]), depths=s["depths"],
-        widths=s["widths"], seed=0)
+        widths=s["widths"], seed=0, family=t["model"].get("family", "cifar"),
+        learning_rate=t["optimizer"]["learning_rate"])
     tuner = tuning.make_tuner(s["tuner"], hypermodel, max_trials=s["max_trials"],
                               max_epochs=s["epochs"], directory=os.path.join(plan.root, "tuner"),
                               project_name="depth_search")
@@ -772,6 +819,9 @@ def run_experiment(plan, name):
     result = FUNCTIONS[name](plan)
     out = os.path.join(plan.results, name)
     os.makedirs(out, exist_ok=True)
+    if len(plan.seeds) < 2:  # no spread to judge an effect against
+        for f in result["findings"]:
+            f["verdict"] += " (1 seed: no spread)"
     result = {"experiment": name, "setup": scale_summary(plan), **result}
     plots = result.pop("plots")
     result["plot_files"] = []
@@ -822,7 +872,13 @@ def write_report(workdir, out_path):
              "magnitude* when, in addition, its size relative to the baseline is within a "
              "factor of two of the paper's; *not reproduced* when its sign is opposite "
              "beyond the spread; *inconclusive* when within the spread. Numbers are "
-             "mean ± standard deviation over seeds, in %.", ""]
+             "mean ± standard deviation over seeds, in %. Two findings have their own "
+             "rule: the attack-strength *crossing* is reproduced when the mixed model is "
+             "ahead at the weakest attack and behind at the strongest, each beyond the "
+             "spread (not reproduced when either end has the wrong sign beyond it); "
+             "MixBN's clean route *keeps* standard training's clean accuracy when it is "
+             "at most 1 point plus the spread below it. With one seed there is no spread, "
+             "and the verdict says so.", ""]
     setups = {}
     for dataset, _, r in found:
         setups.setdefault(dataset, r["setup"])
@@ -835,12 +891,14 @@ def write_report(workdir, out_path):
                      f"{s['eval_n']} test images with {s['eval_attack']} (curves on "
                      f"{s['curve_n']}); seeds {s['seeds']}; total training time "
                      f"{train_s / 3600:.1f} h on this machine.")
-    lines += ["", "## Findings", "", "| experiment | data | claim | paper | ours | verdict |",
-              "|---|---|---|---|---|---|"]
+    lines += ["", "## Findings", "",
+              "| experiment | data | seeds | claim | paper | ours | verdict |",
+              "|---|---|---|---|---|---|---|"]
     for dataset, name, r in found:
+        seeds = ", ".join(str(x) for x in r["setup"]["seeds"])
         for f in r["findings"]:
-            lines.append(f"| {name} | {dataset} | {f['claim']} | {f['paper']} | {f['ours']} "
-                         f"| {f['verdict']} |")
+            lines.append(f"| {name} | {dataset} | {seeds} | {f['claim']} | {f['paper']} "
+                         f"| {f['ours']} | {f['verdict']} |")
     lines.append("")
     for dataset, name, r in found:
         rel = os.path.relpath(os.path.join(workdir, dataset, name),

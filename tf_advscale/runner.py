@@ -107,9 +107,9 @@ def load_data(config):
     d = config["data"]
     common = _data_kwargs(config)
     train, train_info = load_train(config)
-    val, val_info = data_lib.load(d["dataset"], "test", subset=config["eval"]["val_subset"],
-                                  **common)
-    test, test_info = data_lib.load(d["dataset"], "test",
+    val, val_info = data_lib.load(d["dataset"], d["eval_split"],
+                                  subset=config["eval"]["val_subset"], **common)
+    test, test_info = data_lib.load(d["dataset"], d["eval_split"],
                                     subset=config["eval"]["test_subset"] or d["test_subset"],
                                     **common)
     return (train, train_info), (val, val_info), (test, test_info)

@@ -21,6 +21,7 @@ import keras
 import keras_tuner
 
 from tf_advscale.models import count_params, resnet
+from tf_advscale.models.resnet import blocks_for
 from tf_advscale.training import AdversarialModel
 
 OBJECTIVE = keras_tuner.Objective("val_adv_accuracy", direction="max")
@@ -39,15 +40,26 @@ class DepthSearch(keras_tuner.HyperModel):
         norm, clean_portion, mixing, weight_decay: the training recipe.
         learning_rate, momentum: SGD (Nesterov) settings.
         seed: the AdversarialModel's attack seed.
+        family: ``"cifar"`` (depth 6n+2: the search is over blocks per stage)
+            or ``"imagenet"`` (depths from the table, e.g. 152-638).
     """
 
     def __init__(self, input_shape, num_classes, attack, eval_attack, depths=(8, 14, 20, 32, 56),
                  widths=(1.0,), norm="bn", clean_portion=0.0, mixing="joint", weight_decay=5e-4,
-                 learning_rate=0.05, momentum=0.9, seed=0, **kwargs):
+                 learning_rate=0.05, momentum=0.9, seed=0, family="cifar", **kwargs):
         super().__init__(**kwargs)
-        bad = [d for d in depths if not isinstance(d, int) or d < 8 or (d - 2) % 6]
-        if bad or not depths:
-            raise ValueError(f"depths must be CIFAR ResNet depths 6n+2 >= 8. Received: {depths}")
+        if family == "cifar":
+            bad = [d for d in depths if not isinstance(d, int) or d < 8 or (d - 2) % 6]
+            if bad or not depths:
+                raise ValueError(f"depths must be CIFAR ResNet depths 6n+2 >= 8. "
+                                 f"Received: {depths}")
+        else:
+            if not depths:
+                raise ValueError(f"depths must not be empty. Received: {depths}")
+            for d in depths:
+                blocks_for(family, d)  # raises, naming the depth, if the table lacks it
+        self.family = family
+        self.depths = sorted(set(depths))
         if not widths or any(not w or w <= 0 for w in widths):
             raise ValueError(f"widths must be positive numbers. Received: {widths}")
         if eval_attack is None:
@@ -62,9 +74,12 @@ class DepthSearch(keras_tuner.HyperModel):
         self.seed = seed
 
     def build(self, hp):
-        n = hp.Choice("blocks_per_stage", self.blocks)
+        if self.family == "cifar":
+            depth = 6 * hp.Choice("blocks_per_stage", self.blocks) + 2
+        else:
+            depth = hp.Choice("depth", self.depths)
         width = hp.Choice("width", self.widths)
-        classifier = resnet(depth=6 * n + 2, num_classes=self.num_classes, family="cifar",
+        classifier = resnet(depth=depth, num_classes=self.num_classes, family=self.family,
                             input_shape=self.input_shape, norm=self.norm, width=width)
         model = AdversarialModel(classifier, attack=self.attack, eval_attack=self.eval_attack,
                                  clean_portion=self.clean_portion, mixing=self.mixing,
@@ -124,7 +139,8 @@ def summarize(tuner):
         metrics = {name: trial.metrics.get_last_value(name)
                    for name in ("val_adv_accuracy", "val_clean_accuracy", "train_seconds",
                                 "params", "images_per_second")}
-        rows.append({"trial": trial.trial_id, "depth": 6 * hp["blocks_per_stage"] + 2,
+        depth = hp["depth"] if "depth" in hp else 6 * hp["blocks_per_stage"] + 2
+        rows.append({"trial": trial.trial_id, "depth": depth,
                      "width": hp["width"], "epochs": hp.get("tuner/epochs"),
                      "score": trial.score, "status": trial.status, **metrics})
     return rows
