@@ -65,24 +65,28 @@ def _time(fn, repeats, warmup=2):
 
 # -- FLOPs and the ceiling ------------------------------------------------------
 
+def _leaf_layers(model):
+    """The layers of ``model``, nested models expanded."""
+    import keras
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _leaf_layers(layer)
+        else:
+            yield layer
+
+
 def forward_flops(model):
     """2 x multiply-adds of the Conv2D and Dense layers, per image."""
     import keras
     total = 0
-
-    def visit(layer):
-        nonlocal total
-        if isinstance(layer, keras.Model):
-            for sub in layer.layers:
-                visit(sub)
-        elif isinstance(layer, keras.layers.Conv2D):
+    for layer in _leaf_layers(model):
+        if isinstance(layer, keras.layers.Conv2D):
             out = layer.output.shape
             kh, kw, cin, cout = layer.kernel.shape
             total += 2 * out[1] * out[2] * kh * kw * cin * cout
         elif isinstance(layer, keras.layers.Dense):
             cin, cout = layer.kernel.shape
             total += 2 * cin * cout
-    visit(model)
     return total
 
 
@@ -109,17 +113,9 @@ def ceilings(repeats):
 def conv_layers(model):
     """(input shape, kernel shape, strides, padding) of every Conv2D layer."""
     import keras
-    out = []
-
-    def visit(layer):
-        if isinstance(layer, keras.Model):
-            for sub in layer.layers:
-                visit(sub)
-        elif isinstance(layer, keras.layers.Conv2D):
-            out.append((tuple(layer.input.shape[1:]), tuple(layer.kernel.shape),
-                        tuple(layer.strides), layer.padding.upper()))
-    visit(model)
-    return out
+    return [(tuple(layer.input.shape[1:]), tuple(layer.kernel.shape), tuple(layer.strides),
+             layer.padding.upper())
+            for layer in _leaf_layers(model) if isinstance(layer, keras.layers.Conv2D)]
 
 
 def conv_roofline(model, batch, repeats):

@@ -13,20 +13,17 @@ import pytest
 
 from tf_advscale import distribute
 
+from helpers.cli_process import checkout_env
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 HELPERS = ROOT / "tests" / "helpers"
-
-
-def _env(**extra):
-    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
-            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-            **extra}
 
 
 def test_mirrored_step_equals_the_single_device_step():
     # A fresh process: TensorFlow's collectives do not survive a second
     # MirroredStrategy in one process (the MixBN layer tests create one).
-    r = subprocess.run([sys.executable, str(HELPERS / "mirrored_step.py")], env=_env(),
+    r = subprocess.run([sys.executable, str(HELPERS / "mirrored_step.py")],
+                       env=checkout_env(),
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
@@ -51,7 +48,8 @@ def test_fit_under_multi_worker_mirrored_strategy_on_two_workers(tmp_path):
             log = open(tmp_path / f"worker{i}.log", "w")
             procs.append(subprocess.Popen(
                 [sys.executable, str(HELPERS / "multiworker_fit.py"), str(tmp_path)],
-                env=_env(TF_CONFIG=json.dumps(config)), stdout=log, stderr=subprocess.STDOUT,
+                env=checkout_env(TF_CONFIG=json.dumps(config)), stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True))
         for i, p in enumerate(procs):
             code = p.wait(timeout=300)

@@ -1,5 +1,3 @@
-import pathlib
-
 import numpy as np
 import keras
 import pytest
@@ -168,19 +166,18 @@ def test_recompute_gives_the_same_training_step_and_saves(tmp_path, sample, norm
 
 def test_recompute_lowers_the_peak_memory_of_a_training_step():
     """Activation memory, measured by TensorFlow's allocator: a deep narrow
-    ResNet at a batch where activations dominate. (An earlier Recompute let
-    the graph executor run the recomputation early and saved nothing.)"""
-    import os
+    ResNet at a batch where activations dominate. (An earlier Recompute
+    used more memory than no recomputation.)"""
     import subprocess
     import sys
-    helper = pathlib.Path(__file__).parent / "helpers" / "step_memory.py"
-    root = pathlib.Path(__file__).resolve().parents[1]
-    env = {**os.environ,
-           "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+
+    from helpers.cli_process import ROOT, checkout_env
+    helper = ROOT / "tests" / "helpers" / "step_memory.py"
     peak = {}
     for recompute in (0, 1):
         out = subprocess.run([sys.executable, str(helper), "56", "128", str(recompute)],
-                             capture_output=True, text=True, timeout=600, cwd=root, env=env)
+                             capture_output=True, text=True, timeout=600, cwd=ROOT,
+                             env=checkout_env())
         assert out.returncode == 0, out.stderr[-2000:]
         peak[recompute] = int(out.stdout.strip().splitlines()[-1])
     assert peak[1] < 0.5 * peak[0], peak

@@ -126,11 +126,7 @@ def _reproduce(args):
         path = reproduce.write_report(args.results, args.out)
         print(f"wrote {path}")
         return 0
-    path = args.config
-    if not os.path.isfile(path.rsplit(":", 1)[0] if ":" in os.path.basename(path) else path):
-        raise ValueError(f"Reproduce config not found: {path} (run from the repository root, "
-                         "or pass --config)")
-    config = config_lib.load_file(path, runlocal=args.runlocal)
+    config = config_lib.load_file(args.config, runlocal=args.runlocal)
     dataset = args.dataset or next(iter(config["datasets"]))
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
     results = args.results

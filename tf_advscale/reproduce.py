@@ -188,7 +188,6 @@ class BatchStatistics:
 def evaluate_run(plan, run, seed, ev):
     """Clean and attacked accuracy of one run (resumable); a dict of floats."""
     from tf_advscale import evaluate as ev_lib
-    from tf_advscale.layers import mixbn
     path = train(plan, run, seed)
     n = ev.n or plan.eval["n"]
     ev = dataclasses.replace(ev, n=n)
@@ -198,9 +197,7 @@ def evaluate_run(plan, run, seed, ev):
         return json.load(open(out_path))
     import keras
     keras.backend.clear_session()  # graphs of earlier evaluations are not kept
-    model = ev_lib.resolve_model(os.path.join(path, "final.keras"))
-    if ev.route and mixbn.mixbn_layers(model):
-        mixbn.set_route(model, ev.route)
+    model = ev_lib.resolve_model(os.path.join(path, "final.keras"), ev.route)
     x, y = plan.test_data(n)
     num_classes = int(model.output.shape[-1])
     attacks = {a: ev_lib.make_attack(a, plan.epsilon, num_classes) for a in ev.attacks}
@@ -222,6 +219,14 @@ def over_seeds(plan, run, ev, metric):
     """``metric`` (in %) of ``run`` under ``ev`` for every seed, trained and
     evaluated as needed."""
     return [100 * evaluate_run(plan, run, s, ev)[metric] for s in plan.seeds]
+
+
+def accuracies(plan, run, ev):
+    """Clean and robust accuracy (%) of ``run`` under ``ev``'s one attack,
+    over seeds."""
+    a, = ev.attacks
+    return {"clean": stat(over_seeds(plan, run, ev, "clean")),
+            "robust": stat(over_seeds(plan, run, ev, a))}
 
 
 def stat(values, digits=2):
@@ -278,9 +283,7 @@ def exp_clean_portion(plan):
     rows = []
     for p in plan.config["clean_portions"]:
         run = Run(clean_portion=p)
-        rows.append({"clean_portion": p,
-                     "clean": stat(over_seeds(plan, run, _main_eval(plan), "clean")),
-                     "robust": stat(over_seeds(plan, run, _main_eval(plan), a)),
+        rows.append({"clean_portion": p, **accuracies(plan, run, _main_eval(plan)),
                      "paper_pgd2000": PAPER["clean_portion"].get(p)})
     first, last = rows[0], rows[-1]
     effect = first["robust"]["mean"] - last["robust"]["mean"]
@@ -356,11 +359,11 @@ def exp_mixbn(plan):
     for name, run in runs.items():
         routes = ["adversarial", "clean"] if run.norm == "mixbn" else [None]
         for route in routes:
-            ev = Eval(attacks=() if run.standard else (a,), route=route)
             label = f"{name}" + (f", {route} route" if route else "")
-            rows[label] = {"clean": stat(over_seeds(plan, run, ev, "clean"))}
-            if not run.standard:
-                rows[label]["robust"] = stat(over_seeds(plan, run, ev, a))
+            if run.standard:
+                rows[label] = {"clean": stat(over_seeds(plan, run, Eval(), "clean"))}
+            else:
+                rows[label] = accuracies(plan, run, _main_eval(plan, route=route))
     mbn, one, adv = (rows["MixBN, adversarial route"]["robust"], rows["one BN"]["robust"],
                      rows["adversarial only"]["robust"])
     gap = adv["mean"] - one["mean"]
@@ -417,10 +420,8 @@ def exp_consistent_bn(plan):
     rows = {}
     for name, run in runs.items():
         for bn in ("moving", "batch"):
-            ev = _main_eval(plan, bn=bn)
-            rows[f"{name}; test BN: {bn} statistics"] = {
-                "clean": stat(over_seeds(plan, run, ev, "clean")),
-                "robust": stat(over_seeds(plan, run, ev, a))}
+            rows[f"{name}; test BN: {bn} statistics"] = accuracies(plan, run,
+                                                                   _main_eval(plan, bn=bn))
     key = "mixed 100%, one BN; test BN: {} statistics"
     moving, batch = rows[key.format("moving")]["robust"], rows[key.format("batch")]["robust"]
     train_mode = rows["mixed 100%, one BN, attack with training-mode BN; test BN: moving "
@@ -451,9 +452,7 @@ def exp_norms(plan):
     for norm in ("bn", "gn", "ln"):
         for p in (0.0, 1.0):
             run = Run(norm, p)
-            rows[f"{norm}, {100 * p:.0f}% clean"] = {
-                "clean": stat(over_seeds(plan, run, _main_eval(plan), "clean")),
-                "robust": stat(over_seeds(plan, run, _main_eval(plan), a))}
+            rows[f"{norm}, {100 * p:.0f}% clean"] = accuracies(plan, run, _main_eval(plan))
         r0, r1 = rows[f"{norm}, 0% clean"]["robust"], rows[f"{norm}, 100% clean"]["robust"]
         gaps[norm] = {"gap": round(r0["mean"] - r1["mean"], 2), "spread": _spread(r0, r1)}
     findings = []
@@ -481,9 +480,8 @@ def exp_alp(plan):
             "MixBN": Run("mixbn", 1.0), "MixBN + ALP": Run("mixbn", 1.0, alp=True)}
     rows = {}
     for name, run in runs.items():
-        ev = _main_eval(plan, route="adversarial" if run.norm == "mixbn" else None)
-        rows[name] = {"clean": stat(over_seeds(plan, run, ev, "clean")),
-                      "robust": stat(over_seeds(plan, run, ev, a))}
+        rows[name] = accuracies(plan, run, _main_eval(
+            plan, route="adversarial" if run.norm == "mixbn" else None))
     p = PAPER["alp"]
     findings = []
     for base, paper_base, paper_alp in (("one BN", p["one_bn"], p["one_bn_alp"]),
@@ -508,9 +506,8 @@ def exp_depth(plan):
     rows = []
     for d in depths:
         adv, std = Run(clean_portion=0.0, depth=d), Run(standard=True, depth=d)
-        rows.append({"depth": d,
-                     "adv_robust": stat(over_seeds(plan, adv, _main_eval(plan), a)),
-                     "adv_clean": stat(over_seeds(plan, adv, _main_eval(plan), "clean")),
+        acc = accuracies(plan, adv, _main_eval(plan))
+        rows.append({"depth": d, "adv_robust": acc["robust"], "adv_clean": acc["clean"],
                      "standard_clean": stat(over_seeds(plan, std, Eval(), "clean"))})
     first, last = rows[0], rows[-1]
     gain_r = last["adv_robust"]["mean"] - first["adv_robust"]["mean"]
@@ -633,12 +630,12 @@ def exp_diagnosis(plan):
     run = Run("mixbn", 1.0)
     per_seed = []
     for seed in plan.seeds:
-        path = os.path.join(train(plan, run, seed), "evals",
-                            f"diagnosis_n{n}_{plan.eval_tag()}.json")
+        run_path = train(plan, run, seed)
+        path = os.path.join(run_path, "evals", f"diagnosis_n{n}_{plan.eval_tag()}.json")
         if not os.path.exists(path):
             import keras
             keras.backend.clear_session()
-            model = ev_lib.resolve_model(os.path.join(plan.run_dir(run, seed), "final.keras"))
+            model = ev_lib.resolve_model(os.path.join(run_path, "final.keras"))
             layers = _diagnose(plan, model, seed, n)
             from tf_advscale.runner import write_json
             os.makedirs(os.path.dirname(path), exist_ok=True)

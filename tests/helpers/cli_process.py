@@ -12,8 +12,16 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
+def checkout_env(**extra):
+    """The environment for a child Python that must import this checkout
+    (not an installed copy) of tf_advscale."""
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
+            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+            **extra}
+
+
 def advscale(workdir, args, wait=True, timeout=900):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = checkout_env()
     cmd = [sys.executable, "-m", "tf_advscale.cli", *args]
     log = open(f"{workdir}.log", "a")
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
