@@ -1,13 +1,15 @@
 """tf_advscale: adversarial training at scale for Keras 3 / TensorFlow."""
 
 import os
+import re
 
 from setuptools import find_packages, setup
 
 here = os.path.dirname(os.path.abspath(__file__))
-about = {}
 with open(os.path.join(here, "tf_advscale", "__init__.py")) as f:
-    exec(f.read(), about)
+    # Read, not imported or executed: the package imports TensorFlow, which a
+    # fresh environment installs only after this file has run.
+    VERSION = re.search(r'^__version__ = "([^"]+)"', f.read(), re.M).group(1)
 
 
 def zoo_files():
@@ -23,7 +25,7 @@ def zoo_files():
 
 setup(
     name="tf_advscale",
-    version=about["__version__"],
+    version=VERSION,
     description="Adversarial training at scale for Keras 3 / TensorFlow "
                 "(Xie & Yuille, ICLR 2020, as tested building blocks)",
     long_description=open(os.path.join(here, "README.md")).read(),
