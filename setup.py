@@ -41,7 +41,7 @@ setup(
         "tensorflow-cpu>=2.20,<2.22; platform_system=='Linux' and platform_machine=='x86_64'",
         "tensorflow>=2.20,<2.22; platform_system!='Linux' or platform_machine!='x86_64'",
         "keras>=3.12,<3.16",
-        "keras-tuner>=1.4.7,<1.5",
+        "keras-tuner[bayesian]>=1.4.7,<1.5",  # [bayesian]: scipy, for BayesianOptimization
         "tensorflow-datasets>=4.9.9,<4.10",
         "importlib_resources>=6",  # tensorflow-datasets imports it without declaring it
         "tensorboard>=2.20,<2.22",  # tensorflow-cpu does not pull it in
