@@ -154,7 +154,15 @@ def test_clean_portion_killed_then_rerun_gives_the_same_results(tmp_path):
     before = sorted(p.name for p in (killed / "sample" / "runs").iterdir())
     _reproduce(killed, "attack_strength")
     assert sorted(p.name for p in (killed / "sample" / "runs").iterdir()) == before
-    r = json.loads((killed / "sample" / "attack_strength" / "results.json").read_text())
+    path = killed / "sample" / "attack_strength" / "results.json"
+    r = json.loads(path.read_text())
+    assert sorted(r["compute"]["runs"]) == [f"bn-c{c}-d8/seed{s}" for c in (0, 100)
+                                            for s in (0, 1)]
+    assert r["compute"]["train_seconds"] > 0 and r["compute"]["eval_seconds"] > 0
+    # A rerun that reuses everything writes the same file, cost included.
+    text = path.read_text()
+    _reproduce(killed, "attack_strength")
+    assert path.read_text() == text
     assert set(r["curves"]) == {"pgd", "paper-pgd"}
     for family in r["curves"].values():
         for curve in family.values():

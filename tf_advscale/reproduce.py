@@ -107,6 +107,9 @@ class Plan:
         self.root = os.path.join(workdir, dataset)  # trained runs
         self.results = os.path.join(results or workdir, dataset)  # tables and plots
         self._data = {}
+        # What the current experiment used: run directories and evaluation
+        # files, for its compute cost (see ``compute_cost``).
+        self.used_runs, self.used_evals = set(), set()
 
     def run_dir(self, run, seed):
         return os.path.join(self.root, "runs", run.key(self.base_depth), f"seed{seed}")
@@ -155,6 +158,7 @@ def train(plan, run, seed):
     """Trains (or resumes, or reuses) one run; returns its run directory."""
     from tf_advscale import runner
     path = plan.run_dir(run, seed)
+    plan.used_runs.add(path)
     config = plan.train_config(run, seed)
     if os.path.exists(os.path.join(path, "metrics.json")):
         # A finished run is reused only if it was trained with this config.
@@ -193,6 +197,7 @@ def evaluate_run(plan, run, seed, ev):
     ev = dataclasses.replace(ev, n=n)
     key = f"{ev.key()}_{plan.eval_tag()}"
     out_path = os.path.join(path, "evals", key + ".json")
+    plan.used_evals.add(out_path)
     if os.path.exists(out_path):
         return json.load(open(out_path))
     import keras
@@ -632,14 +637,17 @@ def exp_diagnosis(plan):
     for seed in plan.seeds:
         run_path = train(plan, run, seed)
         path = os.path.join(run_path, "evals", f"diagnosis_n{n}_{plan.eval_tag()}.json")
+        plan.used_evals.add(path)
         if not os.path.exists(path):
             import keras
             keras.backend.clear_session()
+            start = time.time()
             model = ev_lib.resolve_model(os.path.join(run_path, "final.keras"))
             layers = _diagnose(plan, model, seed, n)
             from tf_advscale.runner import write_json
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            write_json(path, {"layers": layers, "n": n})
+            write_json(path, {"layers": layers, "n": n,
+                              "seconds": round(time.time() - start, 1)})
         per_seed.append(json.load(open(path))["layers"])
     keys = ["moving"] + [f"{r}_route_{k}" for r in ROUTES
                          for k in ("clean_vs_adv", "clean_vs_clean")]
@@ -812,7 +820,7 @@ def run_experiment(plan, name):
     """Runs (or resumes) one experiment and writes its results; returns them."""
     if name not in FUNCTIONS:
         raise ValueError(f"Unknown experiment {name!r}: expected one of {list(EXPERIMENTS)}")
-    start = time.time()
+    plan.used_runs, plan.used_evals = set(), set()
     result = FUNCTIONS[name](plan)
     out = os.path.join(plan.results, name)
     os.makedirs(out, exist_ok=True)
@@ -827,8 +835,7 @@ def run_experiment(plan, name):
         _plot(spec, path, f"{name} ({plan.dataset}, {plan.config['scale']} scale, "
                           f"{len(plan.seeds)} seeds)")
         result["plot_files"].append(os.path.basename(path))
-    result["train_seconds"] = _train_seconds(plan)
-    result["seconds_this_call"] = round(time.time() - start, 1)
+    result["compute"] = compute_cost(plan, result)
     from tf_advscale.runner import write_json
     write_json(os.path.join(out, "results.json"), result)
     with open(os.path.join(out, "table.md"), "w") as f:
@@ -836,13 +843,22 @@ def run_experiment(plan, name):
     return result
 
 
-def _train_seconds(plan):
-    total = 0.0
-    runs = os.path.join(plan.root, "runs")
-    for dirpath, _, files in os.walk(runs) if os.path.isdir(runs) else []:
-        if "metrics.json" in files:
-            total += json.load(open(os.path.join(dirpath, "metrics.json")))["train_seconds"]
-    return round(total, 1)
+def compute_cost(plan, result):
+    """What the experiment's results cost to compute, whenever that was done
+    (a rerun that reuses everything reports the same): training seconds of
+    each run it used, keyed ``KEY/seedS``, the depth search's trials, and the
+    evaluation seconds."""
+    runs = {}
+    for path in sorted(plan.used_runs):
+        metrics = os.path.join(path, "metrics.json")
+        if os.path.exists(metrics):
+            runs[os.path.relpath(path, os.path.join(plan.root, "runs"))] = \
+                json.load(open(metrics))["train_seconds"]
+    trials = sum(t["train_seconds"] or 0.0 for t in result.get("trials", []))
+    evals = sum(json.load(open(p)).get("seconds", 0.0) for p in sorted(plan.used_evals)
+                if os.path.exists(p))
+    return {"runs": runs, "train_seconds": round(sum(runs.values()) + trials, 1),
+            "eval_seconds": round(evals, 1)}
 
 
 def write_report(workdir, out_path):
@@ -881,13 +897,21 @@ def write_report(workdir, out_path):
         setups.setdefault(dataset, r["setup"])
     lines += ["## Scale", ""]
     for dataset, s in setups.items():
-        train_s = max(r["train_seconds"] for d, _, r in found if d == dataset)
+        # Runs are shared by experiments: each is counted once.
+        runs, other = {}, 0.0
+        for d, _, r in found:
+            if d == dataset:
+                c = r["compute"]
+                runs.update(c["runs"])
+                other += c["train_seconds"] - sum(c["runs"].values()) + c["eval_seconds"]
+        train_s = sum(runs.values())
         lines.append(f"- **{dataset}** ({s['scale']} scale): {s['data']}, {s['model']}, "
                      f"{s['epochs']} epochs, batch {s['batch_size']}, training attack "
                      f"{s['train_attack']}, epsilon {s['epsilon']:.4g}; evaluation on "
                      f"{s['eval_n']} test images with {s['eval_attack']} (curves on "
-                     f"{s['curve_n']}); seeds {s['seeds']}; total training time "
-                     f"{train_s / 3600:.1f} h on this machine.")
+                     f"{s['curve_n']}); seeds {s['seeds']}; {len(runs)} trained runs, "
+                     f"{train_s / 3600:.1f} h of training and {other / 3600:.1f} h of "
+                     f"evaluation and search on this machine.")
     lines += ["", "## Findings", "",
               "| experiment | data | seeds | claim | paper | ours | verdict |",
               "|---|---|---|---|---|---|---|"]
@@ -900,7 +924,11 @@ def write_report(workdir, out_path):
     for dataset, name, r in found:
         rel = os.path.relpath(os.path.join(workdir, dataset, name),
                               os.path.dirname(os.path.abspath(out_path)))
-        lines += [f"## {name} ({dataset})", "", r["table"], ""]
+        c = r["compute"]
+        lines += [f"## {name} ({dataset})", "", r["table"], "",
+                  f"Compute: {len(c['runs'])} trained runs ({c['train_seconds'] / 60:.0f} min of "
+                  f"training, shared with other experiments) and "
+                  f"{c['eval_seconds'] / 60:.0f} min of evaluation.", ""]
         lines += [f"![{name}]({rel}/{p})" for p in r["plot_files"]] + [""]
     with open(out_path + ".tmp", "w") as f:
         f.write("\n".join(lines))
