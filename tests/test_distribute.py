@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import shutil
 import signal
 import socket
 import subprocess
@@ -39,26 +40,32 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_fit_under_multi_worker_mirrored_strategy_on_two_workers(tmp_path):
+def _two_workers(script, arg, logs):
+    """Runs ``script arg`` as the two workers of a local cluster; returns their logs."""
     workers = [f"127.0.0.1:{_free_port()}" for _ in range(2)]
-    procs = []
+    procs, paths = [], [logs / f"{script.stem}{i}.log" for i in range(2)]
     try:
         for i in range(2):
             config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}}
-            log = open(tmp_path / f"worker{i}.log", "w")
+            log = open(paths[i], "w")
             procs.append(subprocess.Popen(
-                [sys.executable, str(HELPERS / "multiworker_fit.py"), str(tmp_path)],
+                [sys.executable, str(script), str(arg)],
                 env=checkout_env(TF_CONFIG=json.dumps(config)), stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True))
         for i, p in enumerate(procs):
             code = p.wait(timeout=300)
-            assert code == 0, (tmp_path / f"worker{i}.log").read_text()[-3000:]
+            assert code == 0, paths[i].read_text()[-3000:]
     finally:
         for p in procs:  # never leave a worker behind
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
+    return [p.read_text() for p in paths]
+
+
+def test_fit_under_multi_worker_mirrored_strategy_on_two_workers(tmp_path):
+    _two_workers(HELPERS / "multiworker_fit.py", tmp_path, tmp_path)
     w0, w1 = (np.load(tmp_path / f"worker{i}.npz") for i in range(2))
     assert len(w0.files) == len(w1.files) > 0
     for k in w0.files:
@@ -80,3 +87,50 @@ def test_jit_choice():
     assert distribute.resolve_jit(True) is True and distribute.resolve_jit(False) is False
     with pytest.raises(ValueError, match="'yes'"):
         distribute.resolve_jit("yes")
+
+
+def _final_weights(workdir):
+    """(trainable, all) weights of a run's final model, as arrays."""
+    import keras
+    from tf_advscale.training import AdversarialModel  # noqa: F401 (registers the class)
+    model = keras.saving.load_model(workdir / "final.keras", compile=False)
+    return ([np.array(v) for v in model.trainable_weights],
+            [np.array(v) for v in model.weights])
+
+
+def test_multi_worker_run_resumes_every_worker_from_the_same_step(tmp_path):
+    """A worker killed between the chief's checkpoint and its own: on restart
+    both resume from the newest step they both hold, and end as an
+    uninterrupted run does."""
+    run = tmp_path / "run"
+    _two_workers(HELPERS / "multiworker_run.py", run, tmp_path)
+    uninterrupted = [_final_weights(run), _final_weights(run / "worker1")]
+    chief, worker = run / "state", run / "worker1" / "state"
+    newest = sorted(p.name for p in worker.glob("ckpt-*"))[-1]
+    older = sorted(p.name for p in worker.glob("ckpt-*"))[-2]
+    assert newest in {p.name for p in chief.glob("ckpt-*")}
+    shutil.rmtree(worker / newest)  # the worker died before writing it
+    logs = _two_workers(HELPERS / "multiworker_run.py", run, tmp_path)
+    step = int(older.split("-")[1])
+    epoch, within = divmod(step, json.loads((chief / older / "manifest.json").read_text())
+                           ["steps_per_epoch"])
+    for log in logs:
+        assert f"at epoch {epoch}, step {within} of" in log, log[-2000:]
+    assert (chief / f".superseded-{newest}" / "manifest.json").exists()  # kept, not lost
+    resumed = [_final_weights(run), _final_weights(run / "worker1")]
+    for (_, before), (_, after) in zip(uninterrupted, resumed):
+        for a, b in zip(before, after):
+            np.testing.assert_array_equal(a, b)
+    # Trained weights are the same on both workers. (BN moving statistics are
+    # each worker's own, from its share of the batch, unless synchronized.)
+    for a, b in zip(resumed[0][0], resumed[1][0]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_common_step_is_the_newest_step_every_worker_holds():
+    import tensorflow as tf
+    strategy = tf.distribute.get_strategy()  # one worker: its own newest step
+    assert distribute.common_step(strategy, [50, 100]) == 100
+    assert distribute.common_step(strategy, []) == 0
+    with pytest.raises(ValueError, match="slots"):
+        distribute.common_step(strategy, [1], slots=0)

@@ -122,6 +122,25 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(tmp_path):
         assert fresh.load() == (0, 4)
 
 
+def test_agreed_resume_step_moves_newer_checkpoints_aside(tmp_path):
+    model = _tiny_model()
+    state = checkpoint.TrainingState(tmp_path, steps_per_epoch=6, every_steps=2, keep=2)
+    _fit_steps(model, state, 6)  # ckpt 4 and 6
+    seen = []
+    agree = lambda steps: seen.append(steps) or 4  # another worker only has 4  # noqa: E731
+    fresh = checkpoint.TrainingState(tmp_path, steps_per_epoch=6)
+    with pytest.warns(UserWarning, match="global step 4.*ckpt-000000006 aside"):
+        assert fresh.load(agree=agree) == (0, 4)
+    assert seen == [[6, 4]]  # every valid checkpoint was offered
+    assert (tmp_path / ".superseded-ckpt-000000006" / "manifest.json").exists()
+    assert [os.path.basename(p) for p in fresh.checkpoints()] == ["ckpt-000000004"]
+    # No common step: a fresh start; a step this worker lacks: a clear error.
+    assert checkpoint.TrainingState(tmp_path, steps_per_epoch=6).load(
+        agree=lambda steps: 0) == (0, 0)
+    with pytest.raises(checkpoint.CheckpointError, match="agreed global step 2"):
+        checkpoint.TrainingState(tmp_path, steps_per_epoch=6).load(agree=lambda steps: 2)
+
+
 def test_checkpoint_of_another_data_layout_is_refused_not_discarded(tmp_path):
     state = checkpoint.TrainingState(tmp_path, steps_per_epoch=6, every_steps=2)
     _fit_steps(_tiny_model(), state, 2)

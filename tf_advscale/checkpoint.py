@@ -213,19 +213,26 @@ class TrainingState(keras.callbacks.Callback):
             raise CheckpointError(f"{arrays_path}: unreadable ({e})") from e
         return manifest, arrays
 
-    def load(self, reload=False):
+    def load(self, reload=False, agree=None):
         """Reads the newest valid checkpoint; returns its ``(epoch, step)``
         (``(0, 0)`` if there is none). Its values are assigned to the model
         when training begins (or by ``restore_into``). A second call returns
-        the same position without reading again unless ``reload``."""
+        the same position without reading again unless ``reload``.
+
+        ``agree``: for processes that must resume together (the workers of
+        a multi-worker run), a function from this process's valid global
+        steps to the step all of them resume from
+        (``distribute.common_step``). Newer checkpoints than that step are
+        moved aside to ``.superseded-ckpt-*`` (kept, never counted)."""
         if self._position is not None and not reload:
             return self._position
-        self._position = self._load()
+        self._position = self._load(agree)
         return self._position
 
-    def _load(self):
+    def _load(self, agree=None):
         self._pending = None
         self._counter, self._last_saved, self.stopped = 0, None, False
+        valid = []
         for path in self.checkpoints():
             try:
                 manifest, arrays = self._read(path)
@@ -234,15 +241,34 @@ class TrainingState(keras.callbacks.Callback):
             except CheckpointError as e:
                 warnings.warn(f"Skipping checkpoint: {e}", stacklevel=2)
                 # Out of the way, so pruning never counts it as a good one.
-                bad = os.path.join(self.directory, f".bad-{os.path.basename(path)}")
-                shutil.rmtree(bad, ignore_errors=True)
-                os.replace(path, bad)
+                self._move_aside(path, "bad")
                 continue
-            self._pending = (path, manifest, arrays)
-            self._counter = self._last_saved = manifest["global_step"]
-            self.stopped = bool(manifest.get("stopped", False))
-            return manifest["epoch"], manifest["step"]
-        return 0, 0
+            valid.append((path, manifest, arrays))
+            if agree is None:
+                break
+        if agree is not None:
+            target = int(agree([m["global_step"] for _, m, _ in valid]))
+            for path, m, _ in valid:
+                if m["global_step"] > target:
+                    warnings.warn(f"Resuming from global step {target}, which every worker "
+                                  f"has; moving the newer {path} aside", stacklevel=2)
+                    self._move_aside(path, "superseded")
+            valid = [v for v in valid if v[1]["global_step"] == target]
+            if target and not valid:
+                raise CheckpointError(f"{self.directory} holds no checkpoint of the agreed "
+                                      f"global step {target}")
+        if not valid:
+            return 0, 0
+        path, manifest, arrays = valid[0]
+        self._pending = (path, manifest, arrays)
+        self._counter = self._last_saved = manifest["global_step"]
+        self.stopped = bool(manifest.get("stopped", False))
+        return manifest["epoch"], manifest["step"]
+
+    def _move_aside(self, path, why):
+        aside = os.path.join(self.directory, f".{why}-{os.path.basename(path)}")
+        shutil.rmtree(aside, ignore_errors=True)
+        os.replace(path, aside)
 
     @property
     def position(self):

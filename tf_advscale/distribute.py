@@ -57,6 +57,26 @@ def resolve_jit(value):
     return value
 
 
+def common_step(strategy, steps, slots=16):
+    """The newest of ``steps`` (this worker's checkpointed global steps) that
+    every worker of ``strategy`` also holds; 0 if there is none. Workers call
+    it together (a collective): a worker killed between the chief's save and
+    its own resumes from the same step as the others."""
+    if slots < 1:
+        raise ValueError(f"slots must be >= 1. Received: slots={slots!r}")
+    mine = sorted({int(s) for s in steps}, reverse=True)[:slots]
+    local = tf.constant([mine + [-1] * (slots - len(mine))], tf.int64)
+
+    @tf.function
+    def gather():
+        return strategy.run(
+            lambda: tf.distribute.get_replica_context().all_gather(local, axis=0))
+
+    rows = strategy.experimental_local_results(gather())[0].numpy()
+    common = set.intersection(*({int(v) for v in row if v >= 0} for row in rows))
+    return max(common, default=0)
+
+
 def task():
     """``(type, index)`` of this process in TF_CONFIG (``("chief", 0)`` if none)."""
     import json

@@ -287,7 +287,11 @@ def _run(config, workdir, verbose):
     c = config["checkpoint"]
     state = ckpt_lib.TrainingState(os.path.join(workdir, "state"), steps_per_epoch,
                                    every_steps=c["every_steps"], keep=c["keep"], tracked=tracked)
-    epoch, step = state.load()
+    agree = None
+    if config["distribute"]["strategy"] == "multi_worker":
+        strategy = tf.distribute.get_strategy()  # run() entered its scope
+        agree = lambda steps: distribute.common_step(strategy, steps)  # noqa: E731
+    epoch, step = state.load(agree=agree)
     _truncate_history(os.path.join(workdir, "history.csv"), epoch)
     if epoch or step:
         print(f"Resuming {workdir} at epoch {epoch}, step {step} of {steps_per_epoch}",
