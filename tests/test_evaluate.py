@@ -155,3 +155,32 @@ def test_cli_eval(robust_model, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert "worst case" in r.stdout
     assert json.loads((tmp_path / "report.json").read_text())["epsilon_fraction"] == "1/10"
+
+
+def test_several_attacks_trace_without_a_retracing_warning():
+    import logging
+
+    from tf_advscale.evaluate import run_attacks
+
+    class Records(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.messages = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(3)])
+    x = np.random.default_rng(0).random((20, 8, 8, 1)).astype("float32")
+    y = np.arange(20) % 3
+    steps = range(1, 8)  # a steps curve: each attack traced once
+    handler = Records()
+    tf.get_logger().addHandler(handler)
+    try:
+        out, _ = run_attacks(model, x, y, {f"pgd-{k}": make_attack(f"pgd-{k}", 0.1, 3)
+                                           for k in steps}, batch_size=10, verbose=False)
+    finally:
+        tf.get_logger().removeHandler(handler)
+    assert set(out) == {"clean"} | {f"pgd-{k}" for k in steps}
+    assert not [m for m in handler.messages if "retracing" in m], handler.messages

@@ -21,6 +21,7 @@
 
 import datetime
 import fractions
+import functools
 import hashlib
 import json
 import os
@@ -135,6 +136,10 @@ def _fingerprint(settings):
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _attack_images(attack, fn, images, labels, seed):
+    return attack(fn, images, labels, seed=seed)
+
+
 def run_attacks(model, x, y, attacks, batch_size=250, seed=0, workdir=None, settings=None,
                 verbose=True):
     """Per-example correctness: ``{"clean": bool[n], name: bool[n], ...}``.
@@ -144,7 +149,10 @@ def run_attacks(model, x, y, attacks, batch_size=250, seed=0, workdir=None, sett
     fn = lambda images: model(images, training=False)
     # Stateless draws keyed by (seed, attack, batch): a batch's result does not
     # depend on which batches ran before it in this process.
-    compiled = {name: tf.function(lambda a, b, s, atk=atk: atk(fn, a, b, seed=s),
+    # One function object per attack: TensorFlow counts traces per code
+    # object, and lambdas made in a loop share one, so tracing each attack
+    # once read as "excessive retracing".
+    compiled = {name: tf.function(functools.partial(_attack_images, atk, fn),
                                   reduce_retracing=True)
                 for name, atk in attacks.items()}
     predict = tf.function(lambda a: tf.argmax(fn(a), -1, output_type=tf.int32),
