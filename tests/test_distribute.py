@@ -132,5 +132,26 @@ def test_common_step_is_the_newest_step_every_worker_holds():
     strategy = tf.distribute.get_strategy()  # one worker: its own newest step
     assert distribute.common_step(strategy, [50, 100]) == 100
     assert distribute.common_step(strategy, []) == 0
+    with pytest.raises(RuntimeError, match=r"Replica\(s\) \[0\] could not read"):
+        distribute.common_step(strategy, None)
     with pytest.raises(ValueError, match="slots"):
         distribute.common_step(strategy, [1], slots=0)
+
+
+@pytest.mark.parametrize("rows,expected", [
+    ([[200, 100, -1], [100, 0, -1]], 100),     # one worker missed the newest save
+    ([[200, 100, -1], [200, 100, -1]], 200),
+    ([[-1, -1], [-1, -1]], 0),                 # a fresh start
+])
+def test_agreed_step(rows, expected):
+    assert distribute.agreed_step(rows) == expected
+
+
+@pytest.mark.parametrize("rows,match", [
+    ([[200, -1], [-1, -1]], "none of the same step"),     # a worker lost its state
+    ([[300, 200], [100, -1]], "none of the same step"),
+    ([[200, 100], [-2, -2]], r"Replica\(s\) \[1\] could not read"),
+])
+def test_agreed_step_refuses_to_discard_training(rows, match):
+    with pytest.raises(RuntimeError, match=match):
+        distribute.agreed_step(rows)

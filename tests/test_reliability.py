@@ -132,13 +132,22 @@ def test_agreed_resume_step_moves_newer_checkpoints_aside(tmp_path):
     with pytest.warns(UserWarning, match="global step 4.*ckpt-000000006 aside"):
         assert fresh.load(agree=agree) == (0, 4)
     assert seen == [[6, 4]]  # every valid checkpoint was offered
-    assert (tmp_path / ".superseded-ckpt-000000006" / "manifest.json").exists()
+    assert fresh.restore_into(_tiny_model())
+    assert (tmp_path / ".superseded-ckpt-000000006" / "manifest.json").exists()  # not lost
     assert [os.path.basename(p) for p in fresh.checkpoints()] == ["ckpt-000000004"]
-    # No common step: a fresh start; a step this worker lacks: a clear error.
-    assert checkpoint.TrainingState(tmp_path, steps_per_epoch=6).load(
-        agree=lambda steps: 0) == (0, 0)
+    # A step this worker does not hold: a clear error, nothing moved.
     with pytest.raises(checkpoint.CheckpointError, match="agreed global step 2"):
         checkpoint.TrainingState(tmp_path, steps_per_epoch=6).load(agree=lambda steps: 2)
+    assert [os.path.basename(p) for p in fresh.checkpoints()] == ["ckpt-000000004"]
+
+
+def test_a_worker_that_cannot_read_its_checkpoints_tells_the_others(tmp_path):
+    state = checkpoint.TrainingState(tmp_path, steps_per_epoch=6, every_steps=2)
+    _fit_steps(_tiny_model(), state, 2)
+    seen = []
+    with pytest.raises(checkpoint.CheckpointMismatch):
+        checkpoint.TrainingState(tmp_path, steps_per_epoch=5).load(agree=seen.append)
+    assert seen == [None]  # the collective was joined with "failed", then the error raised
 
 
 def test_checkpoint_of_another_data_layout_is_refused_not_discarded(tmp_path):

@@ -183,6 +183,18 @@ class TrainingState(keras.callbacks.Callback):
         return [os.path.join(self.directory, n) for _, n in sorted(found, reverse=True)]
 
     def _read(self, path):
+        """The manifest and arrays of a checkpoint, verified."""
+        manifest = self._verify(path)
+        arrays_path = os.path.join(path, "variables.npz")
+        try:
+            with np.load(arrays_path, allow_pickle=False) as f:
+                arrays = [f[f"v{i}"] for i in range(len(manifest["variables"]))]
+        except (OSError, ValueError, KeyError) as e:
+            raise CheckpointError(f"{arrays_path}: unreadable ({e})") from e
+        return manifest, arrays
+
+    def _verify(self, path):
+        """The manifest of a checkpoint whose arrays match its sha256."""
         try:
             with open(os.path.join(path, "manifest.json")) as f:
                 manifest = json.load(f)
@@ -206,12 +218,7 @@ class TrainingState(keras.callbacks.Callback):
         if digest != manifest.get("sha256"):
             raise CheckpointError(f"{arrays_path}: sha256 {digest} does not match the manifest's "
                                   f"{manifest.get('sha256')} (corrupt or modified)")
-        try:
-            with np.load(arrays_path, allow_pickle=False) as f:
-                arrays = [f[f"v{i}"] for i in range(len(manifest["variables"]))]
-        except (OSError, ValueError, KeyError) as e:
-            raise CheckpointError(f"{arrays_path}: unreadable ({e})") from e
-        return manifest, arrays
+        return manifest
 
     def load(self, reload=False, agree=None):
         """Reads the newest valid checkpoint; returns its ``(epoch, step)``
@@ -222,8 +229,10 @@ class TrainingState(keras.callbacks.Callback):
         ``agree``: for processes that must resume together (the workers of
         a multi-worker run), a function from this process's valid global
         steps to the step all of them resume from
-        (``distribute.common_step``). Newer checkpoints than that step are
-        moved aside to ``.superseded-ckpt-*`` (kept, never counted)."""
+        (``distribute.common_step``); it is called with ``None`` when this
+        process cannot read its checkpoints, so that the others fail too
+        instead of waiting. Newer checkpoints than the agreed step are moved
+        aside to ``.superseded-ckpt-*`` (kept, never counted)."""
         if self._position is not None and not reload:
             return self._position
         self._position = self._load(agree)
@@ -232,38 +241,63 @@ class TrainingState(keras.callbacks.Callback):
     def _load(self, agree=None):
         self._pending = None
         self._counter, self._last_saved, self.stopped = 0, None, False
-        valid = []
-        for path in self.checkpoints():
+        if agree is None:
+            chosen = self._newest_readable()
+        else:
             try:
-                manifest, arrays = self._read(path)
-            except CheckpointMismatch:
+                # Every valid checkpoint is a candidate (verified, not loaded).
+                candidates = self._verified()
+            except BaseException:
+                # The other workers wait in the collective: tell them, then fail.
+                try:
+                    agree(None)
+                except Exception:  # noqa: BLE001 -- this worker's own error is the one to raise
+                    pass
                 raise
-            except CheckpointError as e:
-                warnings.warn(f"Skipping checkpoint: {e}", stacklevel=2)
-                # Out of the way, so pruning never counts it as a good one.
-                self._move_aside(path, "bad")
-                continue
-            valid.append((path, manifest, arrays))
-            if agree is None:
-                break
-        if agree is not None:
-            target = int(agree([m["global_step"] for _, m, _ in valid]))
-            for path, m, _ in valid:
-                if m["global_step"] > target:
-                    warnings.warn(f"Resuming from global step {target}, which every worker "
-                                  f"has; moving the newer {path} aside", stacklevel=2)
-                    self._move_aside(path, "superseded")
-            valid = [v for v in valid if v[1]["global_step"] == target]
-            if target and not valid:
+            target = int(agree([m["global_step"] for _, m in candidates]))
+            chosen = [path for path, m in candidates if m["global_step"] == target]
+            if target and not chosen:
                 raise CheckpointError(f"{self.directory} holds no checkpoint of the agreed "
                                       f"global step {target}")
-        if not valid:
+            chosen = (chosen[0], *self._read(chosen[0])) if chosen else None
+            for path, m in candidates:
+                if m["global_step"] > target:
+                    warnings.warn(f"Resuming from global step {target}, the newest that every "
+                                  f"worker holds; moving the newer {path} aside", stacklevel=3)
+                    self._move_aside(path, "superseded")
+        if chosen is None:
             return 0, 0
-        path, manifest, arrays = valid[0]
+        path, manifest, arrays = chosen
         self._pending = (path, manifest, arrays)
         self._counter = self._last_saved = manifest["global_step"]
         self.stopped = bool(manifest.get("stopped", False))
         return manifest["epoch"], manifest["step"]
+
+    def _skip(self, path, error):
+        warnings.warn(f"Skipping checkpoint: {error}", stacklevel=4)
+        # Out of the way, so pruning never counts it as a good one.
+        self._move_aside(path, "bad")
+
+    def _newest_readable(self):
+        for path in self.checkpoints():
+            try:
+                return (path, *self._read(path))
+            except CheckpointMismatch:
+                raise
+            except CheckpointError as e:
+                self._skip(path, e)
+        return None
+
+    def _verified(self):
+        found = []
+        for path in self.checkpoints():
+            try:
+                found.append((path, self._verify(path)))
+            except CheckpointMismatch:
+                raise
+            except CheckpointError as e:
+                self._skip(path, e)
+        return found
 
     def _move_aside(self, path, why):
         aside = os.path.join(self.directory, f".{why}-{os.path.basename(path)}")

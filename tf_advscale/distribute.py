@@ -57,15 +57,25 @@ def resolve_jit(value):
     return value
 
 
+_FAILED = -2  # a worker that could not read its checkpoints
+_EMPTY = -1
+
+
 def common_step(strategy, steps, slots=16):
     """The newest of ``steps`` (this worker's checkpointed global steps) that
-    every worker of ``strategy`` also holds; 0 if there is none. Workers call
-    it together (a collective): a worker killed between the chief's save and
-    its own resumes from the same step as the others."""
+    every worker of ``strategy`` also holds; 0 if no worker holds any. Workers
+    call it together (a collective): a worker killed between the chief's save
+    and its own resumes from the same step as the others. ``steps=None`` says
+    this worker failed to read its checkpoints; then every worker raises
+    instead of waiting for it. See ``agreed_step`` for the rule."""
     if slots < 1:
         raise ValueError(f"slots must be >= 1. Received: slots={slots!r}")
-    mine = sorted({int(s) for s in steps}, reverse=True)[:slots]
-    local = tf.constant([mine + [-1] * (slots - len(mine))], tf.int64)
+    if steps is None:
+        mine = [_FAILED] * slots
+    else:
+        mine = sorted({int(s) for s in steps}, reverse=True)[:slots]
+        mine += [_EMPTY] * (slots - len(mine))
+    local = tf.constant([mine], tf.int64)
 
     @tf.function
     def gather():
@@ -73,8 +83,31 @@ def common_step(strategy, steps, slots=16):
             lambda: tf.distribute.get_replica_context().all_gather(local, axis=0))
 
     rows = strategy.experimental_local_results(gather())[0].numpy()
-    common = set.intersection(*({int(v) for v in row if v >= 0} for row in rows))
-    return max(common, default=0)
+    return agreed_step([[int(v) for v in row] for row in rows])
+
+
+def agreed_step(rows):
+    """The resume step from every replica's checkpointed steps (one row per
+    replica, padded with -1; a row of -2: that worker failed to read them).
+
+    The newest step present in every row; 0 when no row holds any step (a
+    fresh start). Refused (``RuntimeError``) when a worker failed, or when
+    some hold checkpoints but none in common, which would silently throw
+    their training away (a worker whose state was lost, or ``keep=1``)."""
+    if any(_FAILED in row for row in rows):
+        bad = sorted({i for i, row in enumerate(rows) if _FAILED in row})
+        raise RuntimeError(f"Replica(s) {bad} could not read their checkpoints (see their "
+                           "logs); no worker resumes without them")
+    held = [{v for v in row if v >= 0} for row in rows]
+    common = set.intersection(*held) if held else set()
+    if common:
+        return max(common)
+    if any(held):
+        raise RuntimeError(
+            "The workers hold checkpoints but none of the same step (global steps per "
+            f"replica: {[sorted(h) for h in held]}): resuming would discard training. Restore "
+            "a common checkpoint (or move all of them aside to start afresh)")
+    return 0
 
 
 def task():

@@ -289,6 +289,10 @@ def _run(config, workdir, verbose):
                                    every_steps=c["every_steps"], keep=c["keep"], tracked=tracked)
     agree = None
     if config["distribute"]["strategy"] == "multi_worker":
+        if c["keep"] < 2:  # the chief prunes before a slower worker saves
+            raise ConfigError("checkpoint.keep must be >= 2 under multi_worker, so that "
+                              "every worker still holds the step they resume from. "
+                              f"Received: {c['keep']!r}")
         strategy = tf.distribute.get_strategy()  # run() entered its scope
         agree = lambda steps: distribute.common_step(strategy, steps)  # noqa: E731
     epoch, step = state.load(agree=agree)
