@@ -184,3 +184,18 @@ def test_several_attacks_trace_without_a_retracing_warning():
         tf.get_logger().removeHandler(handler)
     assert set(out) == {"clean"} | {f"pgd-{k}" for k in steps}
     assert not [m for m in handler.messages if "retracing" in m], handler.messages
+
+
+def test_resumed_evaluation_reports_the_time_its_saved_batches_took(tmp_path):
+    from tf_advscale.evaluate import run_attacks
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(3)])
+    x = np.random.default_rng(0).random((20, 8, 8, 1)).astype("float32")
+    y = np.arange(20) % 3
+    attacks = {"pgd-5": make_attack("pgd-5", 0.1, 3)}
+    first, seconds = run_attacks(model, x, y, attacks, batch_size=10, workdir=str(tmp_path),
+                                 verbose=False)
+    again, reused = run_attacks(model, x, y, attacks, batch_size=10, workdir=str(tmp_path),
+                                verbose=False)  # every batch is reused
+    assert seconds["pgd-5"] > 0 and reused["pgd-5"] == pytest.approx(seconds["pgd-5"])
+    np.testing.assert_array_equal(first["pgd-5"], again["pgd-5"])

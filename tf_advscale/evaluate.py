@@ -136,6 +136,10 @@ def _fingerprint(settings):
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _predict(fn, images):
+    return tf.argmax(fn(images), -1, output_type=tf.int32)
+
+
 def _attack_images(attack, fn, images, labels, seed):
     return attack(fn, images, labels, seed=seed)
 
@@ -144,7 +148,9 @@ def run_attacks(model, x, y, attacks, batch_size=250, seed=0, workdir=None, sett
                 verbose=True):
     """Per-example correctness: ``{"clean": bool[n], name: bool[n], ...}``.
 
-    With ``workdir``, each finished batch is saved and reused on rerun.
+    With ``workdir``, each finished batch is saved and reused on rerun. The
+    returned seconds per attack include the time of batches saved by an
+    earlier, interrupted call.
     """
     fn = lambda images: model(images, training=False)
     # Stateless draws keyed by (seed, attack, batch): a batch's result does not
@@ -155,8 +161,7 @@ def run_attacks(model, x, y, attacks, batch_size=250, seed=0, workdir=None, sett
     compiled = {name: tf.function(functools.partial(_attack_images, atk, fn),
                                   reduce_retracing=True)
                 for name, atk in attacks.items()}
-    predict = tf.function(lambda a: tf.argmax(fn(a), -1, output_type=tf.int32),
-                          reduce_retracing=True)
+    predict = tf.function(functools.partial(_predict, fn), reduce_retracing=True)
     batch_dir = None
     if workdir:
         batch_dir = os.path.join(workdir, "batches")
@@ -182,18 +187,24 @@ def run_attacks(model, x, y, attacks, batch_size=250, seed=0, workdir=None, sett
             saved = np.load(path)
             for k in names:
                 out[k].append(saved[k])
+            for k in attacks:  # the time they took then (older files: not saved)
+                if f"seconds__{k}" in saved.files:
+                    seconds[k] += float(saved[f"seconds__{k}"])
             continue
         xb = tf.constant(x[b * batch_size:(b + 1) * batch_size])
         yb = tf.constant(y[b * batch_size:(b + 1) * batch_size])
         clean = (predict(xb).numpy() == yb.numpy())
         result = {"clean": clean}
+        seconds_b = {}
         for i, (name, attack_fn) in enumerate(compiled.items()):
             start = time.time()
             adv = attack_fn(xb, yb, tf.constant([seed * 1009 + i, b], tf.int64))
             result[name] = clean & (predict(adv).numpy() == yb.numpy())
-            seconds[name] += time.time() - start
+            seconds_b[name] = time.time() - start
+            seconds[name] += seconds_b[name]
         if path:
-            _write_npz(path, **result)
+            _write_npz(path, **result, **{f"seconds__{k}": np.float64(seconds_b[k])
+                                          for k in attacks})
         for k in names:
             out[k].append(result[k])
         if verbose:

@@ -209,12 +209,12 @@ def evaluate_run(plan, run, seed, ev):
     fn_model = BatchStatistics(model) if ev.bn == "batch" else model
     settings = {"eval": dataclasses.asdict(ev), "epsilon": plan.epsilon, "seed": seed,
                 "attacks": {k: repr(v) for k, v in attacks.items()}}
-    start = time.time()
-    correct, _ = ev_lib.run_attacks(fn_model, x, y, attacks, plan.eval["batch_size"], seed=seed,
-                                    workdir=os.path.join(path, "evals", key),
-                                    settings=settings, verbose=False)
+    correct, seconds = ev_lib.run_attacks(fn_model, x, y, attacks, plan.eval["batch_size"],
+                                          seed=seed, workdir=os.path.join(path, "evals", key),
+                                          settings=settings, verbose=False)
     result = {k: float(v.mean()) for k, v in correct.items()}
-    result.update(n=int(len(y)), seconds=round(time.time() - start, 1))
+    # The attacks' time, with batches an interrupted call saved.
+    result.update(n=int(len(y)), seconds=round(sum(seconds.values()), 1))
     from tf_advscale.runner import write_json
     write_json(out_path, result)
     return result
@@ -845,20 +845,27 @@ def run_experiment(plan, name):
 
 def compute_cost(plan, result):
     """What the experiment's results cost to compute, whenever that was done
-    (a rerun that reuses everything reports the same): training seconds of
-    each run it used, keyed ``KEY/seedS``, the depth search's trials, and the
-    evaluation seconds."""
-    runs = {}
+    (a rerun that reuses everything reports the same): the training seconds
+    of each run it used (keyed ``KEY/seedS``), the seconds of each evaluation
+    (keyed by file: each run's own end-of-training test, ``KEY/seedS/test``,
+    and the experiment's), and the depth search's trials. Runs and
+    evaluations are shared by experiments; the report counts each once."""
+    runs_root = os.path.join(plan.root, "runs")
+    runs, evals = {}, {}
     for path in sorted(plan.used_runs):
         metrics = os.path.join(path, "metrics.json")
         if os.path.exists(metrics):
-            runs[os.path.relpath(path, os.path.join(plan.root, "runs"))] = \
-                json.load(open(metrics))["train_seconds"]
-    trials = sum(t["train_seconds"] or 0.0 for t in result.get("trials", []))
-    evals = sum(json.load(open(p)).get("seconds", 0.0) for p in sorted(plan.used_evals)
-                if os.path.exists(p))
-    return {"runs": runs, "train_seconds": round(sum(runs.values()) + trials, 1),
-            "eval_seconds": round(evals, 1)}
+            m = json.load(open(metrics))
+            key = os.path.relpath(path, runs_root)
+            runs[key] = m["train_seconds"]
+            evals[f"{key}/test"] = m.get("eval_seconds", 0.0)
+    for path in sorted(plan.used_evals):
+        if os.path.exists(path):
+            evals[os.path.relpath(path, runs_root)] = json.load(open(path)).get("seconds", 0.0)
+    trials = round(sum(t["train_seconds"] or 0.0 for t in result.get("trials", [])), 1)
+    return {"runs": runs, "evals": evals, "search_seconds": trials,
+            "train_seconds": round(sum(runs.values()), 1),
+            "eval_seconds": round(sum(evals.values()), 1)}
 
 
 def write_report(workdir, out_path):
@@ -897,14 +904,14 @@ def write_report(workdir, out_path):
         setups.setdefault(dataset, r["setup"])
     lines += ["## Scale", ""]
     for dataset, s in setups.items():
-        # Runs are shared by experiments: each is counted once.
-        runs, other = {}, 0.0
+        # Runs and evaluations are shared by experiments: each is counted once.
+        runs, evals, search = {}, {}, 0.0
         for d, _, r in found:
-            if d == dataset:
-                c = r["compute"]
-                runs.update(c["runs"])
-                other += c["train_seconds"] - sum(c["runs"].values()) + c["eval_seconds"]
-        train_s = sum(runs.values())
+            if d == dataset and "compute" in r:
+                runs.update(r["compute"]["runs"])
+                evals.update(r["compute"]["evals"])
+                search += r["compute"]["search_seconds"]
+        train_s, other = sum(runs.values()), sum(evals.values()) + search
         lines.append(f"- **{dataset}** ({s['scale']} scale): {s['data']}, {s['model']}, "
                      f"{s['epochs']} epochs, batch {s['batch_size']}, training attack "
                      f"{s['train_attack']}, epsilon {s['epsilon']:.4g}; evaluation on "
@@ -924,11 +931,17 @@ def write_report(workdir, out_path):
     for dataset, name, r in found:
         rel = os.path.relpath(os.path.join(workdir, dataset, name),
                               os.path.dirname(os.path.abspath(out_path)))
-        c = r["compute"]
-        lines += [f"## {name} ({dataset})", "", r["table"], "",
-                  f"Compute: {len(c['runs'])} trained runs ({c['train_seconds'] / 60:.0f} min of "
-                  f"training, shared with other experiments) and "
-                  f"{c['eval_seconds'] / 60:.0f} min of evaluation.", ""]
+        lines += [f"## {name} ({dataset})", "", r["table"], ""]
+        c = r.get("compute")
+        if c:  # results written before cost accounting have none
+            parts = []
+            if c["runs"]:
+                parts.append(f"{len(c['runs'])} trained runs ({c['train_seconds'] / 60:.0f} min "
+                             "of training, some shared with other experiments)")
+            if c["search_seconds"]:
+                parts.append(f"{c['search_seconds'] / 60:.0f} min of search trials")
+            parts.append(f"{c['eval_seconds'] / 60:.0f} min of evaluation")
+            lines += ["Compute: " + ", ".join(parts) + ".", ""]
         lines += [f"![{name}]({rel}/{p})" for p in r["plot_files"]] + [""]
     with open(out_path + ".tmp", "w") as f:
         f.write("\n".join(lines))
