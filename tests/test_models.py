@@ -174,13 +174,16 @@ def test_recompute_lowers_the_peak_memory_of_a_training_step():
     from helpers.cli_process import ROOT, checkout_env
     helper = ROOT / "tests" / "helpers" / "step_memory.py"
     peak = {}
-    for recompute in (0, 1):
-        out = subprocess.run([sys.executable, str(helper), "56", "128", str(recompute)],
-                             capture_output=True, text=True, timeout=600, cwd=ROOT,
-                             env=checkout_env())
-        assert out.returncode == 0, out.stderr[-2000:]
-        peak[recompute] = int(out.stdout.strip().splitlines()[-1])
-    assert peak[1] < 0.5 * peak[0], peak
+    # The adversarial step also takes the attack's input gradients through
+    # the network in inference mode (recomputed too: 0.51 -> 0.30 of the peak).
+    for mode in ("standard", "adversarial"):
+        for recompute in (0, 1):
+            out = subprocess.run([sys.executable, str(helper), "56", "128", str(recompute),
+                                  mode], capture_output=True, text=True, timeout=600,
+                                 cwd=ROOT, env=checkout_env())
+            assert out.returncode == 0, out.stderr[-2000:]
+            peak[mode, recompute] = int(out.stdout.strip().splitlines()[-1])
+        assert peak[mode, 1] < 0.4 * peak[mode, 0], peak
 
 
 def test_config_key_model_recompute_reaches_the_model():

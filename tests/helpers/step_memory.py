@@ -1,5 +1,8 @@
 """Prints the TensorFlow allocator's peak (bytes) during one steady-state
-training step of a CIFAR ResNet: python step_memory.py DEPTH BATCH RECOMPUTE."""
+training step of a CIFAR ResNet:
+python step_memory.py DEPTH BATCH RECOMPUTE [standard|adversarial]
+(adversarial: an AdversarialModel step with a PGD-2 attack in inference BN
+mode, the input gradients of which also go through the network)."""
 
 import os
 import sys
@@ -13,19 +16,29 @@ import tensorflow as tf  # noqa: E402
 from tf_advscale.models import resnet  # noqa: E402
 
 
-def main(depth, batch, recompute):
+def main(depth, batch, recompute, mode="standard"):
     model = resnet(depth=depth, family="cifar", num_classes=10, input_shape=(32, 32, 3),
                    recompute=recompute)
-    optimizer = keras.optimizers.SGD(0.01)
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    if mode == "adversarial":
+        from tf_advscale.training import AdversarialModel
+        adv = AdversarialModel(model, attack={"name": "pgd", "epsilon": 8 / 255,
+                                              "step_size": 2 / 255, "steps": 2})
+        adv.compile(optimizer=keras.optimizers.SGD(0.01))
+        train_step = tf.function(adv.train_step)
 
-    @tf.function
-    def step(x, y):
-        with tf.GradientTape() as tape:
-            loss = loss_fn(y, model(x, training=True))
-        optimizer.apply(tape.gradient(loss, model.trainable_variables),
-                        model.trainable_variables)
-        return loss
+        def step(x, y):
+            return train_step((x, y))["loss"]
+    else:
+        optimizer = keras.optimizers.SGD(0.01)
+        loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+        @tf.function
+        def step(x, y):
+            with tf.GradientTape() as tape:
+                loss = loss_fn(y, model(x, training=True))
+            optimizer.apply(tape.gradient(loss, model.trainable_variables),
+                            model.trainable_variables)
+            return loss
 
     x = tf.random.uniform((batch, 32, 32, 3))
     y = tf.zeros((batch,), tf.int32)
@@ -36,4 +49,4 @@ def main(depth, batch, recompute):
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1")
+    main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1", *sys.argv[4:5])

@@ -95,7 +95,8 @@ class Recompute(keras.layers.Layer):
     Built on ``tf.recompute_grad``. The recomputation is a
     ``stateless_call``: BN moving statistics are updated once, by the
     forward pass, not again by the recomputation; MixBN layers see the
-    routing of the forward pass. Inference calls the block directly.
+    routing of the forward pass. Inference-mode calls are recomputed as
+    well (an attack's gradients with respect to its input go through them).
     """
 
     def __init__(self, block, **kwargs):
@@ -106,13 +107,21 @@ class Recompute(keras.layers.Layer):
         self.built = True
 
     def call(self, x, training=None):
-        if not training:
-            return self.block(x, training=False)
         import tensorflow as tf
 
         from tf_advscale.layers import mixbn
         block = self.block
         routing = mixbn.current_routing()  # the backward pass runs outside the context
+        if not training:
+            # Inference mode recomputes too: an attack's input gradients (PGD
+            # with inference BN) go through the network, and keeping every
+            # activation for them set the adversarial step's peak. Nothing
+            # is updated in this mode, so the recomputation is a plain call.
+            def run_inference(x_in):
+                with mixbn.restore_routing(routing):
+                    return block(x_in, training=False)
+
+            return tf.recompute_grad(run_inference)(x)
         calls = []
 
         def run(x_in):
