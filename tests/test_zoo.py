@@ -159,3 +159,41 @@ def test_published_entry_loads_and_matches_its_card(name):
         for attack in check["attacks"]:
             got = report["attacks"][attack]["accuracy"]
             assert abs(got - card[attack]) <= 0.02, (route, attack, got, card[attack])
+
+
+def test_publish_a_run_then_load_it_as_a_verified_entry(tmp_path, monkeypatch):
+    """``advscale zoo publish`` end to end on a tiny MixBN run: metadata, card,
+    curves per route, and an entry that ``zoo.load`` verifies and serves."""
+    from tf_advscale import config as config_lib
+    from tf_advscale import runner
+    from tf_advscale import zoo_publish
+    monkeypatch.setattr(zoo_publish, "CHECK", {"n": 40, "seed": 0, "attacks": ["pgd-20"]})
+    monkeypatch.setattr(zoo_publish, "STEPS_CURVE", (5, 10))
+    config = config_lib.merge({
+        "data": {"dataset": "fashion_mnist_sample", "batch_size": 32},
+        "model": {"depth": 8, "norm": "mixbn"},
+        "attack": {"name": "pgd", "epsilon": 0.1, "step_size": 0.05, "steps": 1},
+        "trainer": {"clean_portion": 1.0, "mixing": "mixbn"},
+        "optimizer": {"epochs": 1}, "eval": {"val_subset": 32, "test_subset": 32}})
+    runner.run(config, str(tmp_path / "run"), verbose=0)
+    meta = zoo_publish.publish(str(tmp_path / "run"), "resnet8.mixbn_tiny_sample", "advscale train ...",
+                   out_dir=str(tmp_path / "zoo"), n=40, curve_n=20,
+                   dataset_label="Fashion-MNIST (sample)", verbose=False)
+    entry = tmp_path / "zoo" / "resnet8.mixbn_tiny_sample"
+    assert meta["dataset"] == "Fashion-MNIST (sample)"
+    assert meta["dataset_source"].startswith("fashion_mnist_sample")
+    assert meta["threat_model"]["epsilon"] == "1/10" and meta["mixbn_routes"] == [
+        "adversarial", "clean"]
+    for route in ("adversarial", "clean"):
+        r = meta["evaluation"]["results"][route]
+        assert r["n"] == 40 and 0 <= r["worst_case"] <= r["clean"] <= 1
+        assert r["worst_case"] <= min(r["pgd-20"], r["apgd-ce"])
+        assert meta["evaluation"]["steps_curve"][route]["n"] == 20
+    card = (entry / "README.md").read_text()
+    assert "Fashion-MNIST (sample)" in card and "advscale train ..." in card
+    assert "![PGD steps curve (clean)](steps_curve_clean.png)" in card
+    assert (entry / "steps_curve_clean.png").exists()
+    monkeypatch.setenv("TF_ADVSCALE_ZOO", str(tmp_path / "zoo"))
+    model, loaded = zoo.load("resnet8.mixbn_tiny_sample", route="clean")
+    assert loaded["source"]["sha256"] == checkpoint.sha256(entry / "model.keras")
+    assert count_params(model) == meta["params"]

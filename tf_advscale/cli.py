@@ -103,7 +103,7 @@ def _zoo(args):
         if not (args.workdir and args.train_command):
             raise ValueError("advscale zoo publish NAME needs --workdir and --train-command")
         meta = publish(args.workdir, args.name, args.train_command, out_dir=args.out or "zoo",
-                       n=args.n, epsilon=args.epsilon)
+                       n=args.n, epsilon=args.epsilon, dataset_label=args.dataset_label)
         print(json.dumps(meta["evaluation"]["results"], indent=2))
         return 0
     from tf_advscale.evaluate import evaluate, summary
@@ -193,6 +193,8 @@ def build_parser():
                                                  "publish: zoo directory (default zoo/)")
     z.add_argument("--workdir", help="publish: the advscale train work directory")
     z.add_argument("--train-command", help="publish: the command that trained it")
+    z.add_argument("--dataset-label", help="publish: the data's name on the card and in the "
+                   "zoo table (default: the run's 'dataset (source)')")
     z.add_argument("--epsilon", type=eval_fraction, default=None,
                    help="publish: threat-model epsilon (default: the run's eval attack's)")
     z.set_defaults(fn=_zoo)

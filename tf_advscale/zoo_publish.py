@@ -29,11 +29,15 @@ STEPS_CURVE = (10, 20, 50, 100, 200)
 
 
 def publish(workdir, name, train_command, out_dir="zoo", n=None, curve_n=500, epsilon=None,
-            verbose=True):
+            dataset_label=None, verbose=True):
     """Writes ``out_dir/name/`` from ``workdir``; returns the metadata.
 
     ``epsilon``: the threat model's L-inf radius; default the run's
     evaluation attack's (needed for standard-trained runs, which have none).
+    ``dataset_label``: how the card and the zoo table name the data (e.g.
+    "CIFAR-10 (JPEG q75)" for a re-encoded copy); default the run's
+    "dataset (source)". The loader's own description is kept in
+    ``dataset_source``.
     """
     zoo.check_name(name)
     with open(os.path.join(workdir, "config.json")) as f:
@@ -94,7 +98,8 @@ def publish(workdir, name, train_command, out_dir="zoo", n=None, curve_n=500, ep
         "params": count_params(classifier),
         "mixbn_routes": routes if routes[0] else None,
         "default_route": routes[0],
-        "dataset": metrics["dataset"],
+        "dataset": dataset_label or metrics["dataset"],
+        "dataset_source": metrics["dataset"],
         "threat_model": {"norm": "Linf", "epsilon": evaluate.epsilon_fraction(epsilon),
                          "epsilon_float": epsilon, "targeted": False},
         "recipe": {"train_command": train_command, "config": config,
