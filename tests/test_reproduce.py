@@ -111,8 +111,10 @@ def test_analyses_and_report_from_synthetic_results(tmp_path, monkeypatch):
         out = tmp_path / "sample" / name
         assert (out / "results.json").exists() and (out / "table.md").exists()
         assert list(out.glob("*.png")), f"no plot for {name}"
-    report = reproduce.write_report(str(tmp_path), str(tmp_path / "REPRODUCTION.md"))
+    report = reproduce.write_report(str(tmp_path), str(tmp_path / "REPRODUCTION.md"),
+                                    datasets=["sample", "cifar10"])
     text = pathlib.Path(report).read_text()
+    assert "Not run yet" in text and "sample: diagnosis, depth_search; cifar10: all." in text
     assert "| clean_portion | sample |" in text and "reproduced in magnitude" in text
     assert "![clean_portion](sample/clean_portion/clean_portion.png)" in text
 

@@ -122,11 +122,11 @@ RESULTS_DEFAULT = "results/reproduce"
 def _reproduce(args):
     from tf_advscale import config as config_lib
     from tf_advscale import reproduce
+    config = config_lib.load_file(args.config, runlocal=args.runlocal)
     if args.experiment == "report":
-        path = reproduce.write_report(args.results, args.out)
+        path = reproduce.write_report(args.results, args.out, datasets=config["datasets"])
         print(f"wrote {path}")
         return 0
-    config = config_lib.load_file(args.config, runlocal=args.runlocal)
     dataset = args.dataset or next(iter(config["datasets"]))
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
     results = args.results

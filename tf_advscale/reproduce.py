@@ -868,9 +868,10 @@ def compute_cost(plan, result):
             "eval_seconds": round(sum(evals.values()), 1)}
 
 
-def write_report(workdir, out_path):
+def write_report(workdir, out_path, datasets=()):
     """REPRODUCTION.md from every ``results.json`` under ``workdir`` (the
-    results directory of ``run_experiment``)."""
+    results directory of ``run_experiment``). ``datasets``: those the
+    config describes; the report lists the experiments not run yet."""
     found = []
     for dataset in sorted(os.listdir(workdir)) if os.path.isdir(workdir) else []:
         for name in EXPERIMENTS:
@@ -912,13 +913,25 @@ def write_report(workdir, out_path):
                 evals.update(r["compute"]["evals"])
                 search += r["compute"]["search_seconds"]
         train_s, other = sum(runs.values()), sum(evals.values()) + search
-        lines.append(f"- **{dataset}** ({s['scale']} scale): {s['data']}, {s['model']}, "
+        d = s["data"]
+        data = d["dataset"] + (f" ({d['source']})" if d.get("source") else "")
+        if d.get("train_subset"):
+            data += f", {d['train_subset']:,} training images"
+        lines.append(f"- **{dataset}** ({s['scale']} scale): {data}, {s['model']}, "
                      f"{s['epochs']} epochs, batch {s['batch_size']}, training attack "
                      f"{s['train_attack']}, epsilon {s['epsilon']:.4g}; evaluation on "
                      f"{s['eval_n']} test images with {s['eval_attack']} (curves on "
                      f"{s['curve_n']}); seeds {s['seeds']}; {len(runs)} trained runs, "
                      f"{train_s / 3600:.1f} h of training and {other / 3600:.1f} h of "
                      f"evaluation and search on this machine.")
+    done = {d: [] for d in datasets}
+    for dataset, name, _ in found:
+        done.setdefault(dataset, []).append(name)
+    missing = [f"{d}: {', '.join(n for n in EXPERIMENTS if n not in names) if names else 'all'}"
+               for d, names in done.items() if len(names) < len(EXPERIMENTS)]
+    if missing:
+        lines += ["", "Not run yet (this report covers the finished experiments only): "
+                  + "; ".join(missing) + "."]
     lines += ["", "## Findings", "",
               "| experiment | data | seeds | claim | paper | ours | verdict |",
               "|---|---|---|---|---|---|---|"]
