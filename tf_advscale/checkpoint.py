@@ -182,16 +182,14 @@ class TrainingState(keras.callbacks.Callback):
                  and os.path.exists(os.path.join(self.directory, n, "manifest.json"))]
         return [os.path.join(self.directory, n) for _, n in sorted(found, reverse=True)]
 
-    def _read(self, path):
-        """The manifest and arrays of a checkpoint, verified."""
-        manifest = self._verify(path)
+    def _read(self, path, manifest):
+        """The arrays of a verified checkpoint."""
         arrays_path = os.path.join(path, "variables.npz")
         try:
             with np.load(arrays_path, allow_pickle=False) as f:
-                arrays = [f[f"v{i}"] for i in range(len(manifest["variables"]))]
+                return [f[f"v{i}"] for i in range(len(manifest["variables"]))]
         except (OSError, ValueError, KeyError) as e:
             raise CheckpointError(f"{arrays_path}: unreadable ({e})") from e
-        return manifest, arrays
 
     def _verify(self, path):
         """The manifest of a checkpoint whose arrays match its sha256."""
@@ -242,11 +240,17 @@ class TrainingState(keras.callbacks.Callback):
         self._pending = None
         self._counter, self._last_saved, self.stopped = 0, None, False
         if agree is None:
-            chosen = self._newest_readable()
+            chosen = None
+            for path, manifest in self._valid():  # newest first, verified lazily
+                try:
+                    chosen = (path, manifest, self._read(path, manifest))
+                    break
+                except CheckpointError as e:
+                    self._skip(path, e)
         else:
             try:
                 # Every valid checkpoint is a candidate (verified, not loaded).
-                candidates = self._verified()
+                candidates = list(self._valid())
             except BaseException:
                 # The other workers wait in the collective: tell them, then fail.
                 try:
@@ -255,11 +259,11 @@ class TrainingState(keras.callbacks.Callback):
                     pass
                 raise
             target = int(agree([m["global_step"] for _, m in candidates]))
-            chosen = [path for path, m in candidates if m["global_step"] == target]
+            chosen = [(path, m) for path, m in candidates if m["global_step"] == target]
             if target and not chosen:
                 raise CheckpointError(f"{self.directory} holds no checkpoint of the agreed "
                                       f"global step {target}")
-            chosen = (chosen[0], *self._read(chosen[0])) if chosen else None
+            chosen = (*chosen[0], self._read(*chosen[0])) if chosen else None
             for path, m in candidates:
                 if m["global_step"] > target:
                     warnings.warn(f"Resuming from global step {target}, the newest that every "
@@ -278,26 +282,18 @@ class TrainingState(keras.callbacks.Callback):
         # Out of the way, so pruning never counts it as a good one.
         self._move_aside(path, "bad")
 
-    def _newest_readable(self):
+    def _valid(self):
+        """(path, manifest) of each checkpoint that passes its sha256 check,
+        newest first; the others are moved aside as they are met."""
         for path in self.checkpoints():
             try:
-                return (path, *self._read(path))
+                manifest = self._verify(path)
             except CheckpointMismatch:
                 raise
             except CheckpointError as e:
                 self._skip(path, e)
-        return None
-
-    def _verified(self):
-        found = []
-        for path in self.checkpoints():
-            try:
-                found.append((path, self._verify(path)))
-            except CheckpointMismatch:
-                raise
-            except CheckpointError as e:
-                self._skip(path, e)
-        return found
+                continue
+            yield path, manifest
 
     def _move_aside(self, path, why):
         aside = os.path.join(self.directory, f".{why}-{os.path.basename(path)}")
