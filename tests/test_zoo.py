@@ -197,3 +197,33 @@ def test_publish_a_run_then_load_it_as_a_verified_entry(tmp_path, monkeypatch):
     model, loaded = zoo.load("resnet8.mixbn_tiny_sample", route="clean")
     assert loaded["source"]["sha256"] == checkpoint.sha256(entry / "model.keras")
     assert count_params(model) == meta["params"]
+
+    # Relabelling renames the data on the card and in the metadata, not the weights.
+    from tf_advscale import cli
+    digest = checkpoint.sha256(entry / "model.keras")
+    card_before = (entry / "README.md").read_text()
+    assert cli.main(["zoo", "relabel", "resnet8.mixbn_tiny_sample", "--out",
+                     str(tmp_path / "zoo"), "--dataset-label", "Fashion-MNIST sample"]) == 0
+    relabelled = zoo.info("resnet8.mixbn_tiny_sample")
+    assert relabelled["dataset"] == "Fashion-MNIST sample"
+    assert relabelled["dataset_source"] == meta["dataset_source"]
+    assert {k: v for k, v in relabelled.items() if k != "dataset"} == {
+        k: v for k, v in meta.items() if k != "dataset"}
+    assert (entry / "README.md").read_text() == card_before.replace(
+        "Fashion-MNIST (sample)", "Fashion-MNIST sample")  # the rest as published
+    assert checkpoint.sha256(entry / "model.keras") == digest
+    zoo.load("resnet8.mixbn_tiny_sample")
+    with pytest.raises(ValueError, match="non-empty dataset label. Received: ' '"):
+        zoo_publish.relabel(str(entry), " ")
+
+
+def test_readme_zoo_table_lists_every_entry_as_published(capsys):
+    """The README's zoo table is `advscale zoo list --markdown`, regenerated
+    after each publish; a stale or hand-edited table fails here."""
+    from tf_advscale import cli
+    assert cli.main(["zoo", "list", "--markdown"]) == 0
+    table = capsys.readouterr().out
+    readme = (ROOT / "README.md").read_text()
+    between = readme.split("<!-- zoo-table -->\n", 1)[1].split("<!-- /zoo-table -->", 1)[0]
+    assert between == table
+    assert all(f"`{name}`" in table for name in PUBLISHED)

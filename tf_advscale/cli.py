@@ -4,6 +4,7 @@
     advscale eval --model M.keras --dataset fashion_mnist --n 1000 --epsilon 0.1 --out DIR
     advscale models
     advscale zoo list | info NAME | eval NAME [--n 500] [--route clean]
+    advscale zoo publish NAME --workdir RUN --train-command CMD | relabel NAME --dataset-label L
     advscale reproduce EXPERIMENT [--dataset fmnist] | all | report
 
 With no ``--config`` the built-in default runs: PGD-7 adversarial training
@@ -106,6 +107,13 @@ def _zoo(args):
                        n=args.n, epsilon=args.epsilon, dataset_label=args.dataset_label)
         print(json.dumps(meta["evaluation"]["results"], indent=2))
         return 0
+    if args.action == "relabel":
+        from tf_advscale.zoo_publish import relabel
+        if not args.dataset_label:
+            raise ValueError("advscale zoo relabel NAME needs --dataset-label")
+        meta = relabel(os.path.join(args.out or "zoo", args.name), args.dataset_label)
+        print(f"{args.name}: dataset {meta['dataset']!r} (source {meta['dataset_source']!r})")
+        return 0
     from tf_advscale.evaluate import evaluate, summary
     model, meta = zoo.load(args.name, route=args.route)
     report = evaluate(model, **zoo.data_args(meta["recipe"]["config"]), n=args.n,
@@ -181,7 +189,7 @@ def build_parser():
     m = sub.add_parser("models", help="list the registered model names")
     m.set_defaults(fn=_models)
     z = sub.add_parser("zoo", help="pretrained robust models: list | info NAME | eval NAME")
-    z.add_argument("action", choices=["list", "info", "eval", "publish"])
+    z.add_argument("action", choices=["list", "info", "eval", "publish", "relabel"])
     z.add_argument("name", nargs="?")
     z.add_argument("--markdown", action="store_true", help="list: a markdown table")
     z.add_argument("--n", type=int, default=None,
@@ -190,10 +198,10 @@ def build_parser():
     z.add_argument("--attacks", default="pgd-20,apgd-ce")
     z.add_argument("--route", default=None, help="MixBN route: adversarial | clean")
     z.add_argument("--out", default=None, help="eval: resumable output directory; "
-                                                 "publish: zoo directory (default zoo/)")
+                                                 "publish, relabel: zoo directory (default zoo/)")
     z.add_argument("--workdir", help="publish: the advscale train work directory")
     z.add_argument("--train-command", help="publish: the command that trained it")
-    z.add_argument("--dataset-label", help="publish: the data's name on the card and in the "
+    z.add_argument("--dataset-label", help="publish, relabel: the data's name on the card and in the "
                    "zoo table (default: the run's 'dataset (source)')")
     z.add_argument("--epsilon", type=eval_fraction, default=None,
                    help="publish: threat-model epsilon (default: the run's eval attack's)")

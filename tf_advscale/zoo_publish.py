@@ -132,6 +132,24 @@ def publish(workdir, name, train_command, out_dir="zoo", n=None, curve_n=500, ep
     return meta
 
 
+def relabel(entry, dataset_label):
+    """Renames the data of the published entry ``entry`` (its directory) on its
+    card and in its metadata; the model file is not touched, so its sha256 holds.
+    Returns the metadata."""
+    if not dataset_label or not dataset_label.strip():
+        raise ValueError(f"relabel needs a non-empty dataset label. Received: {dataset_label!r}")
+    path = os.path.join(entry, zoo.METADATA)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{entry} is not a zoo entry: it has no {zoo.METADATA}")
+    with open(path) as f:
+        meta = json.load(f)
+    meta.setdefault("dataset_source", meta["dataset"])
+    meta["dataset"] = dataset_label.strip()
+    write_json(path, meta)
+    _write_card(entry, meta)
+    return meta
+
+
 def _pct(x):
     return "-" if x is None else f"{100 * x:.2f}"
 
@@ -150,7 +168,10 @@ def _write_card(entry, meta):
         lines.append(f"| {route} | {_pct(r['clean'])} | {_pct(r.get('pgd-20'))} | "
                      f"{_pct(r.get('apgd-ce'))} | {_pct(r['worst_case'])} | "
                      f"{'pass' if r['sanity_checks_passed'] else 'FAIL'} |")
-    lines += ["", "Attacks: " + "; ".join(f"{k}: {v}" for k, v in ev["attacks"].items()) + ".",
+    # The card is also rewritten from metadata.json, whose keys are sorted: order here.
+    attacks = sorted(ev["attacks"], key=lambda k: (k not in ATTACKS, ATTACKS.index(k)
+                                                   if k in ATTACKS else 0, k))
+    lines += ["", "Attacks: " + "; ".join(f"{k}: {ev['attacks'][k]}" for k in attacks) + ".",
               f"Check set (re-measured by the zoo's tests): first {ev['check_set']['n']} "
               f"seeded test images, seed {ev['check_set']['seed']}.", "",
               "## Attack-strength curve", ""]
@@ -160,7 +181,8 @@ def _write_card(entry, meta):
             lines.append(f"![PGD steps curve ({route})]({png})")
         curve = ev["steps_curve"].get(route)
         if curve:
-            pts = ", ".join(f"{k} steps {_pct(v)}" for k, v in curve["accuracy"].items())
+            pts = ", ".join(f"{k} steps {_pct(v)}" for k, v in
+                            sorted(curve["accuracy"].items(), key=lambda kv: int(kv[0])))
             lines.append(f"{route}: {pts} (first {curve['n']} images).")
     lines += ["", "## How it was made", "",
               f"Trained with `{rec['train_command']}` ({rec['epochs']} epochs, training attack "
