@@ -199,3 +199,38 @@ def test_resumed_evaluation_reports_the_time_its_saved_batches_took(tmp_path):
                                 verbose=False)  # every batch is reused
     assert seconds["pgd-5"] > 0 and reused["pgd-5"] == pytest.approx(seconds["pgd-5"])
     np.testing.assert_array_equal(first["pgd-5"], again["pgd-5"])
+
+
+def test_attacks_run_only_on_the_images_classified_correctly():
+    """Robust means correct clean and attacked, so attacking the misclassified
+    images is wasted work: the attacks see only the correct ones, with the
+    same result as attacking all (deterministic PGD: no random start)."""
+    from tf_advscale.evaluate import run_attacks
+
+    class Counting(attacks.PGD):
+        seen = tf.Variable(0)
+
+        def __call__(self, model_fn, images, labels, seed=None):
+            self.seen.assign_add(tf.shape(images)[0])
+            return super().__call__(model_fn, images, labels, seed=seed)
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(3)])
+    x = np.random.default_rng(0).random((60, 8, 8, 1)).astype("float32")
+    y = np.arange(60) % 3
+    attack = Counting(epsilon=0.02, step_size=0.01, steps=3, random_start=0.0)
+    full, _ = run_attacks(model, x, y, {"pgd": attack}, batch_size=25, verbose=False,
+                          correct_only=False)
+    assert int(Counting.seen.numpy()) == 60
+    Counting.seen.assign(0)
+    only, _ = run_attacks(model, x, y, {"pgd": attack}, batch_size=25, verbose=False)
+    assert int(Counting.seen.numpy()) == full["clean"].sum() < 60
+    np.testing.assert_array_equal(only["clean"], full["clean"])
+    np.testing.assert_array_equal(only["pgd"], full["pgd"])
+    assert 0 < full["pgd"].sum() < full["clean"].sum()  # the attack did something
+    # A batch with no correct image is not attacked at all.
+    wrong = (np.argmax(model.predict(x, verbose=0), -1) + 1) % 3
+    Counting.seen.assign(0)
+    none, _ = run_attacks(model, x, wrong, {"pgd": attack}, batch_size=25, verbose=False)
+    assert int(Counting.seen.numpy()) == 0 and not none["pgd"].any()

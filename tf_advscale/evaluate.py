@@ -145,8 +145,15 @@ def _attack_images(attack, fn, images, labels, seed):
 
 
 def run_attacks(model, x, y, attacks, batch_size=250, seed=0, workdir=None, settings=None,
-                verbose=True):
+                verbose=True, correct_only=True):
     """Per-example correctness: ``{"clean": bool[n], name: bool[n], ...}``.
+
+    An image counts as robust when it is classified correctly both clean and
+    attacked, so with ``correct_only`` (the default, as in AutoAttack) the
+    attacks run only on the images classified correctly clean: the same
+    result for less work. Pass ``correct_only=False`` when the model's output
+    for an image depends on the rest of the batch (batch statistics at test
+    time).
 
     With ``workdir``, each finished batch is saved and reused on rerun. The
     returned seconds per attack include the time of batches saved by an
@@ -195,11 +202,18 @@ def run_attacks(model, x, y, attacks, batch_size=250, seed=0, workdir=None, sett
         yb = tf.constant(y[b * batch_size:(b + 1) * batch_size])
         clean = (predict(xb).numpy() == yb.numpy())
         result = {"clean": clean}
+        if correct_only:
+            keep = np.flatnonzero(clean)
+            xa, ya = tf.gather(xb, keep), tf.gather(yb, keep)
+        else:
+            keep, xa, ya = slice(None), xb, yb
         seconds_b = {}
         for i, (name, attack_fn) in enumerate(compiled.items()):
             start = time.time()
-            adv = attack_fn(xb, yb, tf.constant([seed * 1009 + i, b], tf.int64))
-            result[name] = clean & (predict(adv).numpy() == yb.numpy())
+            result[name] = np.zeros_like(clean)
+            if len(ya):
+                adv = attack_fn(xa, ya, tf.constant([seed * 1009 + i, b], tf.int64))
+                result[name][keep] = clean[keep] & (predict(adv).numpy() == ya.numpy())
             seconds_b[name] = time.time() - start
             seconds[name] += seconds_b[name]
         if path:

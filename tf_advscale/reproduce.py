@@ -211,7 +211,8 @@ def evaluate_run(plan, run, seed, ev):
                 "attacks": {k: repr(v) for k, v in attacks.items()}}
     correct, seconds = ev_lib.run_attacks(fn_model, x, y, attacks, plan.eval["batch_size"],
                                           seed=seed, workdir=os.path.join(path, "evals", key),
-                                          settings=settings, verbose=False)
+                                          settings=settings, verbose=False,
+                                          correct_only=ev.bn != "batch")
     result = {k: float(v.mean()) for k, v in correct.items()}
     # The attacks' time, with batches an interrupted call saved.
     result.update(n=int(len(y)), seconds=round(sum(seconds.values()), 1))
