@@ -188,6 +188,7 @@ def test_diagnosis_and_consistent_bn_run_end_to_end(tmp_path):
             assert np.isfinite(noise) and noise >= 0
         assert row["moving"]["mean_diff"]["mean"] > 0  # the two domains' statistics differ
     assert all(f["verdict"].endswith("(1 seed: no spread)") for f in d["findings"])
+    assert len({line.count("|") for line in d["table"].splitlines()}) == 1  # a valid table
     c = reproduce.run_experiment(plan, "consistent_bn")
     rows = c["rows"]
     batch = rows["adversarial only; test BN: batch statistics"]["clean"]["mean"]
@@ -207,13 +208,14 @@ def test_batch_statistics_leave_moving_statistics_alone():
 
 
 def test_depth_search_experiment_runs_two_trials_with_the_robust_objective(tmp_path):
-    plan = _plan(tmp_path, seeds=[0])
+    plan = _plan(tmp_path, seeds=[0, 1])
     r = reproduce.run_experiment(plan, "depth_search")
+    assert r["setup"]["seeds"] == [0]  # one search, whatever the plan's seeds
     assert len(r["trials"]) == 2
     for t in r["trials"]:
         assert t["depth"] in (8, 14) and t["status"] == "COMPLETED"
         assert 0 <= t["val_adv_accuracy"] <= 1 and 0 <= t["val_clean_accuracy"] <= 1
-        assert t["train_seconds"] > 0 and t["params"] > 0
+        assert t["train_seconds"] > 0 and isinstance(t["params"], int) and t["params"] > 0
     assert r["trials"][0]["score"] == max(t["score"] for t in r["trials"])  # best first
     assert "val robust" in r["table"]
 

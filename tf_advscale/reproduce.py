@@ -677,7 +677,7 @@ def exp_diagnosis(plan):
                     f"{noise['mean']:.3f}); above twice the floor in {above} of {len(rows)} "
                     "layers",
             "verdict": verdict(adv["mean"] - noise["mean"], _spread(adv, noise))})
-    table = _table(["layer", "moving stats: mean diff", "moving stats: |log var ratio|"]
+    table = _table(["layer", "moving stats: mean diff", "moving stats: abs log var ratio"]
                    + [f"{r} route: {k}" for r in ROUTES
                       for k in ("clean vs adv", "clean vs clean")],
                    [[f"{r['index']} {r['name']}", fmt(r["moving"]["mean_diff"], 3),
@@ -728,7 +728,8 @@ def exp_depth_search(plan):
                     "params", "img/s"],
                    [[r["trial"], r["depth"], r["width"], _num(_pct(r["val_adv_accuracy"])),
                      _num(_pct(r["val_clean_accuracy"])), _num(r["train_seconds"]),
-                     r["params"], _num(r["images_per_second"])] for r in trials])
+                     f"{r['params']:,}" if r["params"] is not None else "-",
+                     _num(r["images_per_second"])] for r in trials])
     findings = [{
         "claim": f"keras-tuner {s['tuner']} search over depth and width with the robust "
                  f"objective ({s['max_trials']} trials, {s['epochs']} epochs each)",
@@ -740,7 +741,7 @@ def exp_depth_search(plan):
             "points": [(r["depth"], 100 * (r["val_adv_accuracy"] or 0), f"w{r['width']}")
                        for r in trials]}
     return {"trials": trials, "findings": findings, "table": table,
-            "plots": {"depth_search": plot}, "search": s}
+            "plots": {"depth_search": plot}, "search": s, "seeds": [0]}
 
 
 # -- output ---------------------------------------------------------------------------------
@@ -794,7 +795,8 @@ def _plot(spec, path, title):
     ax.set_ylabel(spec["ylabel"])
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:  # a scatter is annotated, not labelled
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -828,13 +830,17 @@ def run_experiment(plan, name):
     if len(plan.seeds) < 2:  # no spread to judge an effect against
         for f in result["findings"]:
             f["verdict"] += " (1 seed: no spread)"
-    result = {"experiment": name, "setup": scale_summary(plan), **result}
+    setup = scale_summary(plan)
+    if "seeds" in result:  # an experiment that does not run every seed says which it ran
+        setup["seeds"] = result.pop("seeds")
+    result = {"experiment": name, "setup": setup, **result}
     plots = result.pop("plots")
     result["plot_files"] = []
     for key, spec in plots.items():
         path = os.path.join(out, f"{key}.png")
+        n_seeds = len(setup["seeds"])
         _plot(spec, path, f"{name} ({plan.dataset}, {plan.config['scale']} scale, "
-                          f"{len(plan.seeds)} seeds)")
+                          f"{n_seeds} seed{'s' if n_seeds > 1 else ''})")
         result["plot_files"].append(os.path.basename(path))
     result["compute"] = compute_cost(plan, result)
     from tf_advscale.runner import write_json

@@ -139,6 +139,8 @@ def summarize(tuner):
         metrics = {name: trial.metrics.get_last_value(name)
                    for name in ("val_adv_accuracy", "val_clean_accuracy", "train_seconds",
                                 "params", "images_per_second")}
+        if metrics["params"] is not None:  # keras-tuner keeps every metric as a float
+            metrics["params"] = int(metrics["params"])
         depth = hp["depth"] if "depth" in hp else 6 * hp["blocks_per_stage"] + 2
         rows.append({"trial": trial.trial_id, "depth": depth,
                      "width": hp["width"], "epochs": hp.get("tuner/epochs"),
