@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import shutil
 import warnings
 
 import keras
@@ -139,6 +140,26 @@ def test_agreed_resume_step_moves_newer_checkpoints_aside(tmp_path):
     with pytest.raises(checkpoint.CheckpointError, match="agreed global step 2"):
         checkpoint.TrainingState(tmp_path, steps_per_epoch=6).load(agree=lambda steps: 2)
     assert [os.path.basename(p) for p in fresh.checkpoints()] == ["ckpt-000000004"]
+
+
+def test_checkpoints_moved_aside_are_pruned_to_the_newest_keep(tmp_path):
+    """Repeated agreed resumes (or corrupt files) cannot fill the disk: of
+    the checkpoints moved aside, the newest ``keep`` of each kind stay."""
+    model = _tiny_model()
+    state = checkpoint.TrainingState(tmp_path, steps_per_epoch=6, every_steps=2, keep=2)
+    _fit_steps(model, state, 6)  # ckpt 4 and 6
+    for step in (8, 10, 12):  # three interrupted segments, each superseded
+        shutil.copytree(tmp_path / "ckpt-000000006", tmp_path / f"ckpt-{step:09d}")
+        manifest = json.loads((tmp_path / f"ckpt-{step:09d}" / "manifest.json").read_text())
+        manifest.update(global_step=step, epoch=step // 6, step=step % 6)
+        (tmp_path / f"ckpt-{step:09d}" / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.warns(UserWarning, match="aside"):
+            checkpoint.TrainingState(tmp_path, steps_per_epoch=6, keep=2).load(
+                agree=lambda steps: 6)
+    aside = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".superseded"))
+    assert aside == [".superseded-ckpt-000000010", ".superseded-ckpt-000000012"]
+    assert [p.name for p in sorted(tmp_path.glob("ckpt-*"))] == [
+        "ckpt-000000004", "ckpt-000000006"]
 
 
 def test_a_worker_that_cannot_read_its_checkpoints_tells_the_others(tmp_path):

@@ -24,7 +24,8 @@ On disk, one directory per checkpoint::
 It is written under a temporary name, flushed and renamed, so a crash while
 writing leaves the previous checkpoints intact; the newest ``keep`` are kept.
 A checkpoint that fails its hash check is moved aside (``.bad-*``, with a
-warning) in favour of the one before; one written for another architecture
+warning) in favour of the one before (the newest ``keep`` moved aside are
+kept for inspection, older ones deleted); one written for another architecture
 or another number of steps per epoch is refused. Arrays are read with
 ``allow_pickle=False``: loading never unpickles or runs code.
 """
@@ -230,7 +231,7 @@ class TrainingState(keras.callbacks.Callback):
         (``distribute.common_step``); it is called with ``None`` when this
         process cannot read its checkpoints, so that the others fail too
         instead of waiting. Newer checkpoints than the agreed step are moved
-        aside to ``.superseded-ckpt-*`` (kept, never counted)."""
+        aside to ``.superseded-ckpt-*`` (the newest ``keep`` kept, never counted)."""
         if self._position is not None and not reload:
             return self._position
         self._position = self._load(agree)
@@ -296,9 +297,17 @@ class TrainingState(keras.callbacks.Callback):
             yield path, manifest
 
     def _move_aside(self, path, why):
+        """Renames ``path`` to ``.{why}-ckpt-N``; of those, the newest ``keep``
+        stay (for inspection) and older ones are deleted, so that repeated
+        interruptions cannot fill the disk."""
         aside = os.path.join(self.directory, f".{why}-{os.path.basename(path)}")
         shutil.rmtree(aside, ignore_errors=True)
         os.replace(path, aside)
+        pattern = re.compile(rf"^\.{why}-ckpt-(\d{{9}})$")
+        old = sorted((int(m.group(1)), n) for n in os.listdir(self.directory)
+                     if (m := pattern.match(n)))
+        for _, name in old[:-self.keep]:
+            shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
 
     @property
     def position(self):
