@@ -142,6 +142,34 @@ def test_agreed_resume_step_moves_newer_checkpoints_aside(tmp_path):
     assert [os.path.basename(p) for p in fresh.checkpoints()] == ["ckpt-000000004"]
 
 
+def test_an_agreed_older_resume_keeps_the_time_of_the_set_aside_segment(tmp_path):
+    """The training clock resumes from the older checkpoint's state, plus the
+    time of the newer segment it discards: that time was spent."""
+    from tf_advscale.runner import _Clock
+
+    class Ticking:  # each save reads 10 s more
+        def __init__(self):
+            self.seconds = 0.0
+
+        def get_state(self):
+            self.seconds += 10.0
+            return {"seconds": self.seconds}
+
+    state = checkpoint.TrainingState(tmp_path, steps_per_epoch=6, every_steps=2, keep=3,
+                                     tracked={"clock": Ticking()})
+    _fit_steps(_tiny_model(), state, 6)  # ckpt 2, 4, 6 at 10, 20, 30 s
+    clock = _Clock()
+    fresh = checkpoint.TrainingState(tmp_path, steps_per_epoch=6, tracked={"clock": clock})
+    with pytest.warns(UserWarning, match="aside"):
+        assert fresh.load(agree=lambda steps: 2) == (0, 2)
+    assert fresh.restore_into(_tiny_model())
+    assert clock.before == 30.0  # not ckpt 2's 10 s
+    clock = _Clock()  # a plain resume reads the checkpoint's own time
+    plain = checkpoint.TrainingState(tmp_path, steps_per_epoch=6, tracked={"clock": clock})
+    assert plain.load() == (0, 2) and plain.restore_into(_tiny_model())
+    assert clock.before == 10.0
+
+
 def test_checkpoints_moved_aside_are_pruned_to_the_newest_keep(tmp_path):
     """Repeated agreed resumes (or corrupt files) cannot fill the disk: of
     the checkpoints moved aside, the newest ``keep`` of each kind stay."""

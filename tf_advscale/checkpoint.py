@@ -144,7 +144,10 @@ class TrainingState(keras.callbacks.Callback):
         keep: complete checkpoints to keep (>= 1).
         tracked: ``{name: object}`` of callbacks (or anything) with
             ``get_state() -> JSON-able dict`` and ``set_state(dict)``, saved
-            and restored with the checkpoint.
+            and restored with the checkpoint. An object that also has
+            ``supersede(states)`` is told, after ``set_state``, the states of
+            the newer checkpoints an agreed multi-worker resume set aside
+            (the training clock counts their time: it was spent).
     """
 
     def __init__(self, directory, steps_per_epoch, every_steps=None, keep=2, tracked=None):
@@ -164,6 +167,7 @@ class TrainingState(keras.callbacks.Callback):
         self.keep = keep
         self.tracked = dict(tracked or {})
         self._pending = None  # a loaded checkpoint waiting to be assigned
+        self._superseded = []  # tracked states of checkpoints an agreed resume set aside
         self._last_saved = None
         # Steps trained, counted here: the optimizer's counter can lag (a
         # loss-scale optimizer does not count the steps it skips).
@@ -238,7 +242,7 @@ class TrainingState(keras.callbacks.Callback):
         return self._position
 
     def _load(self, agree=None):
-        self._pending = None
+        self._pending, self._superseded = None, []
         self._counter, self._last_saved, self.stopped = 0, None, False
         if agree is None:
             chosen = None
@@ -269,6 +273,7 @@ class TrainingState(keras.callbacks.Callback):
                 if m["global_step"] > target:
                     warnings.warn(f"Resuming from global step {target}, the newest that every "
                                   f"worker holds; moving the newer {path} aside", stacklevel=3)
+                    self._superseded.append(m["tracked"])
                     self._move_aside(path, "superseded")
         if chosen is None:
             return 0, 0
@@ -348,6 +353,9 @@ class TrainingState(keras.callbacks.Callback):
         for name, obj in self.tracked.items():
             if name in manifest["tracked"]:
                 obj.set_state(_from_json(manifest["tracked"][name]))
+            newer = [_from_json(t[name]) for t in self._superseded if name in t]
+            if newer and hasattr(obj, "supersede"):
+                obj.supersede(newer)
         self._pending = None
         return True
 

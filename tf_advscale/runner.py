@@ -232,6 +232,11 @@ class _Clock:
         self.before = float(state["seconds"])
         self.since = time.time()
 
+    def supersede(self, states):
+        """After an agreed resume from an older checkpoint: the discarded
+        newer segment's time was spent too, and is counted."""
+        self.before = max([self.before] + [float(s["seconds"]) for s in states])
+
 
 def run(config, workdir, verbose=None):
     """Trains ``config`` into ``workdir``; rerun after a crash, it resumes."""
