@@ -58,12 +58,14 @@ def get_config(runlocal=False, arg="small"):
     if scale == "small":
         datasets = {
             "fmnist": {
+                "label": "Fashion-MNIST",
                 "train": _train({"dataset": "fashion_mnist", "train_subset": 20000},
                                 epsilon=0.1, step=0.04, steps=3, epochs=6),
                 "epsilon": 0.1,
                 "eval": SMALL_EVAL,
             },
             "cifar10": {
+                "label": "CIFAR-10 (JPEG q75)",
                 "train": _train({"dataset": "cifar10", "source": "folder",
                                  "path": "../shared/data/cifar10-jpeg", "train_subset": 10000},
                                 epsilon=8 / 255, step=3 / 255, steps=3, epochs=10),
@@ -86,6 +88,7 @@ def get_config(runlocal=False, arg="small"):
                                             "warmup_epochs": 5}})
         train["distribute"] = {"strategy": "multi_worker"}
         datasets = {"imagenet": {
+            "label": "ImageNet (ILSVRC-2012)",
             "train": train, "epsilon": 16 / 255,
             "eval": {"n": 50000, "attack": "paper-pgd-2000", "curve_n": 50000,
                      "curve_steps": [10, 100, 500, 1000, 2000], "curve_attacks": ["paper-pgd"],
@@ -99,6 +102,7 @@ def get_config(runlocal=False, arg="small"):
                        epsilon=0.1, step=0.05, steps=2, epochs=1, val_n=64, test_n=64)
         train["checkpoint"] = {"every_steps": 4, "keep": 2}
         datasets = {"sample": {
+            "label": "Fashion-MNIST sample (shipped with the package)",
             "train": train, "epsilon": 0.1,
             "eval": {"n": 64, "attack": "pgd-5", "curve_n": 32, "curve_steps": [2, 5],
                      "curve_attacks": ["pgd", "paper-pgd"], "batch_size": 32,

@@ -112,8 +112,15 @@ def test_analyses_and_report_from_synthetic_results(tmp_path, monkeypatch):
         assert (out / "results.json").exists() and (out / "table.md").exists()
         assert list(out.glob("*.png")), f"no plot for {name}"
     report = reproduce.write_report(str(tmp_path), str(tmp_path / "REPRODUCTION.md"),
-                                    datasets=["sample", "cifar10"])
+                                    datasets={"sample": {"label": "The Sample"},
+                                              "cifar10": {"label": "CIFAR-10 (JPEG q75)"}})
     text = pathlib.Path(report).read_text()
+    # The data set named as the config labels it; epsilon and step as written.
+    assert "- **sample** (tiny scale): The Sample (`fashion_mnist_sample`)" in text
+    assert "training attack PGD-2, step 0.05, untargeted, epsilon 0.1;" in text
+    assert [reproduce._number(v) for v in (8 / 255, 3 / 255, 0.04, 0.0)] == [
+        "8/255", "3/255", "0.04", "0"]
+    assert [reproduce._hours(s) for s in (129.2, 3600 * 3.7)] == ["2 min", "3.7 h"]
     assert "Not run yet" in text and "sample: diagnosis, depth_search; cifar10: all." in text
     assert "| clean_portion | sample |" in text and "reproduced in magnitude" in text
     assert "![clean_portion](sample/clean_portion/clean_portion.png)" in text

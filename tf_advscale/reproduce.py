@@ -815,6 +815,8 @@ def scale_summary(plan):
         "epochs": t["optimizer"]["epochs"], "batch_size": t["data"]["batch_size"],
         "train_attack": f"PGD-{atk['steps']}, step {atk['step_size']:.4g}"
                         + (", targeted" if atk.get("targeted") else ", untargeted"),
+        "train_attack_spec": {k: atk[k] for k in ("name", "steps", "step_size", "epsilon")
+                              if k in atk} | {"targeted": bool(atk.get("targeted"))},
         "epsilon": plan.epsilon, "eval_n": e["n"], "eval_attack": e["attack"],
         "curve_n": e["curve_n"], "seeds": plan.seeds}
 
@@ -875,6 +877,16 @@ def compute_cost(plan, result):
             "eval_seconds": round(sum(evals.values()), 1)}
 
 
+def _number(v):
+    """An epsilon or step as people write it: ``8/255`` when it is one, else ``0.1``."""
+    k = v * 255
+    return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 and round(k) else f"{v:g}"
+
+
+def _hours(seconds):
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+
+
 def write_report(workdir, out_path, datasets=()):
     """REPRODUCTION.md from every ``results.json`` under ``workdir`` (the
     results directory of ``run_experiment``). ``datasets``: those the
@@ -922,14 +934,22 @@ def write_report(workdir, out_path, datasets=()):
         train_s, other = sum(runs.values()), sum(evals.values()) + search
         d = s["data"]
         data = d["dataset"] + (f" ({d['source']})" if d.get("source") else "")
+        label = datasets[dataset].get("label") if isinstance(datasets, dict) \
+            and dataset in datasets else None
+        data = f"{label} (`{data}`)" if label else data
         if d.get("train_subset"):
             data += f", {d['train_subset']:,} training images"
+        attack = s["train_attack"]
+        if "train_attack_spec" in s:  # results written before it have the text only
+            a = s["train_attack_spec"]
+            attack = (f"PGD-{a['steps']}, step {_number(a['step_size'])}, "
+                      f"{'targeted' if a['targeted'] else 'untargeted'}")
         lines.append(f"- **{dataset}** ({s['scale']} scale): {data}, {s['model']}, "
                      f"{s['epochs']} epochs, batch {s['batch_size']}, training attack "
-                     f"{s['train_attack']}, epsilon {s['epsilon']:.4g}; evaluation on "
-                     f"{s['eval_n']} test images with {s['eval_attack']} (curves on "
-                     f"{s['curve_n']}); seeds {s['seeds']}; {len(runs)} trained runs, "
-                     f"{train_s / 3600:.1f} h of training and {other / 3600:.1f} h of "
+                     f"{attack}, epsilon {_number(s['epsilon'])}; evaluation on "
+                     f"{s['eval_n']:,} test images with {s['eval_attack']} (curves on "
+                     f"{s['curve_n']:,}); seeds {s['seeds']}; {len(runs)} trained runs, "
+                     f"{_hours(train_s)} of training and {_hours(other)} of "
                      f"evaluation and search on this machine.")
     done = {d: [] for d in datasets}
     for dataset, name, _ in found:
