@@ -13,8 +13,8 @@ Data sets (L-inf threat model):
   fmnist   Fashion-MNIST IDX files (apt-get install dataset-fashion-mnist), epsilon 0.1;
            training PGD-3, step 0.04; 8 epochs
   cifar10  ../shared/data/cifar10-jpeg (data.source='tfds' for the original), epsilon
-           8/255; training PGD-3, step 3/255; 20 epochs (about 1.5-2 h per variant on
-           2 CPU cores)
+           8/255; training PGD-3, step 3/255; 20 epochs (each zoo card gives its
+           variant's measured training time)
 Both train with a random start and evaluate with untargeted PGD-20.
 
 Variants:
