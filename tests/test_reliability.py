@@ -164,10 +164,18 @@ def test_an_agreed_older_resume_keeps_the_time_of_the_set_aside_segment(tmp_path
         assert fresh.load(agree=lambda steps: 2) == (0, 2)
     assert fresh.restore_into(_tiny_model())
     assert clock.before == 30.0  # not ckpt 2's 10 s
+    clock = _Clock()  # agreed on no checkpoint at all: a fresh start, the time still counted
+    scratch = checkpoint.TrainingState(tmp_path, steps_per_epoch=6, tracked={"clock": clock})
+    with pytest.warns(UserWarning, match="aside"):
+        assert scratch.load(agree=lambda steps: 0) == (0, 0)
+    assert clock.before == 10.0  # ckpt 2's, set aside in turn
+    _fit_steps(_tiny_model(), checkpoint.TrainingState(  # ckpt 2 again, for the plain resume
+        tmp_path, steps_per_epoch=6, every_steps=2, tracked={"clock": Ticking()}), 2)
     clock = _Clock()  # a plain resume reads the checkpoint's own time
     plain = checkpoint.TrainingState(tmp_path, steps_per_epoch=6, tracked={"clock": clock})
     assert plain.load() == (0, 2) and plain.restore_into(_tiny_model())
-    assert clock.before == 10.0
+    saved = json.loads((tmp_path / "ckpt-000000002" / "manifest.json").read_text())
+    assert clock.before == saved["tracked"]["clock"]["seconds"]
 
 
 def test_checkpoints_moved_aside_are_pruned_to_the_newest_keep(tmp_path):

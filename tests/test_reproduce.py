@@ -118,8 +118,8 @@ def test_analyses_and_report_from_synthetic_results(tmp_path, monkeypatch):
     # The data set named as the config labels it; epsilon and step as written.
     assert "- **sample** (tiny scale): The Sample (`fashion_mnist_sample`)" in text
     assert "training attack PGD-2, step 0.05, untargeted, epsilon 0.1;" in text
-    assert [reproduce._number(v) for v in (8 / 255, 3 / 255, 0.04, 0.0)] == [
-        "8/255", "3/255", "0.04", "0"]
+    assert [reproduce._number(v) for v in (8 / 255, 3 / 255, 0.04, 0.0, 0.2, 1.0)] == [
+        "8/255", "3/255", "0.04", "0", "0.2", "1"]
     assert [reproduce._hours(s) for s in (129.2, 3600 * 3.7)] == ["2 min", "3.7 h"]
     assert "Not run yet" in text and "sample: diagnosis, depth_search; cifar10: all." in text
     assert "| clean_portion | sample |" in text and "reproduced in magnitude" in text

@@ -276,12 +276,22 @@ class TrainingState(keras.callbacks.Callback):
                     self._superseded.append(m["tracked"])
                     self._move_aside(path, "superseded")
         if chosen is None:
+            self._tell_superseded()  # resuming from scratch: nothing to restore into
             return 0, 0
         path, manifest, arrays = chosen
         self._pending = (path, manifest, arrays)
         self._counter = self._last_saved = manifest["global_step"]
         self.stopped = bool(manifest.get("stopped", False))
         return manifest["epoch"], manifest["step"]
+
+    def _tell_superseded(self):
+        """Gives tracked objects with ``supersede`` the states of the newer
+        checkpoints an agreed resume set aside (once)."""
+        for name, obj in self.tracked.items():
+            newer = [_from_json(t[name]) for t in self._superseded if name in t]
+            if newer and hasattr(obj, "supersede"):
+                obj.supersede(newer)
+        self._superseded = []
 
     def _skip(self, path, error):
         warnings.warn(f"Skipping checkpoint: {error}", stacklevel=4)
@@ -353,9 +363,7 @@ class TrainingState(keras.callbacks.Callback):
         for name, obj in self.tracked.items():
             if name in manifest["tracked"]:
                 obj.set_state(_from_json(manifest["tracked"][name]))
-            newer = [_from_json(t[name]) for t in self._superseded if name in t]
-            if newer and hasattr(obj, "supersede"):
-                obj.supersede(newer)
+        self._tell_superseded()
         self._pending = None
         return True
 

@@ -878,9 +878,12 @@ def compute_cost(plan, result):
 
 
 def _number(v):
-    """An epsilon or step as people write it: ``8/255`` when it is one, else ``0.1``."""
-    k = v * 255
-    return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 and round(k) else f"{v:g}"
+    """An epsilon or step as people write it: a short decimal (``0.1``, ``0.2``)
+    when it is one, else ``8/255`` when it is one, else the decimal."""
+    text, k = f"{v:g}", v * 255
+    if len(text) <= 5 and float(text) == v:
+        return text
+    return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 else text
 
 
 def _hours(seconds):
