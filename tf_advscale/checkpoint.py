@@ -42,7 +42,13 @@ import keras
 import numpy as np
 
 FORMAT = 1
-_NAME = re.compile(r"^ckpt-(\d{9})$")
+def _numbered(directory, prefix=""):
+    """Names ``{prefix}ckpt-N`` in ``directory``, newest first."""
+    if not os.path.isdir(directory):
+        return []
+    pattern = re.compile(rf"^{re.escape(prefix)}ckpt-(\d{{9}})$")
+    found = [(int(m.group(1)), n) for n in os.listdir(directory) if (m := pattern.match(n))]
+    return [n for _, n in sorted(found, reverse=True)]
 
 
 class CheckpointError(ValueError):
@@ -180,12 +186,8 @@ class TrainingState(keras.callbacks.Callback):
 
     def checkpoints(self):
         """Complete checkpoint directories, newest first."""
-        if not os.path.isdir(self.directory):
-            return []
-        found = [(int(m.group(1)), n) for n in os.listdir(self.directory)
-                 if (m := _NAME.match(n))
-                 and os.path.exists(os.path.join(self.directory, n, "manifest.json"))]
-        return [os.path.join(self.directory, n) for _, n in sorted(found, reverse=True)]
+        return [os.path.join(self.directory, n) for n in _numbered(self.directory)
+                if os.path.exists(os.path.join(self.directory, n, "manifest.json"))]
 
     def _read(self, path, manifest):
         """The arrays of a verified checkpoint."""
@@ -318,10 +320,7 @@ class TrainingState(keras.callbacks.Callback):
         aside = os.path.join(self.directory, f".{why}-{os.path.basename(path)}")
         shutil.rmtree(aside, ignore_errors=True)
         os.replace(path, aside)
-        pattern = re.compile(rf"^\.{why}-ckpt-(\d{{9}})$")
-        old = sorted((int(m.group(1)), n) for n in os.listdir(self.directory)
-                     if (m := pattern.match(n)))
-        for _, name in old[:-self.keep]:
+        for name in _numbered(self.directory, f".{why}-")[self.keep:]:
             shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
 
     @property
