@@ -142,6 +142,28 @@ def test_agreed_resume_step_moves_newer_checkpoints_aside(tmp_path):
     assert [os.path.basename(p) for p in fresh.checkpoints()] == ["ckpt-000000004"]
 
 
+def test_a_resumed_run_records_the_commit_of_each_segment(tmp_path, monkeypatch):
+    """The commit is read when a segment starts (the code it trains with), and
+    a resumed run lists its segments' commits in order, each once."""
+    from tf_advscale import runner
+
+    monkeypatch.setattr(runner, "source_commit", lambda: "aaa")
+    first = runner._Commits()
+    state = checkpoint.TrainingState(tmp_path, steps_per_epoch=6, every_steps=2,
+                                     tracked={"commits": first})
+    monkeypatch.setattr(runner, "source_commit", lambda: "bbb")  # changed while it trains
+    _fit_steps(_tiny_model(), state, 2)
+    assert first.describe() == "aaa"
+    for head, expected in (("bbb", "aaa then bbb"), ("aaa", "aaa"), (None, "aaa")):
+        monkeypatch.setattr(runner, "source_commit", lambda: head)
+        resumed = runner._Commits()
+        again = checkpoint.TrainingState(tmp_path, steps_per_epoch=6, tracked={"commits": resumed})
+        assert again.load() == (0, 2) and again.restore_into(_tiny_model())
+        assert resumed.describe() == expected
+    monkeypatch.setattr(runner, "source_commit", lambda: None)  # outside git (a pip install)
+    assert runner._Commits().describe() is None
+
+
 def test_an_agreed_older_resume_keeps_the_time_of_the_set_aside_segment(tmp_path):
     """The training clock resumes from the older checkpoint's state, plus the
     time of the newer segment it discards: that time was spent."""

@@ -238,6 +238,29 @@ class _Clock:
         self.before = max([self.before] + [float(s["seconds"]) for s in states])
 
 
+class _Commits:
+    """The source commits a run trained with, one per segment of a resumed
+    work directory (recorded when the segment starts, not when it ends)."""
+
+    def __init__(self):
+        self.commits = [source_commit()]
+
+    def get_state(self):
+        return {"commits": self.commits}
+
+    def set_state(self, state):
+        self.commits = _ordered_union(state["commits"], self.commits)
+
+    def describe(self):
+        """One commit, or the segments' commits in order ("A then B")."""
+        known = [c for c in self.commits if c]
+        return " then ".join(known) or None
+
+
+def _ordered_union(first, then):
+    return list(dict.fromkeys(list(first) + list(then)))
+
+
 def run(config, workdir, verbose=None):
     """Trains ``config`` into ``workdir``; rerun after a crash, it resumes."""
     dist = config["distribute"]
@@ -277,8 +300,8 @@ def _run(config, workdir, verbose):
 
     monitor = "val_adv_accuracy" if config["eval_attack"] else "val_clean_accuracy"
     best = ckpt_lib.BestModel(os.path.join(workdir, "best.keras"), monitor=monitor, mode="max")
-    clock = _Clock()
-    tracked = {"best_model": best, "clock": clock}
+    clock, commits = _Clock(), _Commits()
+    tracked = {"best_model": best, "clock": clock, "commits": commits}
     callbacks = [
         keras.callbacks.CSVLogger(os.path.join(workdir, "history.csv"), append=True),
         keras.callbacks.TensorBoard(os.path.join(workdir, "tb"), write_graph=False),
@@ -331,7 +354,7 @@ def _run(config, workdir, verbose):
         "eval_seconds": round(time.time() - start, 1),
         "epochs": config["optimizer"]["epochs"],
         "package_version": tf_advscale.__version__,
-        "commit": source_commit(),
+        "commit": commits.describe(),
         "tensorflow": tf.__version__, "keras": keras.__version__,
         "machine": f"{platform.machine()} {os.cpu_count()} cpus",
     }
