@@ -199,6 +199,11 @@ def test_resumed_evaluation_reports_the_time_its_saved_batches_took(tmp_path):
                                 verbose=False)  # every batch is reused
     assert seconds["pgd-5"] > 0 and reused["pgd-5"] == pytest.approx(seconds["pgd-5"])
     np.testing.assert_array_equal(first["pgd-5"], again["pgd-5"])
+    # Batches saved attacking only the correct images are not reused for an
+    # evaluation that attacks every image (the two differ under batch statistics).
+    with pytest.raises(ValueError, match="different evaluation"):
+        run_attacks(model, x, y, attacks, batch_size=10, workdir=str(tmp_path), verbose=False,
+                    correct_only=False)
 
 
 def test_attacks_run_only_on_the_images_classified_correctly():

@@ -174,7 +174,9 @@ def run_attacks(model, x, y, attacks, batch_size=250, seed=0, workdir=None, sett
         batch_dir = os.path.join(workdir, "batches")
         os.makedirs(batch_dir, exist_ok=True)
         state_path = os.path.join(workdir, "state.json")
-        fp = _fingerprint(settings or {})
+        # Attacking every image or only the clean-correct ones differs where
+        # the output depends on the batch; the default keeps older fingerprints.
+        fp = _fingerprint({**(settings or {}), **({} if correct_only else {"correct_only": False})})
         if os.path.exists(state_path):
             old = json.load(open(state_path))["fingerprint"]
             if old != fp:
