@@ -239,3 +239,25 @@ def test_attacks_run_only_on_the_images_classified_correctly():
     Counting.seen.assign(0)
     none, _ = run_attacks(model, x, wrong, {"pgd": attack}, batch_size=25, verbose=False)
     assert int(Counting.seen.numpy()) == 0 and not none["pgd"].any()
+
+
+def test_curves_run_on_a_seeded_subset_not_the_first_images():
+    """Test sets stored by class (an image folder) must not give the curves one
+    class: a model that is right on class 0 only, 100 images of class 0 then
+    100 of class 1, curves on 100 of them."""
+    inputs = keras.Input((4, 4, 1))
+    dense = keras.layers.Dense(2, kernel_initializer="zeros",
+                               bias_initializer=keras.initializers.Constant([1, 0]))
+    model = keras.Model(inputs, dense(keras.layers.Flatten()(inputs)))
+    x = np.random.default_rng(0).random((200, 4, 4, 1)).astype("float32")
+    y = np.repeat([0, 1], 100)
+    r = evaluate(model, x, y, epsilon=0.01, attacks=["pgd-2"], steps_curve=[1, 2], curve_n=100,
+                 batch_size=50, verbose=False)
+    curve = r["curves"]["steps"]
+    assert curve["n"] == 100 and curve["subset"] == "drawn with seed 0"
+    ids = np.sort(np.random.default_rng(0).choice(200, 100, replace=False))
+    assert curve["accuracy"]["2"] == pytest.approx(np.mean(y[ids] == 0))
+    assert 0.3 < curve["accuracy"]["2"] < 0.7  # the first 100 would read 1.0
+    whole = evaluate(model, x, y, epsilon=0.01, attacks=["pgd-2"], steps_curve=[2],
+                     batch_size=50, verbose=False)["curves"]["steps"]
+    assert whole["subset"] == "all" and whole["accuracy"]["2"] == pytest.approx(0.5)

@@ -302,15 +302,22 @@ def evaluate(model, x=None, y=None, dataset=None, split="test", n=None, ids=None
     attack_acc = {k: float(correct[k].mean()) for k in built}
     worst = np.logical_and.reduce([correct["clean"]] + [correct[k] for k in built])
 
-    # Curves and the masking checks run on the first curve_n images.
+    # Curves and the masking checks run on curve_n of the images, drawn with
+    # the seed: test sets stored by class would give one class as the first ones.
     m = min(len(y), curve_n or len(y))
-    xc, yc = x[:m], y[:m]
+    if m < len(y):
+        curve_ids = np.sort(np.random.default_rng(seed).choice(len(y), m, replace=False))
+        subset = f"drawn with seed {seed}"
+    else:
+        curve_ids, subset = np.arange(m), "all"
+    xc, yc = x[curve_ids], y[curve_ids]
 
     def acc_under(attack_map, sub):
         c, _ = run_attacks(model, xc, yc, attack_map, batch_size, seed,
                            os.path.join(workdir, sub) if workdir else None,
                            {"attacks": {k: repr(v) for k, v in attack_map.items()},
-                            "data": data_desc, "m": m, "seed": seed}, verbose=False)
+                            "data": data_desc, "m": m, "subset": subset, "seed": seed},
+                           verbose=False)
         return {k: float(c[k].mean()) for k in attack_map}
 
     curves = {}
@@ -319,17 +326,17 @@ def evaluate(model, x=None, y=None, dataset=None, split="test", n=None, ids=None
         raw = acc_under({str(s): make_attack(f"pgd-{s}", epsilon) for s in steps_curve}, "steps")
         steps_acc = {int(k): v for k, v in raw.items()}
         curves["steps"] = {"attack": "pgd-K (step 2.5 eps / K)", "epsilon": epsilon,
-                           "n": m, "accuracy": {str(k): v for k, v in steps_acc.items()}}
+                           "n": m, "subset": subset, "accuracy": {str(k): v for k, v in steps_acc.items()}}
     if eps_curve:
         eps_acc = acc_under({str(e): make_attack("pgd-20", e) for e in eps_curve}, "eps")
-        curves["epsilon"] = {"attack": "pgd-20", "n": m,
+        curves["epsilon"] = {"attack": "pgd-20", "n": m, "subset": subset,
                              "accuracy": {str(k): v for k, v in eps_acc.items()}}
     extra = acc_under({"restarts-1": make_attack("pgd-20", epsilon),
                        "restarts-3": make_attack("pgd-20-r3", epsilon),
                        "large-eps": make_attack("pgd-20", large_epsilon),
                        "noise": make_attack("noise", epsilon)}, "checks")
     sub_attack_acc = attack_acc if m == len(y) else \
-        {k: float(correct[k][:m].mean()) for k in built}
+        {k: float(correct[k][curve_ids].mean()) for k in built}
     checks = sanity_checks(sub_attack_acc, steps_acc,
                            (extra["restarts-1"], extra["restarts-3"]),
                            (large_epsilon, extra["large-eps"]), extra["noise"])

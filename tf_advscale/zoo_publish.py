@@ -5,7 +5,7 @@
 Takes ``WORKDIR/final.keras`` (an ``AdversarialModel`` written by ``advscale
 train``), saves its classifier as ``zoo/NAME/model.keras``, evaluates it with
 the evaluation suite -- the full test set under clean, PGD-20 and APGD-CE,
-the steps curve on the first ``curve_n`` images, and a 500-image check set
+the steps curve on ``curve_n`` images drawn with a seed, and a 500-image check set
 that the zoo's tests re-measure -- on every MixBN route, and writes
 ``metadata.json`` and the model card ``README.md``.
 """
@@ -172,8 +172,8 @@ def _write_card(entry, meta):
     attacks = sorted(ev["attacks"], key=lambda k: (k not in ATTACKS, ATTACKS.index(k)
                                                    if k in ATTACKS else 0, k))
     lines += ["", "Attacks: " + "; ".join(f"{k}: {ev['attacks'][k]}" for k in attacks) + ".",
-              f"Check set (re-measured by the zoo's tests): first {ev['check_set']['n']} "
-              f"seeded test images, seed {ev['check_set']['seed']}.", "",
+              f"Check set (re-measured by the zoo's tests): {ev['check_set']['n']} test images "
+              f"drawn with seed {ev['check_set']['seed']}.", "",
               "## Attack-strength curve", ""]
     for route in ev["results"]:
         png = f"steps_curve{'_' + route if route != 'default' else ''}.png"
@@ -183,7 +183,12 @@ def _write_card(entry, meta):
         if curve:
             pts = ", ".join(f"{k} steps {_pct(v)}" for k, v in
                             sorted(curve["accuracy"].items(), key=lambda kv: int(kv[0])))
-            lines.append(f"{route}: {pts} (first {curve['n']} images).")
+            # Entries published before curves used a seeded subset name none.
+            subset = curve.get("subset")
+            on = (f"the first {curve['n']} test images" if subset is None
+                  else f"all {curve['n']} test images" if subset == "all"
+                  else f"{curve['n']} test images {subset}")
+            lines.append(f"{route}: {pts} (on {on}).")
     lines += ["", "## How it was made", "",
               f"Trained with `{rec['train_command']}` ({rec['epochs']} epochs, training attack "
               f"{rec['attack']}, clean portion {rec['clean_portion']}, mixing {rec['mixing']}, "
