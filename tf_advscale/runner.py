@@ -249,16 +249,12 @@ class _Commits:
         return {"commits": self.commits}
 
     def set_state(self, state):
-        self.commits = _ordered_union(state["commits"], self.commits)
+        self.commits = list(dict.fromkeys(list(state["commits"]) + self.commits))
 
     def describe(self):
         """One commit, or the segments' commits in order ("A then B")."""
         known = [c for c in self.commits if c]
         return " then ".join(known) or None
-
-
-def _ordered_union(first, then):
-    return list(dict.fromkeys(list(first) + list(then)))
 
 
 def run(config, workdir, verbose=None):
