@@ -181,7 +181,8 @@ def build_parser():
     e.add_argument("--eps-curve", default="auto",
                    help="epsilons for the epsilon curve, e.g. 2/255,4/255; 'auto': "
                         "0.25-2x the epsilon; '' for none")
-    e.add_argument("--curve-n", type=int, default=None, help="images for curves and checks, drawn with --seed (default all)")
+    e.add_argument("--curve-n", type=int, default=None,
+                   help="images for curves and checks, drawn with --seed (default all)")
     e.add_argument("--batch-size", type=int, default=250)
     e.add_argument("--route", default="adversarial", help="MixBN route to evaluate")
     e.add_argument("--out", required=True, help="output directory (resumes if it holds batches)")

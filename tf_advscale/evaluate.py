@@ -326,7 +326,8 @@ def evaluate(model, x=None, y=None, dataset=None, split="test", n=None, ids=None
         raw = acc_under({str(s): make_attack(f"pgd-{s}", epsilon) for s in steps_curve}, "steps")
         steps_acc = {int(k): v for k, v in raw.items()}
         curves["steps"] = {"attack": "pgd-K (step 2.5 eps / K)", "epsilon": epsilon,
-                           "n": m, "subset": subset, "accuracy": {str(k): v for k, v in steps_acc.items()}}
+                           "n": m, "subset": subset,
+                           "accuracy": {str(k): v for k, v in steps_acc.items()}}
     if eps_curve:
         eps_acc = acc_under({str(e): make_attack("pgd-20", e) for e in eps_curve}, "eps")
         curves["epsilon"] = {"attack": "pgd-20", "n": m, "subset": subset,
