@@ -306,7 +306,7 @@ def evaluate(model, x=None, y=None, dataset=None, split="test", n=None, ids=None
     # the seed: test sets stored by class would give one class as the first ones.
     m = min(len(y), curve_n or len(y))
     if m < len(y):
-        curve_ids = np.sort(np.random.default_rng(seed).choice(len(y), m, replace=False))
+        curve_ids = data_lib._select(len(y), m, seed)  # the seeded draw of ``n=``
         subset = f"drawn with seed {seed}"
     else:
         curve_ids, subset = np.arange(m), "all"
