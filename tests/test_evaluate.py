@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from tf_advscale import attacks, data
 from tf_advscale.evaluate import (epsilon_fraction, evaluate, make_attack, markdown,
-                                  sanity_checks)
+                                  sanity_checks, summary)
 from tf_advscale.models import resnet
 from tf_advscale.training import AdversarialModel
 
@@ -261,3 +261,22 @@ def test_curves_run_on_a_seeded_subset_not_the_first_images():
     whole = evaluate(model, x, y, epsilon=0.01, attacks=["pgd-2"], steps_curve=[2],
                      batch_size=50, verbose=False)["curves"]["steps"]
     assert whole["subset"] == "all" and whole["accuracy"]["2"] == pytest.approx(0.5)
+
+
+def test_checks_false_skips_the_sanity_checks_and_keeps_the_numbers(tmp_path):
+    """A quick re-measurement (the zoo's check set) skips the ~100 extra PGD
+    steps per image of the checks, gives the same attack numbers and says the
+    numbers are not checked."""
+    inputs = keras.Input((4, 4, 1))
+    model = keras.Model(inputs, keras.layers.Dense(2, kernel_initializer="ones")(
+        keras.layers.Flatten()(inputs)))
+    x = np.random.default_rng(1).random((60, 4, 4, 1)).astype("float32")
+    y = (x.reshape(60, -1).mean(1) > 0.5).astype("int32")
+    kwargs = dict(epsilon=0.05, attacks=["pgd-3"], batch_size=20, verbose=False)
+    full = evaluate(model, x, y, workdir=str(tmp_path / "full"), **kwargs)
+    quick = evaluate(model, x, y, workdir=str(tmp_path / "quick"), checks=False, **kwargs)
+    assert full["sanity_checks"] and full["gradient_masking_suspected"] is not None
+    assert quick["sanity_checks"] == [] and quick["gradient_masking_suspected"] is None
+    assert summary(quick) == summary(full)
+    assert (tmp_path / "full" / "checks").is_dir() and not (tmp_path / "quick" / "checks").exists()
+    assert "Not run" in (tmp_path / "quick" / "report.md").read_text()
