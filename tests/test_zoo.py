@@ -59,6 +59,19 @@ def test_list_info_load(tiny_zoo):
         zoo.load("resnet8.test_fmnist", route="clean")
 
 
+def test_entries_installed_under_the_schemes_data_directory_are_found(tmp_path, monkeypatch):
+    """A system Python on Debian or Ubuntu has prefix /usr but installs data
+    files under /usr/local: the loader looks where the install scheme put them."""
+    import sysconfig
+    data = tmp_path / "usr_local"
+    _entry(data / "share" / "tf_advscale" / "zoo", "resnet8.scheme_fmnist",
+           resnet(depth=8, num_classes=10, input_shape=(28, 28, 1)))
+    paths = sysconfig.get_paths()
+    monkeypatch.setattr(sysconfig, "get_paths", lambda *a, **k: {**paths, "data": str(data)})
+    assert "resnet8.scheme_fmnist" in zoo.list_models()
+    assert zoo.load("resnet8.scheme_fmnist")[1]["name"] == "resnet8.scheme_fmnist"
+
+
 def test_one_flipped_byte_is_refused(tiny_zoo):
     root, _ = tiny_zoo
     path = root / "resnet8.test_fmnist" / "model.keras"

@@ -13,7 +13,8 @@ MixBN models are returned on the route asked for (adversarial by default).
 Where entries come from, first match wins: the directories in
 ``$TF_ADVSCALE_ZOO`` (``:``-separated), the repository's ``zoo/`` next to the
 package (a source checkout), and ``<prefix>/share/tf_advscale/zoo`` (where
-``pip install`` puts it). An entry's model is a file in its directory or a
+``pip install`` puts it: the environment's prefix, the install scheme's data
+directory such as ``/usr/local``, or the user base). An entry's model is a file in its directory or a
 URL (``metadata["source"] = {"url": ..., "sha256": ...}``) downloaded once
 with ``keras.utils.get_file`` into ``~/.keras/tf_advscale_zoo`` under a name
 made of its sha256, so no name or URL can write outside that directory.
@@ -30,6 +31,7 @@ import os
 import re
 import site
 import sys
+import sysconfig
 
 import keras
 
@@ -60,9 +62,13 @@ def zoo_dirs():
     dirs = [d for d in os.environ.get("TF_ADVSCALE_ZOO", "").split(os.pathsep) if d]
     here = os.path.dirname(os.path.abspath(__file__))
     dirs.append(os.path.join(os.path.dirname(here), "zoo"))
-    prefixes = [sys.prefix, getattr(site, "USER_BASE", None) or ""]
+    # Where pip puts data files: the environment's prefix, the install
+    # scheme's data directory (``/usr/local`` for a system Python on Debian
+    # and Ubuntu, whose prefix is ``/usr``), and ``pip install --user``'s.
+    prefixes = [sys.prefix, sysconfig.get_paths().get("data"), os.path.join(sys.prefix, "local"),
+                getattr(site, "USER_BASE", None)]
     dirs += [os.path.join(p, "share", "tf_advscale", "zoo") for p in prefixes if p]
-    return [d for d in dirs if os.path.isdir(d)]
+    return list(dict.fromkeys(d for d in dirs if os.path.isdir(d)))
 
 
 def _entries():
