@@ -211,8 +211,21 @@ def test_publish_a_run_then_load_it_as_a_verified_entry(tmp_path, monkeypatch):
     assert loaded["source"]["sha256"] == checkpoint.sha256(entry / "model.keras")
     assert count_params(model) == meta["params"]
 
-    # Relabelling renames the data on the card and in the metadata, not the weights.
+    # The card's evaluation command gives the card's numbers and curve.
+    import shlex
     from tf_advscale import cli
+    command = shlex.split(meta["evaluation"]["command"])
+    assert command[:3] == ["advscale", "zoo", "eval"]
+    assert cli.main(command[1:] + ["--route", "clean", "--out", str(tmp_path / "again")]) == 0
+    again = json.loads((tmp_path / "again" / "report.json").read_text())
+    assert again["clean_accuracy"] == meta["evaluation"]["results"]["clean"]["clean"]
+    assert again["attacks"]["apgd-ce"]["accuracy"] == \
+        meta["evaluation"]["results"]["clean"]["apgd-ce"]
+    assert again["curves"]["steps"] == meta["evaluation"]["steps_curve"]["clean"]
+    assert again["gradient_masking_suspected"] == (
+        not meta["evaluation"]["results"]["clean"]["sanity_checks_passed"])
+
+    # Relabelling renames the data on the card and in the metadata, not the weights.
     digest = checkpoint.sha256(entry / "model.keras")
     card_before = (entry / "README.md").read_text()
     assert cli.main(["zoo", "relabel", "resnet8.mixbn_tiny_sample", "--out",
@@ -240,3 +253,41 @@ def test_readme_zoo_table_lists_every_entry_as_published(capsys):
     between = readme.split("<!-- zoo-table -->\n", 1)[1].split("<!-- /zoo-table -->", 1)[0]
     assert between == table
     assert all(f"`{name}`" in table for name in PUBLISHED)
+
+
+@pytest.mark.parametrize("name", PUBLISHED)
+def test_published_card_is_its_metadata(name):
+    """Each model card is rendered from its metadata.json (publish and relabel
+    write both): a hand-edited or stale card fails here."""
+    from tf_advscale import zoo_publish
+    entry = ROOT / "zoo" / name
+    meta = json.loads((entry / "metadata.json").read_text())
+    assert (entry / "README.md").read_text() == zoo_publish.render_card(str(entry), meta)
+    card = (entry / "README.md").read_text()
+    for png in (entry.glob("*.png")):
+        assert f"]({png.name})" in card
+    assert meta["evaluation"]["command"].startswith(f"advscale zoo eval {name}")
+
+
+def test_zoo_eval_takes_the_data_from_the_command_line(tiny_zoo, monkeypatch, capsys):
+    """``--path``/``--source`` point an entry's evaluation at the user's copy of
+    its data; without them the entry's training data is used."""
+    import tf_advscale.evaluate
+    from tf_advscale import cli
+    root, _ = tiny_zoo
+    meta_path = root / "resnet8.test_fmnist" / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    meta.update({"threat_model": {"epsilon_float": 0.1}, "recipe": {"config": {"data": {
+        "dataset": "fashion_mnist", "source": "idx", "path": "data/fmnist"}}}})
+    meta_path.write_text(json.dumps(meta))
+    seen = []
+    monkeypatch.setattr(tf_advscale.evaluate, "evaluate",
+                        lambda model, **kw: seen.append(kw) or {})
+    monkeypatch.setattr(tf_advscale.evaluate, "summary", lambda report: {})
+    assert cli.main(["zoo", "eval", "resnet8.test_fmnist", "--n", "8"]) == 0
+    assert cli.main(["zoo", "eval", "resnet8.test_fmnist", "--path", "/my/fmnist",
+                     "--steps-curve", "10,20", "--curve-n", "4", "--no-checks"]) == 0
+    assert (seen[0]["source"], seen[0]["path"], seen[0]["steps_curve"]) == (
+        "idx", "data/fmnist", None)
+    assert (seen[1]["source"], seen[1]["path"], seen[1]["steps_curve"], seen[1]["curve_n"],
+            seen[1]["checks"]) == ("idx", "/my/fmnist", [10, 20], 4, False)

@@ -3,7 +3,7 @@
     advscale train [--config configs/X.py] [--workdir DIR] [--runlocal] [--set KEY=VALUE ...]
     advscale eval --model M.keras --dataset fashion_mnist --n 1000 --epsilon 0.1 --out DIR
     advscale models
-    advscale zoo list | info NAME | eval NAME [--n 500] [--route clean]
+    advscale zoo list | info NAME | eval NAME [--n 500] [--route clean] [--path DATA_DIR]
     advscale zoo publish NAME --workdir RUN --train-command CMD | relabel NAME --dataset-label L
     advscale reproduce EXPERIMENT [--dataset fmnist] | all | report
 
@@ -117,9 +117,13 @@ def _zoo(args):
         return 0
     from tf_advscale.evaluate import evaluate, summary
     model, meta = zoo.load(args.name, route=args.route)
-    report = evaluate(model, **zoo.data_args(meta["recipe"]["config"]), n=args.n,
-                      seed=args.seed, epsilon=meta["threat_model"]["epsilon_float"],
-                      attacks=args.attacks.split(","), route=args.route or "adversarial",
+    data = zoo.data_args(meta["recipe"]["config"])
+    data.update({k: v for k, v in (("source", args.source), ("path", args.path)) if v})
+    report = evaluate(model, **data, n=args.n, seed=args.seed,
+                      epsilon=meta["threat_model"]["epsilon_float"],
+                      attacks=args.attacks.split(","),
+                      steps_curve=[int(s) for s in args.steps_curve.split(",") if s] or None,
+                      curve_n=args.curve_n, route=args.route or "adversarial",
                       workdir=args.out, name=args.name, checks=not args.no_checks,
                       verbose=False)
     print(json.dumps(summary(report), indent=2))
@@ -203,6 +207,15 @@ def build_parser():
     z.add_argument("--seed", type=int, default=0)
     z.add_argument("--attacks", default="pgd-20,apgd-ce")
     z.add_argument("--route", default=None, help="MixBN route: adversarial | clean")
+    z.add_argument("--source", default=None,
+                   help="eval: tfds | folder | idx (default: the entry's training data's)")
+    z.add_argument("--path", default=None,
+                   help="eval: the data directory (default: the entry's, relative to the "
+                        "current directory)")
+    z.add_argument("--steps-curve", default="",
+                   help="eval: PGD step counts for a steps curve, e.g. 10,20,50,100,200")
+    z.add_argument("--curve-n", type=int, default=None,
+                   help="eval: images for the curve and checks, drawn with --seed (default all)")
     z.add_argument("--no-checks", action="store_true", help="eval: " + NO_CHECKS)
     z.add_argument("--out", default=None, help="eval: resumable output directory; "
                                                  "publish, relabel: zoo directory (default zoo/)")

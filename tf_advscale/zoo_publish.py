@@ -111,7 +111,9 @@ def publish(workdir, name, train_command, out_dir="zoo", n=None, curve_n=500, ep
                      "keras": metrics.get("keras"), "hardware": metrics.get("machine"),
                      "train_seconds": metrics.get("train_seconds")},
         "evaluation": {
-            "command": f"advscale zoo eval {name}" + (f" --n {n}" if n else ""),
+            "command": (f"advscale zoo eval {name} --steps-curve "
+                        f"{','.join(map(str, STEPS_CURVE))} --curve-n {curve_n}"
+                        + (f" --n {n}" if n else "")),
             "test_images": primary["n"], "attacks": {
                 "pgd-20": "untargeted PGD, 20 steps of 2.5*eps/20, random start",
                 "apgd-ce": "APGD with cross-entropy, 100 iterations"},
@@ -155,6 +157,12 @@ def _pct(x):
 
 
 def _write_card(entry, meta):
+    with open(os.path.join(entry, zoo.CARD), "w") as f:
+        f.write(render_card(entry, meta))
+
+
+def render_card(entry, meta):
+    """The model card of the entry ``entry`` (its directory), from its metadata."""
     ev, rec, tr = meta["evaluation"], meta["recipe"], meta["training"]
     lines = [f"# {meta['name']}", "",
              f"{meta['architecture']['family'].upper()} ResNet-{meta['architecture']['depth']} "
@@ -171,9 +179,15 @@ def _write_card(entry, meta):
     # The card is also rewritten from metadata.json, whose keys are sorted: order here.
     attacks = sorted(ev["attacks"], key=lambda k: (k not in ATTACKS, ATTACKS.index(k)
                                                    if k in ATTACKS else 0, k))
+    cs = ev["check_set"]
+    measured = "; ".join(
+        (f"{route}: " if len(cs["results"]) > 1 else "")
+        + ", ".join([f"clean {_pct(r['clean'])}"] + [f"{k.upper()} {_pct(r[k])}"
+                                                      for k in cs["attacks"]])
+        for route, r in cs["results"].items())
     lines += ["", "Attacks: " + "; ".join(f"{k}: {ev['attacks'][k]}" for k in attacks) + ".",
-              f"Check set (re-measured by the zoo's tests): {ev['check_set']['n']} test images "
-              f"drawn with seed {ev['check_set']['seed']}.", "",
+              f"Check set (re-measured by the zoo's tests, which allow 2 points): {cs['n']} test "
+              f"images drawn with seed {cs['seed']}: {measured}.", "",
               "## Attack-strength curve", ""]
     for route in ev["results"]:
         png = f"steps_curve{'_' + route if route != 'default' else ''}.png"
@@ -189,17 +203,22 @@ def _write_card(entry, meta):
                   else f"all {curve['n']} test images" if subset == "all"
                   else f"{curve['n']} test images {subset}")
             lines.append(f"{route}: {pts} (on {on}).")
+    recipe = ("standard training (no attack)" if str(rec["attack"]).startswith("NoAttack")
+              else f"training attack {rec['attack']}, clean portion {rec['clean_portion']}, "
+                   f"mixing {rec['mixing']}")
+    command = f"`{ev['command']}`"
+    if meta.get("mixbn_routes"):
+        command = " and ".join(f"`{ev['command']} --route {r}`" for r in meta["mixbn_routes"])
     lines += ["", "## How it was made", "",
-              f"Trained with `{rec['train_command']}` ({rec['epochs']} epochs, training attack "
-              f"{rec['attack']}, clean portion {rec['clean_portion']}, mixing {rec['mixing']}, "
+              f"Trained with `{rec['train_command']}` ({rec['epochs']} epochs, {recipe}, "
               f"seed {rec['seed']}) on {tr['hardware']} in {tr['train_seconds']} s "
               f"(tf_advscale {tr['package_version']}, commit {tr['commit'] or 'not recorded'}, "
-              f"TensorFlow {tr['tensorflow']}, Keras {tr['keras']}).", "",
-              f"Evaluated with `{ev['command']}` (tf_advscale {ev['package_version']}, commit "
+              f"TensorFlow {tr['tensorflow']}, Keras {tr['keras']}). The whole config as it "
+              "ran is `recipe.config` in `metadata.json`.", "",
+              f"Evaluated with {command} (tf_advscale {ev['package_version']}, commit "
               f"{ev['commit']}, {ev['date']}).", "",
               "## Use", "", "```python", "from tf_advscale import zoo",
               f"model, meta = zoo.load({meta['name']!r})  # images in [0, 1] -> logits", "```",
               "", f"File: `{meta['source']['file']}`, sha256 `{meta['source']['sha256']}`, "
               f"{meta['source']['bytes']:,} bytes.", ""]
-    with open(os.path.join(entry, zoo.CARD), "w") as f:
-        f.write("\n".join(lines))
+    return "\n".join(lines)
