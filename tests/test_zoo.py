@@ -142,6 +142,31 @@ def test_url_entries_download_once_into_the_cache(tmp_path, monkeypatch):
         zoo.load("resnet8.remote_fmnist", cache_dir=str(cache))
 
 
+def test_a_dead_url_or_a_web_page_falls_back_to_the_mirrors(tmp_path, monkeypatch):
+    """A cloud-drive link that returns an HTML page, or a dead one, is refused
+    by its sha256 and the next mirror is tried; when none serves the file the
+    error lists every URL and why."""
+    root = tmp_path / "zoo"
+    monkeypatch.setenv("TF_ADVSCALE_ZOO", str(root))
+    model = resnet(depth=8, num_classes=10, input_shape=(28, 28, 1))
+    served = tmp_path / "mirror" / "m.keras"
+    served.parent.mkdir()
+    checkpoint.save_model_atomic(model, served)
+    page = tmp_path / "drive.html"
+    page.write_text("<html>Google Drive can't scan this file for viruses</html>")
+    dead = (tmp_path / "gone.keras").as_uri()
+    directory = _entry(root, "resnet8.mirrored_fmnist", model, url=page.as_uri(),
+                       mirrors=[dead, served.as_uri()])
+    os.remove(directory / "model.keras")
+    loaded, meta = zoo.load("resnet8.mirrored_fmnist", cache_dir=str(tmp_path / "cache"))
+    x = np.zeros((1, 28, 28, 1), "float32")
+    np.testing.assert_allclose(loaded(x), model(x), atol=1e-6)
+
+    served.unlink()
+    with pytest.raises(zoo.ZooError, match=r"(?s)no URL served.*drive\.html.*gone\.keras.*m\.keras"):
+        zoo.load("resnet8.mirrored_fmnist", cache_dir=str(tmp_path / "cache2"))
+
+
 def _data_available(meta):
     d = meta["recipe"]["config"]["data"]
     if d["dataset"] == "cifar10":

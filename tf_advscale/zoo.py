@@ -14,10 +14,12 @@ Where entries come from, first match wins: the directories in
 ``$TF_ADVSCALE_ZOO`` (``:``-separated), the repository's ``zoo/`` next to the
 package (a source checkout), and ``<prefix>/share/tf_advscale/zoo`` (where
 ``pip install`` puts it: the environment's prefix, the install scheme's data
-directory such as ``/usr/local``, or the user base). An entry's model is a file in its directory or a
-URL (``metadata["source"] = {"url": ..., "sha256": ...}``) downloaded once
-with ``keras.utils.get_file`` into ``~/.keras/tf_advscale_zoo`` under a name
-made of its sha256, so no name or URL can write outside that directory.
+directory such as ``/usr/local``, or the user base). An entry's model is a
+file in its directory or a URL (``metadata["source"] = {"url": ...,
+"mirrors": [...], "sha256": ...}``; the mirrors are tried in order when a
+URL fails or serves other bytes) downloaded once with
+``keras.utils.get_file`` into ``~/.keras/tf_advscale_zoo`` under a name made
+of its sha256, so no name or URL can write outside that directory.
 
 Before a model is used its file's size and sha256 are checked against the
 metadata, then it is loaded with Keras' safe mode (no lambda layers, no
@@ -130,13 +132,7 @@ def model_path(name, cache_dir=None):
     if source.get("url"):
         cache = os.path.expanduser(cache_dir or os.path.join("~", ".keras"))
         os.makedirs(cache, exist_ok=True)  # else Keras silently falls back to /tmp/.keras
-        try:
-            path = keras.utils.get_file(fname=f"{digest}.keras", origin=source["url"],
-                                        file_hash=digest, hash_algorithm="sha256",
-                                        cache_dir=cache, cache_subdir="tf_advscale_zoo")
-        except Exception as e:
-            raise ZooError(f"{name}: download of {source['url']} failed or did not match "
-                           f"sha256 {digest}: {e}") from e
+        path = _download(name, [source["url"], *source.get("mirrors", [])], digest, cache)
         root = os.path.realpath(os.path.join(cache, "tf_advscale_zoo"))
     else:
         path = os.path.join(directory, source.get("file", MODEL))
@@ -145,6 +141,22 @@ def model_path(name, cache_dir=None):
         raise ZooError(f"{name}: model file {path} lies outside {root}; refused")
     verify_file(path, digest, source.get("bytes"), name)
     return path
+
+
+def _download(name, urls, digest, cache):
+    """The cached file of sha256 ``digest``, fetched once from the first of
+    ``urls`` (the entry's URL, then its mirrors) that serves those bytes: a
+    dead link or a web page in place of the file moves on to the next."""
+    failures = []
+    for url in urls:
+        try:
+            return keras.utils.get_file(fname=f"{digest}.keras", origin=url, file_hash=digest,
+                                        hash_algorithm="sha256", cache_dir=cache,
+                                        cache_subdir="tf_advscale_zoo")
+        except Exception as e:  # noqa: BLE001  (each URL's failure is reported below)
+            failures.append(f"{url}: {type(e).__name__}: {e}")
+    raise ZooError(f"{name}: no URL served the file of sha256 {digest} (a dead link, or a web "
+                   "page or truncated file in its place); tried:\n  " + "\n  ".join(failures))
 
 
 def verify_file(path, digest, size=None, what="model"):
