@@ -261,8 +261,9 @@ def test_publish_a_run_then_load_it_as_a_verified_entry(tmp_path, monkeypatch):
     relabelled = zoo.info("resnet8.mixbn_tiny_sample")
     assert relabelled["dataset"] == "Fashion-MNIST sample"
     assert relabelled["dataset_source"] == meta["dataset_source"]
-    assert {k: v for k, v in relabelled.items() if k != "dataset"} == {
-        k: v for k, v in meta.items() if k != "dataset"}
+    assert {k: v for k, v in relabelled.items() if k not in ("dataset", "robustbench")} == {
+        k: v for k, v in meta.items() if k not in ("dataset", "robustbench")}
+    assert "of Fashion-MNIST sample, not AutoAttack" in relabelled["robustbench"]["footnote"]
     assert (entry / "README.md").read_text() == card_before.replace(
         "Fashion-MNIST (sample)", "Fashion-MNIST sample")  # the rest as published
     assert checkpoint.sha256(entry / "model.keras") == digest
@@ -285,8 +286,9 @@ def test_readme_zoo_table_lists_every_entry_as_published(capsys):
 
 @pytest.mark.parametrize("name", PUBLISHED)
 def test_published_card_is_its_metadata(name):
-    """Each model card is rendered from its metadata.json (publish and relabel
-    write both): a hand-edited or stale card fails here."""
+    """Each model card, and the RobustBench record, are rendered from the
+    entry's metadata.json (publish and relabel write them): a hand-edited or
+    stale one fails here."""
     from tf_advscale import zoo_publish
     entry = ROOT / "zoo" / name
     meta = json.loads((entry / "metadata.json").read_text())
@@ -295,6 +297,8 @@ def test_published_card_is_its_metadata(name):
     for png in (entry.glob("*.png")):
         assert f"]({png.name})" in card
     assert meta["evaluation"]["command"].startswith(f"advscale zoo eval {name}")
+    assert meta["robustbench"] == zoo_publish.robustbench_fields(meta)
+    assert isinstance(meta["robustbench"]["clean_acc"], str)  # RobustBench's type
 
 
 def test_zoo_eval_takes_the_data_from_the_command_line(tiny_zoo, monkeypatch, capsys):

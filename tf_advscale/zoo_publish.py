@@ -122,16 +122,31 @@ def publish(workdir, name, train_command, out_dir="zoo", n=None, curve_n=500, ep
             "date": datetime.date.today().isoformat()},
         "source": {"file": zoo.MODEL, "sha256": checkpoint.sha256(model_file),
                    "bytes": os.path.getsize(model_file)},
-        "robustbench": {"name": name, "dataset": config["data"]["dataset"],
-                        "threat_model": "Linf", "eps": evaluate.epsilon_fraction(epsilon),
-                        "clean_acc": round(100 * primary["clean"], 2),
-                        "autoattack_acc": None, "additional_data": False,
-                        "number_forward_passes": 1,
-                        "architecture": f"ResNet-{m['depth']} ({m['norm']})"},
     }
+    meta["robustbench"] = robustbench_fields(meta)
     write_json(os.path.join(entry, zoo.METADATA), meta)
     _write_card(entry, meta)
     return meta
+
+
+def robustbench_fields(meta):
+    """The entry as a RobustBench model-info record, with its field names and
+    types (accuracies as strings of two decimals). ``autoattack_acc`` stays
+    empty: the zoo's robust number is the worst case over PGD-20 and APGD-CE,
+    not the full AutoAttack, and the footnote says so."""
+    route = meta["default_route"] or "default"
+    r = meta["evaluation"]["results"][route]
+    a = meta["architecture"]
+    note = (f"Robust accuracy {100 * r['worst_case']:.2f}% is the per-example worst case over "
+            f"PGD-20 and APGD-CE on {r['n']:,} test images of {meta['dataset']}, not "
+            "AutoAttack.")
+    if meta["default_route"]:
+        note += f" MixBN model evaluated on its {route} route."
+    return {"name": meta["name"], "dataset": meta["recipe"]["config"]["data"]["dataset"],
+            "threat_model": "Linf", "eps": meta["threat_model"]["epsilon"],
+            "clean_acc": f"{100 * r['clean']:.2f}", "reported": f"{100 * r['worst_case']:.2f}",
+            "autoattack_acc": None, "additional_data": False, "number_forward_passes": 1,
+            "architecture": f"ResNet-{a['depth']} ({a['norm']})", "footnote": note}
 
 
 def relabel(entry, dataset_label):
@@ -147,6 +162,7 @@ def relabel(entry, dataset_label):
         meta = json.load(f)
     meta.setdefault("dataset_source", meta["dataset"])
     meta["dataset"] = dataset_label.strip()
+    meta["robustbench"] = robustbench_fields(meta)
     write_json(path, meta)
     _write_card(entry, meta)
     return meta
