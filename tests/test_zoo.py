@@ -100,6 +100,21 @@ def test_wrong_parameter_count_is_refused(tiny_zoo):
         zoo.load("resnet8.test_fmnist")
 
 
+def test_a_model_with_another_norm_is_refused(tiny_zoo):
+    """BN and group norm have the same parameter count: the loader also checks
+    the normalisation the metadata names."""
+    root, model = tiny_zoo
+    gn = resnet(depth=8, num_classes=10, input_shape=(28, 28, 1), norm="gn")
+    assert count_params(gn) == count_params(model)
+    path = root / "resnet8.test_fmnist" / "metadata.json"
+    meta = json.loads(path.read_text())
+    path.write_text(json.dumps({**meta, "architecture": {"norm": "bn"}}))
+    zoo.load("resnet8.test_fmnist")
+    path.write_text(json.dumps({**meta, "architecture": {"norm": "gn"}}))
+    with pytest.raises(zoo.ZooError, match=r"normalises with \['bn'\], the metadata says 'gn'"):
+        zoo.load("resnet8.test_fmnist")
+
+
 def test_code_in_a_model_file_is_never_run(tmp_path, monkeypatch):
     root = tmp_path / "zoo"
     monkeypatch.setenv("TF_ADVSCALE_ZOO", str(root))

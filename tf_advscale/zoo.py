@@ -23,8 +23,8 @@ of its sha256, so no name or URL can write outside that directory.
 
 Before a model is used its file's size and sha256 are checked against the
 metadata, then it is loaded with Keras' safe mode (no lambda layers, no
-code from the file), then its parameter count is checked; any mismatch
-raises ``ZooError`` and nothing is returned.
+code from the file), then its parameter count and normalisation are
+checked; any mismatch raises ``ZooError`` and nothing is returned.
 """
 
 import difflib
@@ -198,6 +198,11 @@ def load(name, route=None, cache_dir=None):
     if params != meta["params"]:
         raise ZooError(f"{name}: the loaded model has {params} parameters, the metadata says "
                        f"{meta['params']} (wrong architecture); refused")
+    norm = (meta.get("architecture") or {}).get("norm")
+    found = _norms(model)
+    if norm and found and found != {norm}:
+        raise ZooError(f"{name}: the loaded model normalises with {sorted(found)}, the "
+                       f"metadata says {norm!r} (wrong architecture); refused")
     if mixbn.mixbn_layers(model):
         route = route or "adversarial"
         if route not in ("adversarial", "clean"):
@@ -209,3 +214,18 @@ def load(name, route=None, cache_dir=None):
                        f"Received: route={route!r}")
     return model, meta
 
+
+def _norms(model):
+    """The normalisations a model uses, named as ``architecture.norm`` names
+    them ("bn", "mixbn", "gn", "ln"): BN and group norm have the same
+    parameter count, so the count alone cannot tell them apart."""
+    from tf_advscale.layers import mixbn
+    found = set()
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, mixbn.MixBN):
+            found.add("mixbn")
+        elif isinstance(layer, keras.layers.BatchNormalization):
+            found.add("bn")
+        elif isinstance(layer, keras.layers.GroupNormalization):
+            found.add("ln" if layer.groups == 1 else "gn")
+    return found
