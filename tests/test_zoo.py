@@ -261,10 +261,13 @@ def test_publish_a_run_then_load_it_as_a_verified_entry(tmp_path, monkeypatch):
     assert command[:3] == ["advscale", "zoo", "eval"]
     assert cli.main(command[1:] + ["--route", "clean", "--out", str(tmp_path / "again")]) == 0
     again = json.loads((tmp_path / "again" / "report.json").read_text())
-    assert again["clean_accuracy"] == meta["evaluation"]["results"]["clean"]["clean"]
-    assert again["attacks"]["apgd-ce"]["accuracy"] == \
-        meta["evaluation"]["results"]["clean"]["apgd-ce"]
-    assert again["curves"]["steps"] == meta["evaluation"]["steps_curve"]["clean"]
+    published = meta["evaluation"]["results"]["clean"]
+    assert again["clean_accuracy"] == pytest.approx(published["clean"], abs=1e-6)
+    assert again["attacks"]["apgd-ce"]["accuracy"] == pytest.approx(published["apgd-ce"],
+                                                                      abs=1e-6)
+    curve = meta["evaluation"]["steps_curve"]["clean"]
+    assert {**again["curves"]["steps"], "accuracy": None} == {**curve, "accuracy": None}
+    assert again["curves"]["steps"]["accuracy"] == pytest.approx(curve["accuracy"], abs=1e-6)
     assert again["gradient_masking_suspected"] == (
         not meta["evaluation"]["results"]["clean"]["sanity_checks_passed"])
 
@@ -311,7 +314,13 @@ def test_published_card_is_its_metadata(name):
     card = (entry / "README.md").read_text()
     for png in (entry.glob("*.png")):
         assert f"]({png.name})" in card
-    assert meta["evaluation"]["command"].startswith(f"advscale zoo eval {name}")
+    command = meta["evaluation"]["command"]
+    assert command.startswith(f"advscale zoo eval {name}")
+    for curve in meta["evaluation"]["steps_curve"].values():
+        steps = ",".join(sorted(curve["accuracy"], key=int))
+        # A seeded curve is redone by the command; an older one says it is not.
+        assert (f"--steps-curve {steps} --curve-n {curve['n']}" in command
+                if curve.get("subset") else "does not redo it" in card), command
     assert meta["robustbench"] == zoo_publish.robustbench_fields(meta)
     assert isinstance(meta["robustbench"]["clean_acc"], str)  # RobustBench's type
 
@@ -329,12 +338,21 @@ def test_zoo_eval_takes_the_data_from_the_command_line(tiny_zoo, monkeypatch, ca
     meta_path.write_text(json.dumps(meta))
     seen = []
     monkeypatch.setattr(tf_advscale.evaluate, "evaluate",
-                        lambda model, **kw: seen.append(kw) or {})
+                        lambda model, **kw: seen.append(kw) or {
+                            "gradient_masking_suspected": None if kw["checks"] is False else False})
     monkeypatch.setattr(tf_advscale.evaluate, "summary", lambda report: {})
     assert cli.main(["zoo", "eval", "resnet8.test_fmnist", "--n", "8"]) == 0
     assert cli.main(["zoo", "eval", "resnet8.test_fmnist", "--path", "/my/fmnist",
                      "--steps-curve", "10,20", "--curve-n", "4", "--no-checks"]) == 0
+    assert cli.main(["zoo", "eval", "resnet8.test_fmnist", "--source", "tfds"]) == 0
     assert (seen[0]["source"], seen[0]["path"], seen[0]["steps_curve"]) == (
         "idx", "data/fmnist", None)
     assert (seen[1]["source"], seen[1]["path"], seen[1]["steps_curve"], seen[1]["curve_n"],
             seen[1]["checks"]) == ("idx", "/my/fmnist", [10, 20], 4, False)
+    assert (seen[2]["source"], seen[2]["path"]) == ("tfds", "data/fmnist")
+    out, printed, decoder = capsys.readouterr().out, [], json.JSONDecoder()
+    while out.strip():
+        obj, end = decoder.raw_decode(out.strip())
+        printed.append(obj)
+        out = out.strip()[end:]
+    assert [p["sanity_checks_passed"] for p in printed] == [True, None, True]  # None: not run

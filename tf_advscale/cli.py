@@ -3,7 +3,9 @@
     advscale train [--config configs/X.py] [--workdir DIR] [--runlocal] [--set KEY=VALUE ...]
     advscale eval --model M.keras --dataset fashion_mnist --n 1000 --epsilon 0.1 --out DIR
     advscale models
-    advscale zoo list | info NAME | eval NAME [--n 500] [--route clean] [--path DATA_DIR]
+    advscale zoo list | info NAME
+    advscale zoo eval NAME [--n 500] [--route clean] [--path DATA_DIR] [--source tfds]
+                      [--steps-curve 10,20,50 --curve-n 500] [--no-checks] [--out DIR]
     advscale zoo publish NAME --workdir RUN --train-command CMD | relabel NAME --dataset-label L
     advscale reproduce EXPERIMENT [--dataset fmnist] | all | report
 
@@ -126,7 +128,9 @@ def _zoo(args):
                       curve_n=args.curve_n, route=args.route or "adversarial",
                       workdir=args.out, name=args.name, checks=not args.no_checks,
                       verbose=False)
-    print(json.dumps(summary(report), indent=2))
+    suspected = report["gradient_masking_suspected"]
+    print(json.dumps({**summary(report), "sanity_checks_passed":
+                      None if suspected is None else not suspected}, indent=2))
     return 0
 
 
@@ -210,8 +214,8 @@ def build_parser():
     z.add_argument("--source", default=None,
                    help="eval: tfds | folder | idx (default: the entry's training data's)")
     z.add_argument("--path", default=None,
-                   help="eval: the data directory (default: the entry's, relative to the "
-                        "current directory)")
+                   help="eval: the data directory (default: the entry's training data's, "
+                        "relative to the current directory, or the loader's default)")
     z.add_argument("--steps-curve", default="",
                    help="eval: PGD step counts for a steps curve, e.g. 10,20,50,100,200")
     z.add_argument("--curve-n", type=int, default=None,

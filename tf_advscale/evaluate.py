@@ -371,9 +371,9 @@ def evaluate(model, x=None, y=None, dataset=None, split="test", n=None, ids=None
         # Fields named as in RobustBench's model info, where they overlap.
         "robustbench": {"name": model_name or model.name, "dataset": data_desc["dataset"],
                         "threat_model": "Linf", "eps": epsilon_fraction(epsilon),
-                        "clean_acc": round(100 * float(correct["clean"].mean()), 2),
+                        "clean_acc": f"{100 * float(correct['clean'].mean()):.2f}",
                         "autoattack_acc": None,
-                        "worst_case_acc": round(100 * float(worst.mean()), 2),
+                        "worst_case_acc": f"{100 * float(worst.mean()):.2f}",
                         "n_test_images": int(len(y))},
     }
     if workdir:

@@ -132,7 +132,11 @@ def model_path(name, cache_dir=None):
     if source.get("url"):
         cache = os.path.expanduser(cache_dir or os.path.join("~", ".keras"))
         os.makedirs(cache, exist_ok=True)  # else Keras silently falls back to /tmp/.keras
-        path = _download(name, [source["url"], *source.get("mirrors", [])], digest, cache)
+        mirrors = source.get("mirrors", [])
+        if not isinstance(mirrors, list) or not all(isinstance(m, str) for m in mirrors):
+            raise ZooError(f"{name}: source.mirrors must be a list of URLs. "
+                           f"Received: {mirrors!r}")
+        path = _download(name, [source["url"], *mirrors], digest, cache)
         root = os.path.realpath(os.path.join(cache, "tf_advscale_zoo"))
     else:
         path = os.path.join(directory, source.get("file", MODEL))
@@ -200,7 +204,8 @@ def load(name, route=None, cache_dir=None):
                        f"{meta['params']} (wrong architecture); refused")
     norm = (meta.get("architecture") or {}).get("norm")
     found = _norms(model)
-    if norm and found and found != {norm}:
+    # A group norm whose channels allow one group only is a layer norm.
+    if norm and found and not found <= ({"gn", "ln"} if norm == "gn" else {norm}):
         raise ZooError(f"{name}: the loaded model normalises with {sorted(found)}, the "
                        f"metadata says {norm!r} (wrong architecture); refused")
     if mixbn.mixbn_layers(model):

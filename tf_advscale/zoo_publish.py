@@ -131,16 +131,17 @@ def publish(workdir, name, train_command, out_dir="zoo", n=None, curve_n=500, ep
 
 def robustbench_fields(meta):
     """The entry as a RobustBench model-info record, with its field names and
-    types (accuracies as strings of two decimals). ``autoattack_acc`` stays
-    empty: the zoo's robust number is the worst case over PGD-20 and APGD-CE,
-    not the full AutoAttack, and the footnote says so."""
-    route = meta["default_route"] or "default"
+    types (accuracies as strings of two decimals). ``autoattack_acc`` is
+    null (not run): the zoo's robust number, in ``reported``, is the worst
+    case over PGD-20 and APGD-CE, not the full AutoAttack, and the footnote
+    says so."""
+    route = meta.get("default_route") or "default"
     r = meta["evaluation"]["results"][route]
     a = meta["architecture"]
     note = (f"Robust accuracy {100 * r['worst_case']:.2f}% is the per-example worst case over "
             f"PGD-20 and APGD-CE on {r['n']:,} test images of {meta['dataset']}, not "
             "AutoAttack.")
-    if meta["default_route"]:
+    if meta.get("default_route"):
         note += f" MixBN model evaluated on its {route} route."
     return {"name": meta["name"], "dataset": meta["recipe"]["config"]["data"]["dataset"],
             "threat_model": "Linf", "eps": meta["threat_model"]["epsilon"],
@@ -219,6 +220,9 @@ def render_card(entry, meta):
                   else f"all {curve['n']} test images" if subset == "all"
                   else f"{curve['n']} test images {subset}")
             lines.append(f"{route}: {pts} (on {on}).")
+            if subset is None:
+                lines.append("This curve predates curves on a seeded draw of the test set: "
+                             "`advscale zoo eval` does not redo it.")
     recipe = ("standard training (no attack)" if str(rec["attack"]).startswith("NoAttack")
               else f"training attack {rec['attack']}, clean portion {rec['clean_portion']}, "
                    f"mixing {rec['mixing']}")
