@@ -164,6 +164,33 @@ def test_a_resumed_run_records_the_commit_of_each_segment(tmp_path, monkeypatch)
     assert runner._Commits().describe() is None
 
 
+def test_the_commit_is_the_packages_own_never_an_enclosing_repositorys(tmp_path):
+    """A pip install inside another git repository (a virtual environment in
+    a user's project) records no commit rather than the project's."""
+    import shutil
+    import subprocess
+    from tf_advscale import runner
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+
+    def repo(path):
+        path.mkdir(parents=True)
+        git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(path)]
+        subprocess.run(git + ["init", "-q"], check=True)
+        subprocess.run(git + ["commit", "-q", "--allow-empty", "-m", "x"], check=True)
+        return subprocess.run(git + ["rev-parse", "HEAD"], check=True, capture_output=True,
+                              text=True).stdout.strip()
+
+    head = repo(tmp_path / "project")
+    installed = tmp_path / "project" / ".venv" / "site-packages" / "tf_advscale"
+    installed.mkdir(parents=True)
+    assert runner.source_commit(str(installed)) is None
+    checkout = tmp_path / "project" / "tf_advscale"  # the package at the repository root
+    checkout.mkdir()
+    assert runner.source_commit(str(checkout)) == head
+    assert runner.source_commit(str(tmp_path)) is None  # outside any repository
+
+
 def test_an_agreed_older_resume_keeps_the_time_of_the_set_aside_segment(tmp_path):
     """The training clock resumes from the older checkpoint's state, plus the
     time of the newer segment it discards: that time was spent."""

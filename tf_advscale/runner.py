@@ -59,10 +59,16 @@ def _jsonable(obj):
     return str(obj)
 
 
-def source_commit():
-    """The git commit of the package source, with "+dirty" if modified; None outside git."""
-    here = os.path.dirname(os.path.abspath(__file__))
+def source_commit(package_dir=None):
+    """The git commit of the package source, with "+dirty" if modified; None
+    outside a checkout of the package (a pip install, even one inside some
+    other git repository, such as a virtual environment in a user's project)."""
+    here = package_dir or os.path.dirname(os.path.abspath(__file__))
     try:
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=here,
+                             capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        if not os.path.samefile(top, os.path.dirname(os.path.abspath(here))):
+            return None  # the package is not at the root of this repository
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
                                 text=True, timeout=10, check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
