@@ -41,6 +41,10 @@ def _train(args):
     return 0
 
 
+def _ints(text):
+    return [int(t) for t in text.split(",") if t]
+
+
 def _floats(text):
     return [eval_fraction(t) for t in text.split(",") if t]
 
@@ -60,7 +64,7 @@ def _eval(args):
         args.model, dataset=args.dataset, split=args.split, n=args.n, seed=args.seed,
         source=args.source, path=args.path, epsilon=args.epsilon,
         attacks=[a for a in args.attacks.split(",") if a],
-        steps_curve=[int(s) for s in args.steps_curve.split(",") if s] or None,
+        steps_curve=_ints(args.steps_curve) or None,
         eps_curve=([args.epsilon * f for f in (0.25, 0.5, 1.0, 1.5, 2.0)]
                    if args.eps_curve == "auto" else _floats(args.eps_curve) or None),
         curve_n=args.curve_n,
@@ -124,7 +128,7 @@ def _zoo(args):
     report = evaluate(model, **data, n=args.n, seed=args.seed,
                       epsilon=meta["threat_model"]["epsilon_float"],
                       attacks=args.attacks.split(","),
-                      steps_curve=[int(s) for s in args.steps_curve.split(",") if s] or None,
+                      steps_curve=_ints(args.steps_curve) or None,
                       curve_n=args.curve_n, route=args.route or "adversarial",
                       workdir=args.out, name=args.name, checks=not args.no_checks,
                       verbose=False)
