@@ -289,6 +289,27 @@ def test_publish_a_run_then_load_it_as_a_verified_entry(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="non-empty dataset label. Received: ' '"):
         zoo_publish.relabel(str(entry), " ")
 
+    # Re-evaluating an entry whose evaluation is stale (here: numbers edited
+    # and a curve from before seeded draws) measures it again from its file.
+    stale = json.loads((entry / "metadata.json").read_text())
+    stale["evaluation"]["results"]["clean"]["clean"] = 0.0
+    for curve in stale["evaluation"]["steps_curve"].values():
+        del curve["subset"]
+    (entry / "metadata.json").write_text(json.dumps(stale))
+    assert cli.main(["zoo", "reevaluate", "resnet8.mixbn_tiny_sample", "--out",
+                     str(tmp_path / "zoo"), "--n", "40", "--curve-n", "20", "--workdir",
+                     str(tmp_path / "scratch")]) == 0
+    redone = zoo.info("resnet8.mixbn_tiny_sample")
+    assert {**redone, "evaluation": None} == {**relabelled, "evaluation": None}
+    assert {**redone["evaluation"], "date": None, "commit": None} == {
+        **meta["evaluation"], "date": None, "commit": None}
+    assert (entry / "README.md").read_text() == zoo_publish.render_card(str(entry), redone)
+    assert "does not redo it" not in (entry / "README.md").read_text()
+    assert checkpoint.sha256(entry / "model.keras") == digest
+    (tmp_path / "zoo" / "resnet8.mixbn_tiny_sample" / "model.keras").write_bytes(b"truncated")
+    with pytest.raises(zoo.ZooError, match="refused"):
+        zoo_publish.reevaluate(str(entry))
+
 
 def test_readme_zoo_table_lists_every_entry_as_published(capsys):
     """The README's zoo table is `advscale zoo list --markdown`, regenerated

@@ -6,7 +6,8 @@
     advscale zoo list | info NAME
     advscale zoo eval NAME [--n 500] [--route clean] [--path DATA_DIR] [--source tfds]
                       [--steps-curve 10,20,50 --curve-n 500] [--no-checks] [--out DIR]
-    advscale zoo publish NAME --workdir RUN --train-command CMD | relabel NAME --dataset-label L
+    advscale zoo publish NAME --workdir RUN --train-command CMD | reevaluate NAME
+    advscale zoo relabel NAME --dataset-label L
     advscale reproduce EXPERIMENT [--dataset fmnist] | all | report
 
 With no ``--config`` the built-in default runs: PGD-7 adversarial training
@@ -114,6 +115,13 @@ def _zoo(args):
                        n=args.n, epsilon=args.epsilon, dataset_label=args.dataset_label)
         print(json.dumps(meta["evaluation"]["results"], indent=2))
         return 0
+    if args.action == "reevaluate":
+        from tf_advscale.zoo_publish import reevaluate
+        meta = reevaluate(os.path.join(args.out or "zoo", args.name), scratch=args.workdir,
+                          n=args.n, curve_n=args.curve_n or 500, source=args.source,
+                          path=args.path)
+        print(json.dumps(meta["evaluation"]["results"], indent=2))
+        return 0
     if args.action == "relabel":
         from tf_advscale.zoo_publish import relabel
         if not args.dataset_label:
@@ -207,27 +215,33 @@ def build_parser():
     m = sub.add_parser("models", help="list the registered model names")
     m.set_defaults(fn=_models)
     z = sub.add_parser("zoo", help="pretrained robust models: list | info NAME | eval NAME")
-    z.add_argument("action", choices=["list", "info", "eval", "publish", "relabel"])
+    z.add_argument("action",
+                   choices=["list", "info", "eval", "publish", "reevaluate", "relabel"])
     z.add_argument("name", nargs="?")
     z.add_argument("--markdown", action="store_true", help="list: a markdown table")
     z.add_argument("--n", type=int, default=None,
-                   help="eval: test images (a seeded subset; default all)")
+                   help="eval, publish, reevaluate: test images (a seeded subset; default all)")
     z.add_argument("--seed", type=int, default=0)
     z.add_argument("--attacks", default="pgd-20,apgd-ce")
     z.add_argument("--route", default=None, help="MixBN route: adversarial | clean")
     z.add_argument("--source", default=None,
-                   help="eval: tfds | folder | idx (default: the entry's training data's)")
+                   help="eval, reevaluate: tfds | folder | idx (default: the entry's training "
+                        "data's)")
     z.add_argument("--path", default=None,
-                   help="eval: the data directory (default: the entry's training data's, "
+                   help="eval, reevaluate: the data directory (default: the entry's training "
+                        "data's, "
                         "relative to the current directory, or the loader's default)")
     z.add_argument("--steps-curve", default="",
                    help="eval: PGD step counts for a steps curve, e.g. 10,20,50,100,200")
     z.add_argument("--curve-n", type=int, default=None,
-                   help="eval: images for the curve and checks, drawn with --seed (default all)")
+                   help="eval: images for the curve and checks, drawn with --seed (default all; "
+                        "reevaluate: 500)")
     z.add_argument("--no-checks", action="store_true", help="eval: " + NO_CHECKS)
     z.add_argument("--out", default=None, help="eval: resumable output directory; "
-                                                 "publish, relabel: zoo directory (default zoo/)")
-    z.add_argument("--workdir", help="publish: the advscale train work directory")
+                                                 "publish, reevaluate, relabel: zoo directory "
+                                                 "(default zoo/)")
+    z.add_argument("--workdir", help="publish: the advscale train work directory; reevaluate: "
+                   "a resumable scratch directory (default runs/zoo_reevaluate/NAME-SHA)")
     z.add_argument("--train-command", help="publish: the command that trained it")
     z.add_argument("--dataset-label", help="publish, relabel: the data's name on the card and in the "
                    "zoo table (default: the run's 'dataset (source)')")

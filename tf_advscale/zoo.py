@@ -107,7 +107,13 @@ def _entry_dir(name):
 
 def info(name):
     """The metadata of ``name`` (a dict; see any entry's ``metadata.json``)."""
-    directory = _entry_dir(name)
+    return read_metadata(_entry_dir(name), name)
+
+
+def read_metadata(directory, name=None):
+    """The checked metadata of the entry in ``directory`` (named ``name``,
+    default the directory's name)."""
+    name = name or os.path.basename(os.path.normpath(directory))
     try:
         with open(os.path.join(directory, METADATA)) as f:
             meta = json.load(f)
@@ -125,8 +131,13 @@ def info(name):
 def model_path(name, cache_dir=None):
     """The verified local path of ``name``'s model file (downloading it once
     for URL entries)."""
-    meta = info(name)
-    directory = _entry_dir(name)
+    return entry_model_path(_entry_dir(name), cache_dir)
+
+
+def entry_model_path(directory, cache_dir=None):
+    """``model_path`` for the entry in ``directory``."""
+    meta = read_metadata(directory)
+    name = meta["name"]
     source = meta["source"]
     digest = source["sha256"]
     if source.get("url"):
@@ -187,12 +198,18 @@ def load(name, route=None, cache_dir=None):
             models take only None.
         cache_dir: where URL entries are downloaded (``~/.keras`` default).
     """
+    return load_entry(_entry_dir(name), route, cache_dir)
+
+
+def load_entry(directory, route=None, cache_dir=None):
+    """``load`` for the entry in ``directory`` (e.g. one being published)."""
     import tf_advscale  # noqa: F401  (registers the package's layers)
     from tf_advscale.layers import mixbn
     from tf_advscale.models import count_params
 
-    meta = info(name)
-    path = model_path(name, cache_dir)
+    meta = read_metadata(directory)
+    name = meta["name"]
+    path = entry_model_path(directory, cache_dir)
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as e:

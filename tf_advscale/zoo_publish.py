@@ -8,6 +8,12 @@ the evaluation suite -- the full test set under clean, PGD-20 and APGD-CE,
 the steps curve on ``curve_n`` images drawn with a seed, and a 500-image check set
 that the zoo's tests re-measure -- on every MixBN route, and writes
 ``metadata.json`` and the model card ``README.md``.
+
+    advscale zoo reevaluate NAME
+
+re-measures a published entry from its verified model file with this
+version's evaluation suite (e.g. after the suite changed) and rewrites its
+evaluation block and card.
 """
 
 import datetime
@@ -61,34 +67,12 @@ def publish(workdir, name, train_command, out_dir="zoo", n=None, curve_n=500, ep
     model_file = os.path.join(entry, zoo.MODEL)
     checkpoint.save_model_atomic(classifier, model_file)
 
-    results, check, curves = {}, {}, {}
-    scratch = os.path.join(workdir, "zoo_eval")
-    for route in routes:
-        key = route or "default"
-        if route:
-            mixbn.set_route(classifier, route)
-        full = evaluate.evaluate(classifier, **zoo.data_args(config), n=n, epsilon=epsilon,
-                                 attacks=list(ATTACKS), steps_curve=list(STEPS_CURVE),
-                                 curve_n=curve_n, route=route or "adversarial",
-                                 workdir=os.path.join(scratch, key, "full"), name=name,
-                                 verbose=verbose)
-        small = evaluate.evaluate(classifier, **zoo.data_args(config), n=CHECK["n"],
-                                  seed=CHECK["seed"], epsilon=epsilon, attacks=CHECK["attacks"],
-                                  route=route or "adversarial",
-                                  workdir=os.path.join(scratch, key, "check"), name=name,
-                                  checks=False, verbose=False)
-        results[key] = {**evaluate.summary(full), "sanity_checks_passed":
-                        not full["gradient_masking_suspected"]}
-        check[key] = evaluate.summary(small)
-        curves[key] = full["curves"].get("steps")
-        png = os.path.join(scratch, key, "full", "curve_steps.png")
-        if os.path.exists(png):
-            shutil.copyfile(png, os.path.join(entry, f"steps_curve{'_' + route if route else ''}.png"))
+    evaluation = _evaluate(classifier, zoo.data_args(config), name, epsilon, n, curve_n,
+                           os.path.join(workdir, "zoo_eval"), entry, verbose)
     if routes[0]:
         mixbn.set_route(classifier, "adversarial")
 
     m, t = config["model"], config["trainer"]
-    primary = results[routes[0] or "default"]
     meta = {
         "name": name,
         "architecture": {"family": m["family"], "depth": m["depth"], "width": m["width"],
@@ -110,19 +94,80 @@ def publish(workdir, name, train_command, out_dir="zoo", n=None, curve_n=500, ep
                      "commit": metrics.get("commit"), "tensorflow": metrics.get("tensorflow"),
                      "keras": metrics.get("keras"), "hardware": metrics.get("machine"),
                      "train_seconds": metrics.get("train_seconds")},
-        "evaluation": {
-            "command": (f"advscale zoo eval {name} --steps-curve "
-                        f"{','.join(map(str, STEPS_CURVE))} --curve-n {curve_n}"
-                        + (f" --n {n}" if n else "")),
-            "test_images": primary["n"], "attacks": {
-                "pgd-20": "untargeted PGD, 20 steps of 2.5*eps/20, random start",
-                "apgd-ce": "APGD with cross-entropy, 100 iterations"},
-            "results": results, "steps_curve": curves, "check_set": {**CHECK, "results": check},
-            "package_version": tf_advscale.__version__, "commit": source_commit(),
-            "date": datetime.date.today().isoformat()},
+        "evaluation": evaluation,
         "source": {"file": zoo.MODEL, "sha256": checkpoint.sha256(model_file),
                    "bytes": os.path.getsize(model_file)},
     }
+    meta["robustbench"] = robustbench_fields(meta)
+    write_json(os.path.join(entry, zoo.METADATA), meta)
+    _write_card(entry, meta)
+    return meta
+
+
+
+def _evaluate(classifier, data, name, epsilon, n, curve_n, scratch, entry, verbose):
+    """The zoo's evaluation of ``classifier`` on each of its routes (the full
+    test set, or ``n`` images, under clean, PGD-20 and APGD-CE with the
+    sanity checks; the steps curve on ``curve_n`` seeded images; the check
+    set), resumable in ``scratch``; copies the curves' plots into ``entry``.
+    Returns the metadata's ``evaluation`` block."""
+    routes = ["adversarial", "clean"] if mixbn.mixbn_layers(classifier) else [None]
+    results, check, curves = {}, {}, {}
+    for route in routes:
+        key = route or "default"
+        if route:
+            mixbn.set_route(classifier, route)
+        full = evaluate.evaluate(classifier, **data, n=n, epsilon=epsilon,
+                                 attacks=list(ATTACKS), steps_curve=list(STEPS_CURVE),
+                                 curve_n=curve_n, route=route or "adversarial",
+                                 workdir=os.path.join(scratch, key, "full"), name=name,
+                                 verbose=verbose)
+        small = evaluate.evaluate(classifier, **data, n=CHECK["n"],
+                                  seed=CHECK["seed"], epsilon=epsilon, attacks=CHECK["attacks"],
+                                  route=route or "adversarial",
+                                  workdir=os.path.join(scratch, key, "check"), name=name,
+                                  checks=False, verbose=False)
+        results[key] = {**evaluate.summary(full), "sanity_checks_passed":
+                        not full["gradient_masking_suspected"]}
+        check[key] = evaluate.summary(small)
+        curves[key] = full["curves"].get("steps")
+        png = os.path.join(scratch, key, "full", "curve_steps.png")
+        if os.path.exists(png):
+            shutil.copyfile(png, os.path.join(entry,
+                                              f"steps_curve{'_' + route if route else ''}.png"))
+    return {
+        "command": (f"advscale zoo eval {name} --steps-curve "
+                    f"{','.join(map(str, STEPS_CURVE))} --curve-n {curve_n}"
+                    + (f" --n {n}" if n else "")),
+        "test_images": results[routes[0] or "default"]["n"], "attacks": {
+            "pgd-20": "untargeted PGD, 20 steps of 2.5*eps/20, random start",
+            "apgd-ce": "APGD with cross-entropy, 100 iterations"},
+        "results": results, "steps_curve": curves, "check_set": {**CHECK, "results": check},
+        "package_version": tf_advscale.__version__, "commit": source_commit(),
+        "date": datetime.date.today().isoformat()}
+
+
+def reevaluate(entry, scratch=None, n=None, curve_n=500, source=None, path=None,
+               verbose=True):
+    """Re-measures the published entry ``entry`` (its directory) with this
+    version's evaluation suite and rewrites its ``evaluation`` block, its
+    RobustBench record, its curve plots and its card; the model file is
+    verified (size, sha256, parameters, normalisation) and not touched.
+
+    For entries evaluated before the suite drew its curve from a seed, or by
+    an older version: afterwards the card's eval command redoes the card.
+    ``source``/``path`` point at another copy of the entry's data; the work is
+    resumable in ``scratch`` (default ``runs/zoo_reevaluate/NAME-SHA``).
+    Returns the metadata.
+    """
+    classifier, meta = zoo.load_entry(entry)
+    name = meta["name"]
+    data = zoo.data_args(meta["recipe"]["config"])
+    data.update({k: v for k, v in (("source", source), ("path", path)) if v})
+    scratch = scratch or os.path.join("runs", "zoo_reevaluate",
+                                      f"{name}-{meta['source']['sha256'][:12]}")
+    meta["evaluation"] = _evaluate(classifier, data, name, meta["threat_model"]["epsilon_float"],
+                                   n, curve_n, scratch, entry, verbose)
     meta["robustbench"] = robustbench_fields(meta)
     write_json(os.path.join(entry, zoo.METADATA), meta)
     _write_card(entry, meta)
