@@ -4,6 +4,7 @@
     zoo.list_models()                      # ['resnet20.pgd3_fmnist', ...]
     zoo.info("resnet20.pgd3_fmnist")       # metadata: threat model, recipe, results
     model, meta = zoo.load("resnet20.mixbn_pgd3_fmnist", route="clean")
+    model, meta = zoo.load_entry("path/to/NAME")   # an entry directory, same checks
 
 A zoo entry is a directory ``<name>/`` holding ``metadata.json``, the model
 card ``README.md`` and (for bundled entries) ``model.keras``. The model is
