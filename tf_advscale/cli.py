@@ -131,8 +131,7 @@ def _zoo(args):
         return 0
     from tf_advscale.evaluate import evaluate, summary
     model, meta = zoo.load(args.name, route=args.route)
-    data = zoo.data_args(meta["recipe"]["config"])
-    data.update({k: v for k, v in (("source", args.source), ("path", args.path)) if v})
+    data = zoo.data_args(meta["recipe"]["config"], source=args.source, path=args.path)
     report = evaluate(model, **data, n=args.n, seed=args.seed,
                       epsilon=meta["threat_model"]["epsilon_float"],
                       attacks=args.attacks.split(","),

@@ -83,11 +83,12 @@ def _entries():
     return found
 
 
-def data_args(config):
+def data_args(config, source=None, path=None):
     """``evaluate()``'s data arguments for a run's config (an entry's
-    ``metadata["recipe"]["config"]``)."""
+    ``metadata["recipe"]["config"]``); ``source``/``path``, when given,
+    point at another copy of the data."""
     d = config["data"]
-    return {"dataset": d["dataset"], "source": d["source"], "path": d["path"]}
+    return {"dataset": d["dataset"], "source": source or d["source"], "path": path or d["path"]}
 
 
 def list_models():

@@ -52,7 +52,7 @@ def publish(workdir, name, train_command, out_dir="zoo", n=None, curve_n=500, ep
         metrics = json.load(f)
     trained = keras.saving.load_model(os.path.join(workdir, "final.keras"), safe_mode=True)
     classifier = trained.model
-    routes = ["adversarial", "clean"] if mixbn.mixbn_layers(classifier) else [None]
+    routes = _routes(classifier)
     if epsilon is None:
         spec = config["eval_attack"] or config["attack"]
         if not spec or "epsilon" not in spec:
@@ -104,6 +104,9 @@ def publish(workdir, name, train_command, out_dir="zoo", n=None, curve_n=500, ep
     return meta
 
 
+def _routes(classifier):
+    return ["adversarial", "clean"] if mixbn.mixbn_layers(classifier) else [None]
+
 
 def _evaluate(classifier, data, name, epsilon, n, curve_n, scratch, entry, verbose):
     """The zoo's evaluation of ``classifier`` on each of its routes (the full
@@ -111,7 +114,7 @@ def _evaluate(classifier, data, name, epsilon, n, curve_n, scratch, entry, verbo
     sanity checks; the steps curve on ``curve_n`` seeded images; the check
     set), resumable in ``scratch``; copies the curves' plots into ``entry``.
     Returns the metadata's ``evaluation`` block."""
-    routes = ["adversarial", "clean"] if mixbn.mixbn_layers(classifier) else [None]
+    routes = _routes(classifier)
     results, check, curves = {}, {}, {}
     for route in routes:
         key = route or "default"
@@ -162,8 +165,7 @@ def reevaluate(entry, scratch=None, n=None, curve_n=500, source=None, path=None,
     """
     classifier, meta = zoo.load_entry(entry)
     name = meta["name"]
-    data = zoo.data_args(meta["recipe"]["config"])
-    data.update({k: v for k, v in (("source", source), ("path", path)) if v})
+    data = zoo.data_args(meta["recipe"]["config"], source=source, path=path)
     scratch = scratch or os.path.join("runs", "zoo_reevaluate",
                                       f"{name}-{meta['source']['sha256'][:12]}")
     meta["evaluation"] = _evaluate(classifier, data, name, meta["threat_model"]["epsilon_float"],
