@@ -138,7 +138,10 @@ def model_path(name, cache_dir=None):
 
 def entry_model_path(directory, cache_dir=None):
     """``model_path`` for the entry in ``directory``."""
-    meta = read_metadata(directory)
+    return _verified_path(directory, read_metadata(directory), cache_dir)
+
+
+def _verified_path(directory, meta, cache_dir):
     name = meta["name"]
     source = meta["source"]
     digest = source["sha256"]
@@ -211,7 +214,7 @@ def load_entry(directory, route=None, cache_dir=None):
 
     meta = read_metadata(directory)
     name = meta["name"]
-    path = entry_model_path(directory, cache_dir)
+    path = _verified_path(directory, meta, cache_dir)
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as e:
