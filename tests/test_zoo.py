@@ -100,6 +100,22 @@ def test_wrong_parameter_count_is_refused(tiny_zoo):
         zoo.load("resnet8.test_fmnist")
 
 
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m.pop("params"), r"params must be .* Received: None"),
+    (lambda m: m.update(params="274042"), r"params must be .* Received: '274042'"),
+    (lambda m: m["source"].update(file="model.h5"), r"source.file must be a \.keras file. "
+                                                    r"Received: 'model.h5'"),
+])
+def test_incomplete_metadata_is_refused_by_name(tiny_zoo, edit, message):
+    root, _ = tiny_zoo
+    meta_path = root / "resnet8.test_fmnist" / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    edit(meta)
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(zoo.ZooError, match=message):
+        zoo.load("resnet8.test_fmnist")
+
+
 def test_a_model_with_another_norm_is_refused(tiny_zoo):
     """BN and group norm have the same parameter count: the loader also checks
     the normalisation the metadata names."""
@@ -185,10 +201,18 @@ def test_a_dead_url_or_a_web_page_falls_back_to_the_mirrors(tmp_path, served_mod
         zoo.load("resnet8.mirrored_fmnist", cache_dir=str(tmp_path / "cache2"))
 
 
-def _data_available(meta):
+def _data(meta):
+    """The entry's data arguments, its relative data path read from the
+    checkout's root (where the cards' commands run), whatever pytest's cwd."""
     d = meta["recipe"]["config"]["data"]
+    path = str(ROOT / d["path"]) if d.get("path") and not os.path.isabs(d["path"]) else None
+    return zoo.data_args(meta["recipe"]["config"], path=path)
+
+
+def _data_available(meta):
+    d = _data(meta)
     if d["dataset"] == "cifar10":
-        path = ROOT / (d["path"] or "../shared/data/cifar10-jpeg")
+        path = pathlib.Path(d["path"] or ROOT / "../shared/data/cifar10-jpeg")
         return (path / "test").is_dir(), f"CIFAR-10 JPEG folder not found at {path}"
     if d["dataset"] == "fashion_mnist":
         ok = pathlib.Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz").exists()
@@ -206,7 +230,7 @@ def test_published_entry_loads_and_matches_its_card(name):
     for route, card in check["results"].items():
         if route != "default":
             model, _ = zoo.load(name, route=route)
-        report = evaluate(model, **zoo.data_args(meta["recipe"]["config"]),
+        report = evaluate(model, **_data(meta),
                           n=check["n"], seed=check["seed"],
                           epsilon=meta["threat_model"]["epsilon_float"],
                           attacks=check["attacks"], checks=False, verbose=False,
@@ -217,7 +241,7 @@ def test_published_entry_loads_and_matches_its_card(name):
             assert abs(got - card[attack]) <= 0.02, (route, attack, got, card[attack])
 
 
-def test_publish_a_run_then_load_it_as_a_verified_entry(tmp_path, monkeypatch):
+def test_publish_a_run_then_load_it_as_a_verified_entry(tmp_path, monkeypatch, capsys):
     """``advscale zoo publish`` end to end on a tiny MixBN run: metadata, card,
     curves per route, and an entry that ``zoo.load`` verifies and serves."""
     from tf_advscale import config as config_lib
@@ -259,7 +283,9 @@ def test_publish_a_run_then_load_it_as_a_verified_entry(tmp_path, monkeypatch):
     from tf_advscale import cli
     command = shlex.split(meta["evaluation"]["command"])
     assert command[:3] == ["advscale", "zoo", "eval"]
+    capsys.readouterr()
     assert cli.main(command[1:] + ["--route", "clean", "--out", str(tmp_path / "again")]) == 0
+    printed = json.loads(capsys.readouterr().out)
     again = json.loads((tmp_path / "again" / "report.json").read_text())
     published = meta["evaluation"]["results"]["clean"]
     assert again["clean_accuracy"] == pytest.approx(published["clean"], abs=1e-6)
@@ -268,6 +294,8 @@ def test_publish_a_run_then_load_it_as_a_verified_entry(tmp_path, monkeypatch):
     curve = meta["evaluation"]["steps_curve"]["clean"]
     assert {**again["curves"]["steps"], "accuracy": None} == {**curve, "accuracy": None}
     assert again["curves"]["steps"]["accuracy"] == pytest.approx(curve["accuracy"], abs=1e-6)
+    assert printed["curves"]["steps"] == {k: again["curves"]["steps"][k]
+                                          for k in ("n", "subset", "accuracy")}
     assert again["gradient_masking_suspected"] == (
         not meta["evaluation"]["results"]["clean"]["sanity_checks_passed"])
 
@@ -360,7 +388,8 @@ def test_zoo_eval_takes_the_data_from_the_command_line(tiny_zoo, monkeypatch, ca
     seen = []
     monkeypatch.setattr(tf_advscale.evaluate, "evaluate",
                         lambda model, **kw: seen.append(kw) or {
-                            "gradient_masking_suspected": None if kw["checks"] is False else False})
+                            "gradient_masking_suspected": None if kw["checks"] is False else False,
+                            "curves": {}})
     monkeypatch.setattr(tf_advscale.evaluate, "summary", lambda report: {})
     assert cli.main(["zoo", "eval", "resnet8.test_fmnist", "--n", "8"]) == 0
     assert cli.main(["zoo", "eval", "resnet8.test_fmnist", "--path", "/my/fmnist",

@@ -140,8 +140,12 @@ def _zoo(args):
                       workdir=args.out, name=args.name, checks=not args.no_checks,
                       verbose=False)
     suspected = report["gradient_masking_suspected"]
+    # The card's curves are what this command redoes: print them too.
+    curves = {k: {"n": c["n"], "subset": c["subset"], "accuracy": c["accuracy"]}
+              for k, c in report["curves"].items()}
     print(json.dumps({**summary(report), "sanity_checks_passed":
-                      None if suspected is None else not suspected}, indent=2))
+                      None if suspected is None else not suspected,
+                      **({"curves": curves} if curves else {})}, indent=2))
     return 0
 
 

@@ -127,6 +127,13 @@ def read_metadata(directory, name=None):
     if not _SHA.fullmatch(str(source.get("sha256", ""))):
         raise ZooError(f"{directory}/{METADATA}: source.sha256 must be 64 hex digits. "
                        f"Received: {source.get('sha256')!r}")
+    if not str(source.get("file", MODEL)).endswith(".keras"):
+        raise ZooError(f"{directory}/{METADATA}: source.file must be a .keras file. "
+                       f"Received: {source.get('file')!r}")
+    params = meta.get("params")
+    if not isinstance(params, int) or isinstance(params, bool) or params < 0:
+        raise ZooError(f"{directory}/{METADATA}: params must be the model's parameter count "
+                       f"(an integer). Received: {params!r}")
     return meta
 
 

@@ -225,6 +225,16 @@ def _write_card(entry, meta):
         f.write(render_card(entry, meta))
 
 
+def _data_line(meta):
+    """Where the card's commands read the data, and how to point them elsewhere."""
+    path = meta["recipe"]["config"]["data"].get("path")
+    where = ("its default location" if not path else f"`{path}`" if os.path.isabs(path)
+             else f"`{path}`, relative to the directory the commands run in")
+    return (f"Data: {meta.get('dataset_source', meta['dataset'])}, read from {where}. "
+            "`--path DIR` reads another copy; `--source tfds` reads the tensorflow-datasets "
+            "release instead, whose pixels can differ from this copy's.")
+
+
 def render_card(entry, meta):
     """The model card of the entry ``entry`` (its directory), from its metadata."""
     ev, rec, tr = meta["evaluation"], meta["recipe"], meta["training"]
@@ -283,7 +293,7 @@ def render_card(entry, meta):
               f"TensorFlow {tr['tensorflow']}, Keras {tr['keras']}). The whole config as it "
               "ran is `recipe.config` in `metadata.json`.", "",
               f"Evaluated with {command} (tf_advscale {ev['package_version']}, commit "
-              f"{ev['commit']}, {ev['date']}).", "",
+              f"{ev['commit']}, {ev['date']}).", "", _data_line(meta), "",
               "## Use", "", "```python", "from tf_advscale import zoo",
               f"model, meta = zoo.load({meta['name']!r})  # images in [0, 1] -> logits", "```",
               "", f"File: `{meta['source']['file']}`, sha256 `{meta['source']['sha256']}`, "
