@@ -351,6 +351,28 @@ def test_readme_zoo_table_lists_every_entry_as_published(capsys):
     assert all(f"`{name}`" in table for name in PUBLISHED)
 
 
+def test_zoo_list_reports_a_broken_entry_and_still_lists_the_rest(tmp_path, monkeypatch, capsys):
+    """A broken entry is named on stderr with its error and `zoo list` fails,
+    but the good entries are still listed."""
+    from tf_advscale import cli
+    good = json.loads((ROOT / "zoo" / PUBLISHED[0] / "metadata.json").read_text())
+    good["name"] = "resnet8.good_copy"
+    for name, meta in [("resnet8.good_copy", good), ("resnet8.broken_entry",
+                                                       {**good, "name": "resnet8.broken_entry",
+                                                        "evaluation": None}),
+                       ("resnet8.misnamed", {**good, "name": "resnet8.other"})]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metadata.json").write_text(json.dumps(meta))
+    monkeypatch.setenv("TF_ADVSCALE_ZOO", str(tmp_path))
+    assert cli.main(["zoo", "list"]) == 1
+    out, err = capsys.readouterr()
+    assert "resnet8.good_copy" in out and all(f"{name} " in out for name in PUBLISHED)
+    assert "broken_entry" not in out and "misnamed" not in out
+    assert "resnet8.broken_entry is broken and was left out: TypeError" in err
+    assert "resnet8.misnamed is broken and was left out: ZooError" in err
+    assert "names 'resnet8.other'" in err and "2 broken entries" in err
+
+
 @pytest.mark.parametrize("name", PUBLISHED)
 def test_published_card_is_its_metadata(name):
     """Each model card, and the RobustBench record, are rendered from the

@@ -81,6 +81,23 @@ def _models(args):
     return 0
 
 
+def _zoo_rows(meta, markdown):
+    """``advscale zoo list``'s rows for one entry: one per evaluated route."""
+    rows = []
+    for route, ev in meta["evaluation"]["results"].items():
+        if markdown:
+            seconds = meta["training"]["train_seconds"]
+            rows.append(f"| `{meta['name']}` | {meta['dataset']} | "
+                        f"{meta['threat_model']['epsilon']} | {route} | {100 * ev['clean']:.2f} | "
+                        f"{100 * ev['pgd-20']:.2f} | {100 * ev['apgd-ce']:.2f} | "
+                        f"{100 * ev['worst_case']:.2f} | {ev['n']:,} | {seconds / 60:.0f} min |")
+        else:
+            rows.append(f"{meta['name']:34s} {route:11s} {meta['dataset']:20s} "
+                        f"eps {meta['threat_model']['epsilon']:6s} clean {100 * ev['clean']:.2f}"
+                        f"  PGD-20 {100 * ev['pgd-20']:.2f}  APGD-CE {100 * ev['apgd-ce']:.2f}")
+    return rows
+
+
 def _zoo(args):
     from tf_advscale import zoo
     if args.action == "list":
@@ -88,19 +105,21 @@ def _zoo(args):
             print("| name | data | epsilon | route | clean | PGD-20 | APGD-CE | worst case "
                   "| test images | training time |")
             print("|---|---|---|---|---|---|---|---|---|---|")
+        bad = []
         for name in zoo.list_models():
-            meta = zoo.info(name)
-            for route, ev in meta["evaluation"]["results"].items():
-                if args.markdown:
-                    seconds = meta["training"]["train_seconds"]
-                    print(f"| `{name}` | {meta['dataset']} | {meta['threat_model']['epsilon']} | "
-                          f"{route} | {100 * ev['clean']:.2f} | {100 * ev['pgd-20']:.2f} | "
-                          f"{100 * ev['apgd-ce']:.2f} | {100 * ev['worst_case']:.2f} | "
-                          f"{ev['n']:,} | {seconds / 60:.0f} min |")
-                else:
-                    print(f"{name:34s} {route:11s} {meta['dataset']:20s} "
-                          f"eps {meta['threat_model']['epsilon']:6s} clean {100 * ev['clean']:.2f}"
-                          f"  PGD-20 {100 * ev['pgd-20']:.2f}  APGD-CE {100 * ev['apgd-ce']:.2f}")
+            try:  # one broken entry must not hide the others
+                rows = _zoo_rows(zoo.info(name), args.markdown)
+            except (zoo.ZooError, KeyError, TypeError, ValueError) as e:
+                bad.append(name)
+                print(f"advscale zoo list: {name} is broken and was left out: "
+                      f"{type(e).__name__}: {e}", file=sys.stderr)
+                continue
+            if rows:
+                print("\n".join(rows))
+        if bad:
+            print(f"advscale zoo list: {len(bad)} broken entr{'y' if len(bad) == 1 else 'ies'}: "
+                  f"{bad}", file=sys.stderr)
+            return 1
         return 0
     if not args.name:
         raise ValueError(f"advscale zoo {args.action} needs a NAME (see `advscale zoo list`)")
