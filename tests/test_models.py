@@ -6,32 +6,7 @@ from tf_advscale.layers import MixBN
 from tf_advscale.models import (DEPTHS, MODELS, ResNetClassifier, blocks_for, build_model,
                                 count_params, resnet)
 
-# Trainable parameters (the standard count: no conv biases, no BN moving
-# statistics), 10 classes for the CIFAR family and 1000 for ImageNet.
-PINNED = {
-    ("cifar", 8): 78_042, ("cifar", 14): 175_258, ("cifar", 20): 272_474,
-    ("cifar", 32): 466_906, ("cifar", 44): 661_338, ("cifar", 56): 855_770,
-    ("cifar", 110): 1_730_714,
-    ("imagenet", 18): 11_689_512, ("imagenet", 34): 21_797_672,
-    ("imagenet", 50): 25_557_032, ("imagenet", 101): 44_549_160,
-    ("imagenet", 152): 60_192_808, ("imagenet", 200): 64_673_832,
-    ("imagenet", 338): 116_064_296, ("imagenet", 518): 183_095_336,
-}
 DEEP = {338: 112, 518: 172, 638: 212}
-
-
-@pytest.mark.parametrize("family,depth", sorted(PINNED))
-def test_pinned_parameter_counts(family, depth):
-    # Resolution does not change the count: small inputs keep the test fast.
-    shape = (32, 32, 3) if family == "cifar" else (64, 64, 3)
-    m = resnet(depth, 10 if family == "cifar" else 1000, family=family, input_shape=shape)
-    assert count_params(m) == PINNED[(family, depth)]
-
-
-def test_standard_counts_match_the_literature():
-    # tf-models / keras-hub / torchvision counts, stated in the issue.
-    assert PINNED[("imagenet", 50)] == 25_557_032
-    assert PINNED[("imagenet", 152)] == 60_192_808
 
 
 @pytest.mark.parametrize("depth,blocks", sorted(DEEP.items()))
@@ -44,9 +19,12 @@ def test_deep_layouts_follow_the_paper_formula(depth, blocks):
 def test_every_table_depth_satisfies_its_formula():
     for depth, (kind, stages) in DEPTHS["cifar"].items():
         assert 6 * stages[0] + 2 == depth and len(set(stages)) == 1
-    for depth, (kind, stages) in DEPTHS["imagenet"].items():
-        per_block = 2 if kind == "basic" else 3
-        assert per_block * sum(stages) + 2 == depth
+    for family in ("imagenet", "preact"):
+        for depth, (kind, stages) in DEPTHS[family].items():
+            per_block = 2 if kind == "basic" else 3
+            assert per_block * sum(stages) + 2 == depth
+    for depth, (kind, stages) in DEPTHS["wide"].items():
+        assert 6 * stages[0] + 4 == depth and len(set(stages)) == 1
 
 
 def test_resnet638_builds_at_224():
@@ -55,10 +33,7 @@ def test_resnet638_builds_at_224():
     # 3 convs per bottleneck block + stem + 4 projections, each with a BN.
     convs = [l for l in m.backbone.layers if isinstance(l, keras.layers.Conv2D)]
     assert len(convs) == 3 * 212 + 1 + 4
-    assert count_params(m) == PINNED_638
-
-
-PINNED_638 = 227_782_696
+    assert count_params(m) == PINNED_NAMES["resnet638"]
 
 
 def test_any_cifar_depth_6n_plus_2_builds():
@@ -195,3 +170,76 @@ def test_config_key_model_recompute_reaches_the_model():
     found = [l for l in model.model._flatten_layers(include_self=False, recursive=True)
              if isinstance(l, Recompute)]
     assert len(found) == 3  # one per residual block of a CIFAR ResNet-8
+
+
+# Every registered model's trainable parameters, as a literal: registering a
+# model without pinning its count fails test_every_registered_model below.
+# The preact and wide counts equal their PyTorch twins' (PreActResNet-18 with
+# its final BN, as Wong et al. and RobustBench build it: 11,172,170).
+PINNED_NAMES = {
+    "cifar_resnet8": 78_042, "cifar_resnet14": 175_258, "cifar_resnet20": 272_474,
+    "cifar_resnet32": 466_906, "cifar_resnet44": 661_338, "cifar_resnet56": 855_770,
+    "cifar_resnet110": 1_730_714,
+    "resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032,
+    "resnet101": 44_549_160, "resnet152": 60_192_808, "resnet200": 64_673_832,
+    "resnet338": 116_064_296, "resnet518": 183_095_336, "resnet638": 227_782_696,
+    "preactresnet18": 11_172_170, "preactresnet34": 21_280_330,
+    "wrn-16-4": 2_748_890, "wrn-28-10": 36_479_194, "wrn-34-10": 46_160_474,
+    "wrn-34-20": 184_531_674, "wrn-70-16": 266_796_506,
+}
+HEAVY = 50_000_000  # builds of more parameters than this are slow tests
+
+
+def _registered():
+    for name in sorted(MODELS):
+        heavy = PINNED_NAMES.get(name, 0) > HEAVY
+        yield pytest.param(name, marks=pytest.mark.slow) if heavy else name
+
+
+@pytest.mark.parametrize("name", _registered())
+def test_every_registered_model(name):
+    """Generated from the registry: builds, pinned count, forward, config round trip."""
+    assert name in PINNED_NAMES, f"pin the parameter count of the new model {name!r}"
+    imagenet = name.startswith("resnet")
+    m = build_model(name, input_shape=(64, 64, 3) if imagenet else (32, 32, 3))
+    assert count_params(m) == PINNED_NAMES[name]
+    x = np.random.default_rng(0).uniform(size=(2,) + tuple(m.input.shape[1:])).astype("float32")
+    out = np.asarray(m(x, training=False))
+    assert out.shape == (2, 1000 if imagenet else 10) and np.isfinite(out).all()
+    if PINNED_NAMES[name] < 15_000_000:  # a second build of the big ones adds little
+        again = ResNetClassifier.from_config(m.get_config())
+        assert again.get_config() == m.get_config()
+        again.set_weights(m.get_weights())
+        np.testing.assert_allclose(np.asarray(again(x, training=False)), out, atol=1e-5)
+
+
+@pytest.mark.parametrize("family,depth,width", [("preact", 18, 1.0), ("wide", 16, 4.0)])
+def test_torch_style_families_pad_stride_two_convs_symmetrically(family, depth, width):
+    """PyTorch's padding=1 at stride 2, not Keras' "same" (bottom/right only)."""
+    import tensorflow as tf
+    m = resnet(depth, 10, family=family, width=width)
+    assert m.backbone.padding == "symmetric" and m.backbone.preact
+    conv = m.backbone.get_layer("stage2_block1_conv1")
+    pad = m.backbone.get_layer("stage2_block1_conv1_pad")
+    assert conv.strides == (2, 2) and conv.padding == "valid"
+    probe = keras.Model(m.backbone.input, [pad.input, conv.output])
+    x = np.random.default_rng(0).uniform(size=(2, 32, 32, 3)).astype("float32")
+    before, after = probe(x)
+    want = tf.nn.conv2d(before, conv.kernel, 2, [[0, 0], [1, 1], [1, 1], [0, 0]])
+    np.testing.assert_allclose(np.asarray(after), np.asarray(want), atol=1e-5)
+    # The other families keep Keras' padding (their published weights need it).
+    assert resnet(8, 10).backbone.padding == "same"
+
+
+def test_wide_and_silu_arguments():
+    m = build_model("wrn-16-4", activation="silu")
+    acts = [l for l in m.backbone.layers if isinstance(l, keras.layers.Activation)]
+    assert acts and all(l.get_config()["activation"] == "silu" for l in acts)
+    assert m.backbone.get_layer("stem_conv").filters == 16  # WRN's stem is not widened
+    assert m.backbone.get_layer("stage3_block1_conv1").filters == 256
+    with pytest.raises(ValueError, match="activation='gelu'"):
+        build_model("wrn-16-4", activation="gelu")
+    with pytest.raises(ValueError, match="padding='valid'"):
+        resnet(18, 10, family="preact", padding="valid")
+    with pytest.raises(ValueError, match="6n\\+4.*depth=30"):
+        blocks_for("wide", 30)

@@ -1,12 +1,24 @@
 """ResNets of any depth from one table (He et al. 2016; the paper's deep ones).
 
-Two families share the code:
+Four families share the code:
 
 * ``"cifar"``: 3x3 stem, three stages of basic blocks (16, 32, 64 filters),
   depth = 6n + 2. Any such depth builds; the table lists the usual ones.
 * ``"imagenet"``: 7x7/2 stem + max-pool, four stages (64, 128, 256, 512
   filters), basic blocks for 18/34 and bottleneck blocks (x4 expansion,
   stride on the 3x3 conv) from 50 up.
+* ``"preact"``: PreActResNet-18/34 as the robust CIFAR-10 literature uses it
+  (Wong et al. 2020): 3x3 stem of 64, four stages (64 ... 512) of
+  pre-activation basic blocks, no max-pool.
+* ``"wide"``: WideResNet-d-k (Zagoruyko & Komodakis 2016), depth = 6n + 4:
+  3x3 stem of 16, three stages of n pre-activation blocks with 16k, 32k
+  and 64k filters (``width`` = k). WRN-28-10, WRN-34-10 and WRN-70-16 (with
+  ``activation="silu"``, Gowal et al. 2020) are the common robust ones.
+
+The ``preact`` and ``wide`` families are always pre-activation and pad a
+stride-2 3x3 conv by one pixel on every side, as PyTorch's ``padding=1``
+does, so that a PyTorch checkpoint's weights give the same function
+(Keras' ``"same"`` pads only the bottom/right at stride 2).
 
 ResNet-338/518/638 (the paper, Sec. 5) have 112, 172 and 212 bottleneck
 blocks; their per-stage layout is not published. We grow the third stage,
@@ -46,9 +58,29 @@ DEPTHS = {
         518: ("bottleneck", (3, 24, 142, 3)),
         638: ("bottleneck", (3, 24, 182, 3)),
     },
+    "preact": {
+        18: ("basic", (2, 2, 2, 2)),
+        34: ("basic", (3, 4, 6, 3)),
+    },
+    "wide": {
+        16: ("basic", (2, 2, 2)),
+        28: ("basic", (4, 4, 4)),
+        34: ("basic", (5, 5, 5)),
+        70: ("basic", (11, 11, 11)),
+    },
 }
 
-STAGE_FILTERS = {"cifar": (16, 32, 64), "imagenet": (64, 128, 256, 512)}
+STAGE_FILTERS = {"cifar": (16, 32, 64), "imagenet": (64, 128, 256, 512),
+                 "preact": (64, 128, 256, 512), "wide": (16, 32, 64)}
+# family -> (stem kernel, stem stride, max-pool after the stem).
+STEMS = {"cifar": (3, 1, False), "imagenet": (7, 2, True), "preact": (3, 1, False),
+         "wide": (3, 1, False)}
+# Families built as PyTorch builds them: pre-activation, symmetric padding.
+TORCH_STYLE = ("preact", "wide")
+ACTIVATIONS = ("relu", "silu")
+PADDINGS = ("same", "symmetric")
+# Any depth = 6n + offset builds for these families.
+FORMULA = {"cifar": 2, "wide": 4}
 EXPANSION = {"basic": 1, "bottleneck": 4}
 
 
@@ -59,10 +91,13 @@ def blocks_for(family, depth):
                          f"Received: family={family!r}")
     if depth in DEPTHS[family]:
         return DEPTHS[family][depth]
-    if family == "cifar" and isinstance(depth, int) and depth >= 8 and (depth - 2) % 6 == 0:
-        n = (depth - 2) // 6
+    offset = FORMULA.get(family)
+    if (offset is not None and isinstance(depth, int) and not isinstance(depth, bool)
+            and depth >= 6 + offset and (depth - offset) % 6 == 0):
+        n = (depth - offset) // 6
         return "basic", (n, n, n)
-    hint = "6n+2 with n >= 1" if family == "cifar" else f"one of {sorted(DEPTHS[family])}"
+    hint = (f"6n+{offset} with n >= 1" if offset is not None
+            else f"one of {sorted(DEPTHS[family])}")
     raise ValueError(f"Unsupported depth for the {family} family: expected {hint}. "
                      f"Received: depth={depth!r}")
 
@@ -153,9 +188,9 @@ class Recompute(keras.layers.Layer):
         return cls(**config)
 
 
-def _conv(filters, kernel, stride, name, use_bias):
+def _conv(filters, kernel, stride, name, use_bias, padding="same"):
     return keras.layers.Conv2D(
-        filters, kernel, strides=stride, padding="same", use_bias=use_bias,
+        filters, kernel, strides=stride, padding=padding, use_bias=use_bias,
         kernel_initializer=keras.initializers.VarianceScaling(2.0, "fan_out", "truncated_normal"),
         name=name)
 
@@ -163,8 +198,11 @@ def _conv(filters, kernel, stride, name, use_bias):
 class _Builder:
     """Builds the graph of one ResNet; keeps the per-model switches together."""
 
-    def __init__(self, norm, norm_kwargs, preact, zero_init_residual, recompute=False):
+    def __init__(self, norm, norm_kwargs, preact, zero_init_residual, recompute=False,
+                 activation="relu", padding="same"):
         self.recompute = recompute
+        self.activation = activation
+        self.padding = padding
         self.norm = norm
         self.norm_kwargs = dict(norm_kwargs or {})
         self.preact = preact
@@ -178,9 +216,15 @@ class _Builder:
         return make_norm(self.norm, x.shape[-1], name=name, **kwargs)(x)
 
     def conv(self, x, filters, kernel, stride, name):
+        if self.padding == "symmetric" and stride > 1 and kernel > 1:
+            # PyTorch's padding=k//2: both sides, where "same" pads bottom/right only.
+            x = keras.layers.ZeroPadding2D(kernel // 2, name=f"{name}_pad")(x)
+            return _conv(filters, kernel, stride, name, self.bias, padding="valid")(x)
         return _conv(filters, kernel, stride, name, self.bias)(x)
 
     def relu(self, x, name):
+        if self.activation == "silu":
+            return keras.layers.Activation("silu", name=name)(x)
         return keras.layers.ReLU(name=name)(x)
 
     def block(self, x, block, filters, stride, name):
@@ -227,42 +271,60 @@ class ResNetBackbone(keras.Model):
     """ResNet feature extractor: images in [0, 1] -> final feature map.
 
     Args:
-        depth: network depth (see ``DEPTHS``; any 6n+2 for ``family="cifar"``).
-        family: ``"cifar"`` or ``"imagenet"``.
+        depth: network depth (see ``DEPTHS``; any 6n+2 for ``family="cifar"``,
+            any 6n+4 for ``family="wide"``).
+        family: ``"cifar"``, ``"imagenet"``, ``"preact"`` or ``"wide"``.
         input_shape: ``(H, W, C)``; spatial dims may be ``None``.
         norm: ``"bn"``, ``"gn"``, ``"ln"``, ``"none"`` or ``"mixbn"``.
         norm_kwargs: extra arguments for every normalization layer.
-        width: multiplier on every stage's filter count.
-        preact: pre-activation blocks (He et al. 2016b).
+        width: multiplier on every stage's filter count (the stem's too,
+            except in the ``wide`` family, where it is WRN's k).
+        preact: pre-activation blocks (He et al. 2016b); always on for the
+            ``preact`` and ``wide`` families.
         zero_init_residual: start each residual branch's last norm at gamma=0
             (Goyal et al. 2017; off by default: it slowed short runs here).
-        mean, std: input standardisation done inside the model.
+        mean, std: input standardisation done inside the model (numbers or
+            per-channel lists).
         recompute: recompute each residual block's activations in the
             backward pass instead of storing them (``Recompute``): less
             memory for one more forward pass; the deep ResNets need it.
+        activation: ``"relu"`` or ``"silu"`` (Gowal et al. 2020's WRNs).
+        padding: of the stride-2 3x3 convs: ``"same"`` (Keras') or
+            ``"symmetric"`` (PyTorch's ``padding=1``). Default: symmetric for
+            the ``preact`` and ``wide`` families, same otherwise.
     """
 
     def __init__(self, depth=20, family="cifar", input_shape=(32, 32, 3), norm="bn",
                  norm_kwargs=None, width=1.0, preact=False, zero_init_residual=False,
-                 mean=0.5, std=0.5, recompute=False, **kwargs):
+                 mean=0.5, std=0.5, recompute=False, activation="relu", padding=None,
+                 **kwargs):
         block, stages = blocks_for(family, depth)
         if not width or width <= 0:
             raise ValueError(f"width must be > 0. Received: width={width!r}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}. "
+                             f"Received: activation={activation!r}")
+        if padding is None:
+            padding = "symmetric" if family in TORCH_STYLE else "same"
+        if padding not in PADDINGS:
+            raise ValueError(f"padding must be one of {PADDINGS}. Received: padding={padding!r}")
+        if family in TORCH_STYLE and not preact:
+            preact = True  # these families are pre-activation by definition
         input_shape = tuple(input_shape)
         if len(input_shape) != 3:
             raise ValueError(f"input_shape must be (H, W, C). Received: input_shape={input_shape}")
-        b = _Builder(norm, norm_kwargs, preact, zero_init_residual, bool(recompute))
+        b = _Builder(norm, norm_kwargs, preact, zero_init_residual, bool(recompute),
+                     activation, padding)
 
         inputs = keras.Input(shape=input_shape, name="images")
         x = Standardize(mean, std, name="standardize")(inputs)
         filters = [max(1, int(round(f * width))) for f in STAGE_FILTERS[family]]
-        if family == "cifar":
-            x = b.conv(x, filters[0], 3, 1, "stem_conv")
-        else:
-            x = b.conv(x, filters[0], 7, 2, "stem_conv")
+        stem_kernel, stem_stride, stem_pool = STEMS[family]
+        stem = STAGE_FILTERS[family][0] if family == "wide" else filters[0]
+        x = b.conv(x, stem, stem_kernel, stem_stride, "stem_conv")
         if not preact:
             x = b.relu(b.norm_layer(x, "stem_norm"), "stem_relu")
-        if family == "imagenet":
+        if stem_pool:
             x = keras.layers.MaxPooling2D(3, 2, padding="same", name="stem_pool")(x)
         for s, (n, f) in enumerate(zip(stages, filters)):
             for i in range(n):
@@ -285,6 +347,8 @@ class ResNetBackbone(keras.Model):
         self.block_type = block
         self.stackwise_num_blocks = stages
         self.recompute = bool(recompute)
+        self.activation = activation
+        self.padding = padding
 
     def get_config(self):
         return {
@@ -294,6 +358,7 @@ class ResNetBackbone(keras.Model):
             "norm_kwargs": self.norm_kwargs, "width": self.width,
             "preact": self.preact, "zero_init_residual": self.zero_init_residual,
             "mean": self.mean, "std": self.std, "recompute": self.recompute,
+            "activation": self.activation, "padding": self.padding,
         }
 
     @classmethod
@@ -331,28 +396,46 @@ class ResNetClassifier(keras.Model):
         return cls(**config)
 
 
+# Registered WideResNets: name -> (depth, k).
+WIDE = {"wrn-16-4": (16, 4), "wrn-28-10": (28, 10), "wrn-34-10": (34, 10),
+        "wrn-34-20": (34, 20), "wrn-70-16": (70, 16)}
+PREFIX = {"cifar": "cifar_resnet", "imagenet": "resnet", "preact": "preactresnet", "wide": "wrn-"}
+
+
 def resnet(depth=20, num_classes=10, family=None, input_shape=None, name=None, **kwargs):
     """A ResNet classifier. ``family`` defaults to ``"cifar"`` for the CIFAR
-    table's depths and ``"imagenet"`` otherwise; ``input_shape`` to 32x32x3
-    (cifar) or 224x224x3 (imagenet)."""
+    table's depths and ``"imagenet"`` otherwise; ``input_shape`` to 224x224x3
+    for ``"imagenet"`` and 32x32x3 for the others."""
     if family is None:
         family = "cifar" if depth in DEPTHS["cifar"] else "imagenet"
     if input_shape is None:
-        input_shape = (32, 32, 3) if family == "cifar" else (224, 224, 3)
-    prefix = "cifar_resnet" if family == "cifar" else "resnet"
+        input_shape = (224, 224, 3) if family == "imagenet" else (32, 32, 3)
+    prefix = PREFIX.get(family, "resnet")
+    if family == "wide":
+        prefix = f"wrn-{depth}-{kwargs.get('width', 1.0):g}"
+        label = prefix
+    else:
+        label = f"{prefix}{depth}"
     backbone = ResNetBackbone(depth=depth, family=family, input_shape=input_shape,
-                              name=f"{prefix}{depth}_backbone", **kwargs)
-    return ResNetClassifier(backbone, num_classes, name=name or f"{prefix}{depth}")
+                              name=f"{label}_backbone", **kwargs)
+    return ResNetClassifier(backbone, num_classes, name=name or label)
 
 
 def _register_table():
     for family, table in DEPTHS.items():
-        prefix = "cifar_resnet" if family == "cifar" else "resnet"
+        if family == "wide":
+            continue  # registered by (depth, k) below
         for depth in table:
-            def make(num_classes=10 if family == "cifar" else 1000, _d=depth, _f=family, **kw):
+            def make(num_classes=1000 if family == "imagenet" else 10, _d=depth, _f=family,
+                     **kw):
                 return resnet(_d, num_classes=num_classes, family=_f, **kw)
-            make.__name__ = f"{prefix}{depth}"
-            register_model(f"{prefix}{depth}")(make)
+            make.__name__ = f"{PREFIX[family]}{depth}"
+            register_model(make.__name__)(make)
+    for name, (depth, k) in WIDE.items():
+        def make(num_classes=10, _d=depth, _k=k, **kw):
+            return resnet(_d, num_classes=num_classes, family="wide", width=_k, **kw)
+        make.__name__ = name
+        register_model(name)(make)
 
 
 _register_table()
