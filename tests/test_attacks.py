@@ -155,3 +155,44 @@ def test_specs_and_serialization():
         attacks.from_spec({"name": "pgdd"})
     with pytest.raises(ValueError, match="stepz"):
         attacks.from_spec({"name": "pgd", "stepz": 3})
+
+
+def _linear_fn(w):
+    """Logits of a fixed linear model: its input gradient is known exactly."""
+    return lambda images: tf.reshape(images, [tf.shape(images)[0], -1]) @ w
+
+
+def test_n_fgsm_is_noise_plus_one_unprojected_step():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.2, 0.8, size=(64, 8, 8, 1)).astype("float32")  # room for 3 epsilon
+    y = rng.integers(0, 3, 64)
+    w = tf.constant(rng.normal(size=(64, 3)).astype("float32"))
+    eps, seed = 8 / 255, [3, 4]
+    attack = attacks.n_fgsm(epsilon=eps)
+    adv = attack(_linear_fn(w), x, y, seed=seed).numpy()
+    # The same call by hand: noise from [-2 eps, 2 eps], one step of eps along
+    # the sign of the cross-entropy's gradient, no projection to the eps ball.
+    noise = tf.random.stateless_uniform(x.shape, attacks.fold_seed(
+        attacks.fold_seed(tf.constant(seed, tf.int64), 100), 1), -eps, eps).numpy() * 2
+    start = tf.constant(np.clip(x + noise, 0, 1))
+    with tf.GradientTape() as tape:
+        tape.watch(start)
+        loss = keras.losses.sparse_categorical_crossentropy(y, _linear_fn(w)(start),
+                                                            from_logits=True)
+    expected = np.clip(start.numpy() + eps * np.sign(tape.gradient(loss, start).numpy()), 0, 1)
+    np.testing.assert_allclose(adv, expected, atol=1e-6)
+    dist = np.abs(adv - x).max(axis=(1, 2, 3))
+    assert dist.max() > 2 * eps and dist.max() <= 3 * eps + 1e-6
+
+
+def test_fgsm_rs_stays_in_the_ball_and_n_fgsm_config_round_trips():
+    rng = np.random.default_rng(1)
+    x = rng.uniform(size=(16, 8, 8, 1)).astype("float32")
+    w = tf.constant(rng.normal(size=(64, 3)).astype("float32"))
+    adv = attacks.fgsm_rs(epsilon=0.03)(_linear_fn(w), x, rng.integers(0, 3, 16), seed=[0, 1])
+    assert np.abs(adv.numpy() - x).max() <= 0.03 + 1e-6
+    a = attacks.from_spec({"name": "n_fgsm", "epsilon": 0.03})
+    assert (a.start_scale, a.project, a.step_size) == (2.0, False, 0.03)
+    assert attacks.FGSM.from_config(a.get_config()) == a
+    with pytest.raises(ValueError, match="project='no'"):
+        attacks.FGSM(project="no")

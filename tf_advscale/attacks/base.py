@@ -147,6 +147,11 @@ class PGD(Attack):
         loss: ``"ce"`` (cross-entropy) or ``"cw"`` (logit margin).
     """
 
+    # Set by single-step variants only (N-FGSM): the random start's radius in
+    # epsilons, and whether iterates are projected back to the ball.
+    start_scale = 1.0
+    project = True
+
     def __init__(self, epsilon=8 / 255, step_size=2 / 255, steps=10, norm="linf",
                  targeted=False, random_start=1.0, restarts=1, num_classes=None,
                  clip_min=0.0, clip_max=1.0, loss="ce"):
@@ -231,11 +236,14 @@ class PGD(Attack):
 
     def _run(self, model_fn, x, labels, target, seed=None):
         start = self._random_delta(x, seed)
+        if self.start_scale != 1.0:
+            start = self.start_scale * start
         if self.random_start < 1.0:
             use = uniform(tf.shape(x)[:1], None if seed is None else fold_seed(seed, 3)) \
                 < self.random_start
             start = tf.where(_expand(use, x), start, tf.zeros_like(start))
-        adv = tf.clip_by_value(x + self._project(start), self.clip_min, self.clip_max)
+        project = self._project if self.project else (lambda delta: delta)
+        adv = tf.clip_by_value(x + project(start), self.clip_min, self.clip_max)
 
         def step(i, adv):
             with tf.GradientTape() as tape:
@@ -245,7 +253,7 @@ class PGD(Attack):
             if grad is None:  # the model hides its gradient: stay put
                 grad = tf.zeros_like(adv)
             adv = adv + self._step(grad)
-            adv = tf.clip_by_value(x + self._project(adv - x), self.clip_min, self.clip_max)
+            adv = tf.clip_by_value(x + project(adv - x), self.clip_min, self.clip_max)
             return i + 1, tf.stop_gradient(adv)
 
         # Keras traces train steps without autograph: an explicit while loop.
@@ -278,24 +286,46 @@ class PGD(Attack):
 class FGSM(PGD):
     """One signed-gradient step of size ``step_size`` (default epsilon), from the
     clean image or -- with ``random_start=1.0`` and ``step_size=1.25*epsilon``,
-    Wong et al. 2020's "fast adversarial training" -- from a random point."""
+    Wong et al. 2020's "fast adversarial training" -- from a random point.
+
+    ``start_scale``: radius of the random start in epsilons; ``project``:
+    whether the result is projected back to the epsilon ball. N-FGSM (de
+    Jorge et al. 2022) starts in a ball of 2 epsilon, steps by epsilon and
+    does not project: its training images lie up to 3 epsilon away, which is
+    what keeps single-step training from overfitting catastrophically.
+    """
 
     def __init__(self, epsilon=8 / 255, step_size=None, random_start=0.0, norm="linf",
-                 targeted=False, num_classes=None, clip_min=0.0, clip_max=1.0, loss="ce"):
+                 targeted=False, num_classes=None, clip_min=0.0, clip_max=1.0, loss="ce",
+                 start_scale=1.0, project=True):
         super().__init__(epsilon=epsilon, step_size=epsilon if step_size is None else step_size,
                          steps=1, norm=norm, targeted=targeted, random_start=random_start,
                          restarts=1, num_classes=num_classes, clip_min=clip_min,
                          clip_max=clip_max, loss=loss)
+        _check_number("start_scale", start_scale, 0.0, None)
+        if not isinstance(project, bool):
+            raise ValueError(f"project must be True or False. Received: project={project!r}")
+        self.start_scale = float(start_scale)
+        self.project = project
 
     def get_config(self):
         c = super().get_config()
         del c["steps"], c["restarts"]
+        c.update(start_scale=self.start_scale, project=self.project)
         return c
 
 
 def fgsm_rs(epsilon=8 / 255, **kwargs):
     """FGSM with random start and step 1.25 epsilon (Wong et al. 2020)."""
     return FGSM(epsilon=epsilon, step_size=1.25 * epsilon, random_start=1.0, **kwargs)
+
+
+def n_fgsm(epsilon=8 / 255, **kwargs):
+    """N-FGSM (de Jorge et al. 2022): noise from the 2-epsilon ball, one
+    signed step of epsilon, no projection to the epsilon ball."""
+    kwargs = {"step_size": epsilon, "random_start": 1.0, "start_scale": 2.0,
+              "project": False, **kwargs}
+    return FGSM(epsilon=epsilon, **kwargs)
 
 
 def paper_pgd(steps=30, train=True, num_classes=None):
@@ -318,7 +348,7 @@ def from_spec(spec):
     spec = dict(spec)
     name = spec.pop("name")
     makers = {"none": NoAttack, "pgd": PGD, "fgsm": FGSM, "fgsm_rs": fgsm_rs,
-              "paper_pgd": paper_pgd}
+              "n_fgsm": n_fgsm, "paper_pgd": paper_pgd}
     if name not in makers:
         raise ValueError(f"Unknown attack: expected one of {sorted(makers)}. Received: name={name!r}")
     try:
