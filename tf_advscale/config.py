@@ -42,6 +42,12 @@ DEFAULTS = {
         "zero_init_residual": False,
         # Gradient checkpointing: recompute each residual block in the backward pass.
         "recompute": False,
+        "activation": "relu",
+        # Stride-2 conv padding: None = the family's ("symmetric" for preact/wide).
+        "padding": None,
+        # Input standardisation inside the model (numbers or per-channel lists).
+        "mean": 0.5,
+        "std": 0.5,
     },
     # Training attack; None = standard training.
     "attack": {"name": "pgd", "epsilon": 0.1, "step_size": 0.025, "steps": 7},
@@ -71,6 +77,8 @@ DEFAULTS = {
         "schedule": "cosine",
         "warmup_epochs": 1,
         "decay_epochs": [],
+        # "cyclic" only: the epoch of the peak (None: 2/5 of the run).
+        "peak_epoch": None,
         "epochs": 6,
     },
     # tf_advscale.distribute.make_strategy: default | mirrored | multi_worker

@@ -158,11 +158,9 @@ def _differences(a, b, prefix=""):
 
 
 def build_model(config, info):
-    m = config["model"]
-    classifier = resnet(depth=m["depth"], num_classes=info["num_classes"], family=m["family"],
-                        input_shape=info["shape"], norm=m["norm"], norm_kwargs=m["norm_kwargs"],
-                        width=m["width"], preact=m["preact"],
-                        zero_init_residual=m["zero_init_residual"], recompute=m["recompute"])
+    # The config's model keys are resnet()'s arguments.
+    classifier = resnet(num_classes=info["num_classes"], input_shape=info["shape"],
+                        **config["model"])
     t = config["trainer"]
     return AdversarialModel(
         classifier, attack=config["attack"], eval_attack=config["eval_attack"],
@@ -178,7 +176,7 @@ def compile_model(model, config, steps_per_epoch):
     if o["name"] != "sgd":
         raise ValueError(f"optimizer.name: only 'sgd' is supported. Received: {o['name']!r}")
     schedule = LRSchedule(o["learning_rate"], steps_per_epoch, o["epochs"], o["schedule"],
-                          o["warmup_epochs"], o["decay_epochs"])
+                          o["warmup_epochs"], o["decay_epochs"], o["peak_epoch"])
     optimizer = keras.optimizers.SGD(schedule, momentum=o["momentum"], nesterov=o["nesterov"])
     if config["trainer"]["precision"] == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)  # dynamic loss scale
