@@ -47,3 +47,21 @@ def sample():
     from tf_advscale import data
     x, y, _ = data.as_numpy("fashion_mnist_sample", "test")
     return x, y
+
+
+@pytest.fixture(scope="session")
+def trained():
+    """A small model trained on the sample's training split (over 50% test
+    accuracy), so that gradients and probabilities are meaningful."""
+    import keras
+
+    from tf_advscale import data
+    from tf_advscale.models import resnet
+    from tf_advscale.training import AdversarialModel
+    x, y, _ = data.as_numpy("fashion_mnist_sample", "train")
+    keras.utils.set_random_seed(0)
+    m = resnet(8, 10, input_shape=(28, 28, 1))
+    am = AdversarialModel(m, attack=None)
+    am.compile(optimizer=keras.optimizers.Adam(2e-3))
+    am.fit(x, y, batch_size=64, epochs=4, verbose=0)
+    return m

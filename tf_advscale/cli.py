@@ -221,7 +221,7 @@ def build_parser():
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--epsilon", type=eval_fraction, default=8 / 255, help="e.g. 8/255 or 0.1")
     e.add_argument("--attacks", default="pgd-20,pgd-100,apgd-ce,apgd-t,square",
-                   help="comma-separated attack names (see tf_advscale.evaluate.make_attack)")
+                   help="comma-separated attack names (see tf_advscale.attacks.registry)")
     e.add_argument("--steps-curve", default="10,20,50,100,200,500,1000,2000",
                    help="PGD step counts for the steps curve ('' for none)")
     e.add_argument("--eps-curve", default="auto",

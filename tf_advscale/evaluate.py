@@ -41,63 +41,6 @@ DEFAULT_ATTACKS = ("pgd-20", "pgd-100", "apgd-ce", "apgd-t", "square")
 STEPS_CURVE = (10, 20, 50, 100, 200, 500, 1000, 2000)
 
 
-@attacks_lib.register_attack
-class UniformNoise(attacks_lib.Attack):
-    """Random sign noise of size epsilon: the baseline every attack must beat."""
-
-    def __init__(self, epsilon=8 / 255, seed=None):
-        self.epsilon = float(epsilon)
-        self.seed = seed
-
-    def get_config(self):
-        return {"epsilon": self.epsilon, "seed": self.seed}
-
-    def perturb(self, model_fn, images, labels, target=None, seed=None):
-        if seed is not None:
-            noise = tf.sign(tf.random.stateless_uniform(tf.shape(images), seed, -1.0, 1.0))
-        else:
-            noise = tf.sign(tf.random.uniform(tf.shape(images), -1.0, 1.0, seed=self.seed))
-        return tf.clip_by_value(images + self.epsilon * noise, 0.0, 1.0)
-
-
-def make_attack(name, epsilon, num_classes=None):
-    """An attack from a short name, at ``epsilon``.
-
-    ``pgd-K`` (untargeted, step 2.5 eps / K, random start), ``pgd-K-rR``
-    (R restarts), ``paper-pgd-K`` (the paper's targeted attack at this
-    epsilon: step 1/255 scaled by eps/(16/255), 1.6/255 for K=10),
-    ``fgsm``, ``apgd-ce``, ``apgd-dlr``, ``apgd-t`` (targeted DLR, 9
-    targets), ``apgd-ce-l2`` / ``apgd-t-l2`` (L2), ``square`` (1000
-    queries; ``square-Q`` for Q queries), ``noise``.
-    """
-    if isinstance(name, attacks_lib.Attack):
-        return name
-    parts = str(name).lower().split("-")
-    try:
-        if parts[0] == "pgd":
-            steps = int(parts[1])
-            restarts = int(parts[2][1:]) if len(parts) > 2 else 1
-            return attacks_lib.PGD(epsilon, 2.5 * epsilon / steps, steps, restarts=restarts)
-        if parts[:2] == ["paper", "pgd"]:
-            steps = int(parts[2])
-            base = (1.6 if steps == 10 else 1.0) / 255 * epsilon / (16 / 255)
-            return attacks_lib.PGD(epsilon, base, steps, targeted=True, num_classes=num_classes)
-        if parts[0] == "fgsm":
-            return attacks_lib.FGSM(epsilon)
-        if parts[0] == "apgd":
-            norm = "l2" if parts[-1] == "l2" else "linf"
-            loss = {"ce": "ce", "dlr": "dlr", "t": "dlr_targeted"}[parts[1]]
-            return attacks_lib.APGD(epsilon, 100, norm=norm, loss=loss)
-        if parts[0] == "square":
-            return attacks_lib.Square(epsilon, int(parts[1]) if len(parts) > 1 else 1000)
-        if parts[0] == "noise":
-            return UniformNoise(epsilon)
-    except (IndexError, ValueError, KeyError):
-        pass
-    raise ValueError(f"Unknown attack name {name!r}: expected pgd-K[-rR], paper-pgd-K, fgsm, "
-                     "apgd-ce, apgd-dlr, apgd-t[-l2], square[-Q] or noise")
-
-
 def summary(report):
     """The headline numbers of a report: clean, each attack, worst case, n."""
     return {"clean": report["clean_accuracy"], "worst_case": report["worst_case_accuracy"],
@@ -298,7 +241,7 @@ def evaluate(model, x=None, y=None, dataset=None, split="test", n=None, ids=None
     _check_images(x)
     num_classes = int(model.output.shape[-1])
     built = {str(a) if not isinstance(a, attacks_lib.Attack) else repr(a):
-             make_attack(a, epsilon, num_classes) for a in attacks}
+             attacks_lib.make(a, epsilon, num_classes) for a in attacks}
     settings = {"attacks": {k: repr(v) for k, v in built.items()}, "data": data_desc,
                 "epsilon": epsilon, "seed": seed, "batch_size": batch_size, "route": route,
                 "seeding": "stateless (seed, attack, batch)"}
@@ -329,21 +272,21 @@ def evaluate(model, x=None, y=None, dataset=None, split="test", n=None, ids=None
     curves = {}
     steps_acc = None
     if steps_curve:
-        raw = acc_under({str(s): make_attack(f"pgd-{s}", epsilon) for s in steps_curve}, "steps")
+        raw = acc_under({str(s): attacks_lib.make(f"pgd-{s}", epsilon) for s in steps_curve}, "steps")
         steps_acc = {int(k): v for k, v in raw.items()}
         curves["steps"] = {"attack": "pgd-K (step 2.5 eps / K)", "epsilon": epsilon,
                            "n": m, "subset": subset,
                            "accuracy": {str(k): v for k, v in steps_acc.items()}}
     if eps_curve:
-        eps_acc = acc_under({str(e): make_attack("pgd-20", e) for e in eps_curve}, "eps")
+        eps_acc = acc_under({str(e): attacks_lib.make("pgd-20", e) for e in eps_curve}, "eps")
         curves["epsilon"] = {"attack": "pgd-20", "n": m, "subset": subset,
                              "accuracy": {str(k): v for k, v in eps_acc.items()}}
     passed = None
     if checks:
-        extra = acc_under({"restarts-1": make_attack("pgd-20", epsilon),
-                           "restarts-3": make_attack("pgd-20-r3", epsilon),
-                           "large-eps": make_attack("pgd-20", large_epsilon),
-                           "noise": make_attack("noise", epsilon)}, "checks")
+        extra = acc_under({"restarts-1": attacks_lib.make("pgd-20", epsilon),
+                           "restarts-3": attacks_lib.make("pgd-20-r3", epsilon),
+                           "large-eps": attacks_lib.make("pgd-20", large_epsilon),
+                           "noise": attacks_lib.make("noise", epsilon)}, "checks")
         sub_attack_acc = attack_acc if m == len(y) else \
             {k: float(correct[k][curve_ids].mean()) for k in built}
         passed = sanity_checks(sub_attack_acc, steps_acc,

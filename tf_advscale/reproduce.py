@@ -201,11 +201,13 @@ def evaluate_run(plan, run, seed, ev):
     if os.path.exists(out_path):
         return json.load(open(out_path))
     import keras
+
+    from tf_advscale import attacks as attacks_lib
     keras.backend.clear_session()  # graphs of earlier evaluations are not kept
     model = ev_lib.resolve_model(os.path.join(path, "final.keras"), ev.route)
     x, y = plan.test_data(n)
     num_classes = int(model.output.shape[-1])
-    attacks = {a: ev_lib.make_attack(a, plan.epsilon, num_classes) for a in ev.attacks}
+    attacks = {a: attacks_lib.make(a, plan.epsilon, num_classes) for a in ev.attacks}
     fn_model = BatchStatistics(model) if ev.bn == "batch" else model
     settings = {"eval": dataclasses.asdict(ev), "epsilon": plan.epsilon, "seed": seed,
                 "attacks": {k: repr(v) for k, v in attacks.items()}}
@@ -601,11 +603,12 @@ def _diagnose(plan, model, seed, n):
     that the difference is the inputs', not the routes'."""
     import tensorflow as tf
 
+    from tf_advscale import attacks as attacks_lib
     from tf_advscale import evaluate as ev_lib
     from tf_advscale.layers import mixbn
     x, y = plan.test_data(2 * n)
     xa, xb, ya = x[:n], x[n:2 * n], y[:n]
-    attack = ev_lib.make_attack(plan.eval["attack"], plan.epsilon)
+    attack = attacks_lib.make(plan.eval["attack"], plan.epsilon)
     mixbn.set_route(model, "adversarial")  # the attack targets the adversarial route
     adv = np.concatenate([
         attack(lambda i: model(i, training=False), tf.constant(xa[i:i + 250]),

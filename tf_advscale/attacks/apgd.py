@@ -15,7 +15,8 @@ broken.
 import tensorflow as tf
 
 from tf_advscale.attacks.base import (NORMS, Attack, _check_number, _expand, _per_example_norm,
-                                      fold_seed, register_attack, true_and_best_other)
+                                      fold_seed, on_subset, register_attack,
+                                      true_and_best_other)
 
 LOSSES = ("ce", "dlr", "dlr_targeted")
 
@@ -211,9 +212,12 @@ class APGD(Attack):
                 run_seed = fold_seed(seed, i)
             else:
                 run_seed = None if self.seed is None else self.seed + i
-            adv, ok = self.run(model_fn, x, labels, tgt, run_seed)
-            newly = tf.logical_and(correct, tf.logical_not(ok))
-            best = tf.where(_expand(newly, x), adv, best)
+
+            def attack(xs, ys, *t, run_seed=run_seed):
+                return self.run(model_fn, xs, ys, t[0] if t else None, run_seed)
+
+            # Each run attacks only the images no earlier run has broken (AutoAttack's order).
+            extra = () if tgt is None else (tgt,)
+            best, ok = on_subset(correct, attack, best, labels, *extra)
             correct = tf.logical_and(correct, ok)
-        # Examples never broken: return the last run's highest-loss point.
-        return tf.stop_gradient(tf.where(_expand(correct, x), adv, best))
+        return tf.stop_gradient(best)

@@ -20,11 +20,10 @@ import keras
 import tensorflow as tf
 
 NORMS = ("linf", "l2")
-_REGISTRY = {}
 
 
 def register_attack(cls):
-    _REGISTRY[cls.__name__] = cls
+    """Makes an Attack class serializable by Keras (it is saved in a model's config)."""
     return keras.saving.register_keras_serializable(package="tf_advscale")(cls)
 
 
@@ -79,6 +78,25 @@ class NoAttack(Attack):
         return images
 
 
+@register_attack
+class UniformNoise(Attack):
+    """Random sign noise of size epsilon: the baseline every attack must beat."""
+
+    def __init__(self, epsilon=8 / 255, seed=None):
+        self.epsilon = float(epsilon)
+        self.seed = seed
+
+    def get_config(self):
+        return {"epsilon": self.epsilon, "seed": self.seed}
+
+    def perturb(self, model_fn, images, labels, target=None, seed=None):
+        if seed is not None:
+            noise = tf.sign(tf.random.stateless_uniform(tf.shape(images), seed, -1.0, 1.0))
+        else:
+            noise = tf.sign(tf.random.uniform(tf.shape(images), -1.0, 1.0, seed=self.seed))
+        return tf.clip_by_value(images + self.epsilon * noise, 0.0, 1.0)
+
+
 def fold_seed(seed, salt):
     """A new stateless seed from ``seed`` (two ints) and the integer ``salt``."""
     return tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64),
@@ -124,6 +142,30 @@ def _per_example_norm(x, norm):
 
 def _expand(v, x):
     return tf.reshape(v, [-1] + [1] * (len(x.shape) - 1))
+
+
+def on_subset(mask, run, x, *rows):
+    """Runs ``run(x[mask], *(r[mask] for r in rows)) -> (images, ok)`` only on
+    the rows where ``mask`` holds, as AutoAttack attacks only the images still
+    unbroken; skipped when there are none. Returns the images scattered back
+    into ``x`` where ``ok`` is False (their attack succeeded) and the
+    per-row ``ok`` (True outside the mask)."""
+    idx = tf.where(mask)[:, 0]
+    sub = [tf.gather(r, idx) for r in (x,) + rows]
+
+    def attack():
+        return run(*sub)
+
+    def nothing():
+        return sub[0], tf.ones(tf.shape(idx), tf.bool)
+
+    found, ok = tf.cond(tf.size(idx) > 0, attack, nothing)
+    broken = tf.logical_not(ok)
+    out = tf.tensor_scatter_nd_update(x, idx[:, None],
+                                      tf.where(_expand(broken, found), found, sub[0]))
+    fell = tf.scatter_nd(idx[:, None], tf.cast(broken, tf.int32),
+                         tf.shape(mask, out_type=tf.int64)[:1])
+    return out, tf.equal(fell, 0)
 
 
 @register_attack
@@ -335,23 +377,3 @@ def paper_pgd(steps=30, train=True, num_classes=None):
     step = 1.6 / 255 if (not train and steps == 10) else 1 / 255
     return PGD(epsilon=16 / 255, step_size=step, steps=steps, targeted=True,
                random_start=0.8 if train else 1.0, num_classes=num_classes)
-
-
-def from_spec(spec):
-    """An attack from a config dict ``{"name": "pgd", ...}``, an Attack, or None."""
-    if spec is None:
-        return NoAttack()
-    if isinstance(spec, Attack):
-        return spec
-    if not isinstance(spec, dict) or "name" not in spec:
-        raise ValueError(f"An attack spec is a dict with a 'name'. Received: {spec!r}")
-    spec = dict(spec)
-    name = spec.pop("name")
-    makers = {"none": NoAttack, "pgd": PGD, "fgsm": FGSM, "fgsm_rs": fgsm_rs,
-              "n_fgsm": n_fgsm, "paper_pgd": paper_pgd}
-    if name not in makers:
-        raise ValueError(f"Unknown attack: expected one of {sorted(makers)}. Received: name={name!r}")
-    try:
-        return makers[name](**spec)
-    except TypeError as e:
-        raise ValueError(f"Bad arguments for attack {name!r}: {e}. Received: {spec}") from None

@@ -1,0 +1,188 @@
+"""FAB-T, the AutoAttack composition and the one attack registry."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_advscale import attacks
+from tf_advscale.attacks.autoattack import STAGES, AutoAttack
+from tf_advscale.attacks.fab import FAB, project_to_hyperplane
+
+
+@pytest.fixture(scope="module")
+def trained_small(trained, sample):
+    """The trained sample model and 64 test images."""
+    x, y = sample
+    return trained, x[:64], y[:64].astype("int32")
+
+
+def _linear(n=24, k=4, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0.3, 0.7, size=(n, 4, 4, 3)).astype("float32")
+    w = (rng.normal(size=(48, k)) * 0.5).astype("float32")
+    c = rng.normal(size=k).astype("float32")
+    fn = lambda z: tf.reshape(z, [tf.shape(z)[0], -1]) @ w + c  # noqa: E731
+    logits = fn(x).numpy()
+    return x, logits.argmax(1).astype("int32"), w, logits, fn
+
+
+def _minimal_distance(x, y, w, logits, norm):
+    """For a linear classifier: the distance to the nearest decision boundary,
+    min over classes j of margin_j / ||w_j - w_y||_dual (no box constraint binds
+    here: images in [0.3, 0.7], perturbations far smaller)."""
+    n, k = logits.shape
+    best = np.full(n, np.inf)
+    for j in range(k):
+        diff = w[:, j][None] - w[:, y].T
+        dual = np.abs(diff).sum(1) if norm == "linf" else np.sqrt((diff ** 2).sum(1))
+        margin = logits[np.arange(n), y] - logits[:, j]
+        with np.errstate(divide="ignore", invalid="ignore"):  # j == y: 0 / 0, not used
+            best = np.where(j == y, best, np.minimum(best, margin / dual))
+    return best
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_fab_t_finds_the_minimal_perturbation_of_a_linear_model(norm):
+    x, y, w, logits, fn = _linear()
+    true = _minimal_distance(x, y, w, logits, norm)
+    order = np.argsort(-logits, 1)
+    fab = FAB(epsilon=1.0, norm=norm, n_target_classes=3)
+    found = np.full(len(x), np.inf)
+    for rank in (1, 2, 3):
+        _, dist = fab.run(fn, tf.constant(x), tf.constant(y), tf.constant(order[:, rank]))
+        found = np.minimum(found, dist.numpy())
+    assert (found >= true * (1 - 1e-4)).all()  # nothing closer than the boundary exists
+    assert (found <= 1.05 * true).all(), (found / true).max()
+    # Through perturb at epsilon = the median minimal radius: every image
+    # breakable within epsilon / 1.05 is broken, none beyond epsilon.
+    eps = float(np.median(true))
+    adv = FAB(epsilon=eps, norm=norm, n_target_classes=3)(fn, x, y).numpy()
+    fooled = fn(adv).numpy().argmax(1) != y
+    assert fooled[1.05 * true <= eps].all() and not fooled[true > eps].any()
+    assert 0 < fooled.sum() < len(x)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_fab_outputs_stay_in_the_box_and_the_ball(norm, trained_small):
+    model, x, y = trained_small
+    eps = 0.1 if norm == "linf" else 1.0
+    fn = lambda z: model(z, training=False)  # noqa: E731
+    adv = FAB(epsilon=eps, steps=20, norm=norm, n_target_classes=3)(fn, x, y).numpy()
+    assert adv.min() >= 0.0 and adv.max() <= 1.0
+    d = (adv - x).reshape(len(x), -1)
+    size = np.abs(d).max(1) if norm == "linf" else np.linalg.norm(d, axis=1)
+    assert size.max() <= eps * (1 + 1e-5)
+    assert (fn(adv).numpy().argmax(1) != y).sum() > (fn(x).numpy().argmax(1) != y).sum()
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_hyperplane_projection_against_bisection(norm):
+    """The closed-form projection equals a numerical solution of
+    min ||d|| s.t. <w, t + d> = b, t + d in [0, 1]."""
+    rng = np.random.default_rng(3)
+    t = rng.uniform(size=(50, 30)).astype("float32")
+    w = rng.normal(size=(50, 30)).astype("float32")
+    w[:, :3] = 0.0  # coordinates the plane ignores stay put
+    b = (w * t).sum(1) + rng.normal(size=50).astype("float32") * 2
+    d = project_to_hyperplane(tf.constant(t), tf.constant(w), tf.constant(b), norm).numpy()
+    assert (t + d >= -1e-6).all() and (t + d <= 1 + 1e-6).all()
+    assert (d[:, :3] == 0).all()
+    for i in range(50):
+        c = (w[i] * t[i]).sum() - b[i]
+        v = -np.sign(c) * np.sign(w[i]) if norm == "linf" else -np.sign(c) * w[i]
+        lo_box, hi_box = -t[i], 1 - t[i]
+
+        def move(lam):
+            return np.clip(lam * v, lo_box, hi_box)
+
+        need = -c
+        reach = (w[i] * move(1e6)).sum()
+        if abs(reach) < abs(need):  # out of reach: every coordinate at its face
+            np.testing.assert_allclose(d[i], move(1e6), atol=1e-5)
+            continue
+        lo, hi = 0.0, 1e3
+        for _ in range(200):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if abs((w[i] * move(mid)).sum()) < abs(need) else (lo, mid)
+        np.testing.assert_allclose(d[i], move(hi), atol=1e-4)
+
+
+class _Recording(attacks.Attack):
+    """Breaks the images whose first pixel lies in ``band`` (sets it to 0:
+    the toy model then predicts class 0); records which images it was given."""
+
+    def __init__(self, band, seen):
+        self.band, self.seen = band, seen
+
+    def perturb(self, model_fn, images, labels, target=None, seed=None):
+        self.seen.append([round(float(v), 4) for v in images.numpy()[:, 0, 0, 0]])
+        first = images[:, :1, :1, :1]
+        hit = tf.logical_and(first >= self.band[0], first < self.band[1])
+        return tf.where(hit, tf.zeros_like(images), images)
+
+
+def test_autoattack_runs_each_attack_only_on_images_still_correct(monkeypatch):
+    # Toy model: class 1 where the first pixel is >= 0.05, else class 0.
+    fn = lambda z: tf.stack([0.05 - z[:, 0, 0, 0], z[:, 0, 0, 0] - 0.05], -1)  # noqa: E731
+    firsts = np.array([0.01, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9], "float32")
+    x = np.tile(firsts[:, None, None, None], (1, 2, 2, 1))
+    y = np.ones(10, "int32")  # image 0 is misclassified clean
+    seen = []
+    bands = [(0.05, 0.25), (0.25, 0.45), (0.0, 0.35), (0.45, 0.65)]
+    monkeypatch.setattr(AutoAttack, "attacks", lambda self: [
+        (name, _Recording(band, seen)) for name, band in zip(STAGES, bands)])
+    adv, after = AutoAttack(0.1).stages(fn, tf.constant(x), tf.constant(y))
+    assert seen == [[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
+                    [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
+                    [0.5, 0.6, 0.7, 0.8, 0.9],   # FAB-T: nothing left in its band
+                    [0.5, 0.6, 0.7, 0.8, 0.9]]
+    robust = {k: np.flatnonzero(v.numpy()).tolist() for k, v in after.items()}
+    assert robust == {"apgd-ce": [3, 4, 5, 6, 7, 8, 9], "apgd-t": [5, 6, 7, 8, 9],
+                      "fab-t": [5, 6, 7, 8, 9], "square": [7, 8, 9]}
+    # The returned images break exactly the images each stage broke.
+    pred = fn(adv).numpy().argmax(1)
+    assert np.flatnonzero(pred == 1).tolist() == [7, 8, 9]
+
+
+def test_seeded_autoattack_repeats_bit_for_bit(trained_small):
+    model, x, y = trained_small
+    fn = lambda z: model(z, training=False)  # noqa: E731
+    aa = AutoAttack(0.05, n_target_classes=2)
+    # Short attacks keep the test fast; the composition is what is checked.
+    short = [("apgd-ce", attacks.APGD(0.05, 5)),
+             ("apgd-t", attacks.APGD(0.05, 5, loss="dlr_targeted", n_target_classes=2)),
+             ("fab-t", FAB(0.05, 5, n_target_classes=2)),
+             ("square", attacks.Square(0.05, 20))]
+    aa.attacks = lambda: short
+    runs = [aa.stages(fn, tf.constant(x), tf.constant(y), seed=tf.constant([7, 1], tf.int64))
+            for _ in range(2)]
+    np.testing.assert_array_equal(runs[0][0].numpy(), runs[1][0].numpy())
+    for k in STAGES:
+        np.testing.assert_array_equal(runs[0][1][k].numpy(), runs[1][1][k].numpy())
+
+
+def test_one_registry_answers_every_name():
+    eps = 8 / 255
+    assert isinstance(attacks.make("autoattack", eps), AutoAttack)
+    assert [n for n, _ in attacks.make("autoattack", eps).attacks()] == list(STAGES)
+    fab = attacks.make("fab-t-l2", 0.5)
+    assert isinstance(fab, FAB) and fab.norm == "l2" and fab.n_target_classes == 9
+    assert attacks.make("square-5000", eps).queries == 5000
+    pgd = attacks.make("pgd-20", eps)
+    assert pgd.step_size == pytest.approx(attacks.pgd_step(eps, 20)) == pytest.approx(1 / 255)
+    assert attacks.make("autoattack", eps, num_classes=3).n_target_classes == 2
+    # The same name through a training config's spec.
+    assert attacks.from_spec({"name": "pgd-20", "epsilon": eps}) == pgd
+    with pytest.raises(ValueError, match="takes only 'epsilon'"):
+        attacks.from_spec({"name": "pgd-20", "epsilon": eps, "steps": 3})
+
+
+def test_an_epsilon_in_pixel_levels_gets_the_attacks_own_message():
+    with pytest.raises(ValueError, match="did you mean 8/255"):
+        attacks.make("pgd-20", 8)
+    with pytest.raises(ValueError, match="Did you mean 'apgd-t"):
+        attacks.make("apgd-tt", 0.1)
+    with pytest.raises(ValueError, match="expected pgd-K"):
+        attacks.make("pgd-x", 0.1)
+    with pytest.raises(ValueError, match="norm='l2'"):
+        attacks.make("autoattack-l2", 0.5)
