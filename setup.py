@@ -51,6 +51,8 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8,<10", "hypothesis>=6.100,<7"],
+        # The PyTorch twin (tf_advscale.bridge) and its tests; the CPU wheel.
+        "torch": ["torch==2.13.0"],
         "bench": ["torch==2.13.0", "torchattacks==3.5.1",
                   "adversarial-robustness-toolbox==1.20.1"],
     },
