@@ -186,3 +186,30 @@ def test_an_epsilon_in_pixel_levels_gets_the_attacks_own_message():
         attacks.make("pgd-x", 0.1)
     with pytest.raises(ValueError, match="norm='l2'"):
         attacks.make("autoattack-l2", 0.5)
+
+
+def _short(eps):
+    """AutoAttack's four attacks, shortened: the composition is what a test checks."""
+    return [("apgd-ce", attacks.APGD(eps, 5)),
+            ("apgd-t", attacks.APGD(eps, 5, loss="dlr_targeted", n_target_classes=2)),
+            ("fab-t", FAB(eps, 5, n_target_classes=2)),
+            ("square", attacks.Square(eps, 20))]
+
+
+def test_evaluate_reports_autoattack_and_each_stage_and_resumes(trained_small, tmp_path,
+                                                                monkeypatch):
+    from tf_advscale.evaluate import evaluate
+    model, x, y = trained_small
+    monkeypatch.setattr(AutoAttack, "attacks", lambda self: _short(self.epsilon))
+    kwargs = dict(x=x, y=y, epsilon=0.05, attacks=["autoattack", "pgd-5"], checks=False,
+                  batch_size=32, verbose=False)
+    report = evaluate(model, workdir=str(tmp_path), **kwargs)
+    aa = report["attacks"]["autoattack"]
+    after = [aa["after_each"][k] for k in STAGES]
+    assert after == sorted(after, reverse=True) and after[0] <= report["clean_accuracy"]
+    assert aa["accuracy"] == after[-1] < report["clean_accuracy"]
+    assert report["robustbench"]["autoattack_acc"] == f"{100 * after[-1]:.2f}"
+    assert report["worst_case_accuracy"] <= min(aa["accuracy"],
+                                                report["attacks"]["pgd-5"]["accuracy"])
+    again = evaluate(model, workdir=str(tmp_path), **kwargs)  # from the saved batches
+    assert again["attacks"]["autoattack"]["after_each"] == aa["after_each"]

@@ -87,6 +87,21 @@ def _attack_images(attack, fn, images, labels, seed):
     return attack(fn, images, labels, seed=seed)
 
 
+def _attack_stages(attack, fn, images, labels, seed):
+    adv, after = attack.stages(fn, images, labels, seed=seed)
+    return adv, [after[k] for k in _stage_names(attack)]
+
+
+def _stage_names(attack):
+    """The stages of a composite attack (AutoAttack), else ()."""
+    return tuple(n for n, _ in attack.attacks()) if hasattr(attack, "stages") else ()
+
+
+def stage_key(name, stage):
+    """Result key of one stage of a composite attack: ``"autoattack/apgd-t"``."""
+    return f"{name}/{stage}"
+
+
 def run_attacks(model, x, y, attacks, batch_size=250, seed=0, workdir=None, settings=None,
                 verbose=True, correct_only=True):
     """Per-example correctness: ``{"clean": bool[n], name: bool[n], ...}``.
@@ -108,9 +123,10 @@ def run_attacks(model, x, y, attacks, batch_size=250, seed=0, workdir=None, sett
     # One function object per attack: TensorFlow counts traces per code
     # object, and lambdas made in a loop share one, so tracing each attack
     # once read as "excessive retracing".
-    compiled = {name: tf.function(functools.partial(_attack_images, atk, fn),
-                                  reduce_retracing=True)
-                for name, atk in attacks.items()}
+    compiled = {name: tf.function(functools.partial(
+        _attack_stages if _stage_names(atk) else _attack_images, atk, fn), reduce_retracing=True)
+        for name, atk in attacks.items()}
+    stages = {name: _stage_names(atk) for name, atk in attacks.items()}
     predict = tf.function(functools.partial(_predict, fn), reduce_retracing=True)
     batch_dir = None
     if workdir:
@@ -129,7 +145,7 @@ def run_attacks(model, x, y, attacks, batch_size=250, seed=0, workdir=None, sett
             with open(state_path + ".tmp", "w") as f:
                 json.dump({"fingerprint": fp, "settings": settings}, f, default=str)
             os.replace(state_path + ".tmp", state_path)
-    names = ["clean"] + list(attacks)
+    names = ["clean"] + list(attacks) + [stage_key(a, st) for a in attacks for st in stages[a]]
     out = {k: [] for k in names}
     seconds = {k: 0.0 for k in attacks}
     n_batches = (len(x) + batch_size - 1) // batch_size
@@ -156,8 +172,14 @@ def run_attacks(model, x, y, attacks, batch_size=250, seed=0, workdir=None, sett
         for i, (name, attack_fn) in enumerate(compiled.items()):
             start = time.time()
             result[name] = np.zeros_like(clean)
+            for st in stages[name]:
+                result[stage_key(name, st)] = np.zeros_like(clean)
             if len(ya):
                 adv = attack_fn(xa, ya, tf.constant([seed * 1009 + i, b], tf.int64))
+                if stages[name]:
+                    adv, masks = adv
+                    for st, mask in zip(stages[name], masks):
+                        result[stage_key(name, st)][keep] = clean[keep] & mask.numpy()
                 result[name][keep] = clean[keep] & (predict(adv).numpy() == ya.numpy())
             seconds_b[name] = time.time() - start
             seconds[name] += seconds_b[name]
@@ -300,7 +322,10 @@ def evaluate(model, x=None, y=None, dataset=None, split="test", n=None, ids=None
         "threat_model": "Linf", "epsilon": epsilon, "epsilon_fraction": epsilon_fraction(epsilon),
         "clean_accuracy": float(correct["clean"].mean()),
         "attacks": {k: {"accuracy": attack_acc[k], "config": v.get_config(),
-                        "class": type(v).__name__, "seconds": round(seconds.get(k, 0.0), 1)}
+                        "class": type(v).__name__, "seconds": round(seconds.get(k, 0.0), 1),
+                        **({"after_each": {st: float(correct[stage_key(k, st)].mean())
+                                           for st in _stage_names(v)}}
+                           if _stage_names(v) else {})}
                     for k, v in built.items()},
         "worst_case_accuracy": float(worst.mean()),
         "curves": curves,
@@ -315,7 +340,9 @@ def evaluate(model, x=None, y=None, dataset=None, split="test", n=None, ids=None
         "robustbench": {"name": model_name or model.name, "dataset": data_desc["dataset"],
                         "threat_model": "Linf", "eps": epsilon_fraction(epsilon),
                         "clean_acc": f"{100 * float(correct['clean'].mean()):.2f}",
-                        "autoattack_acc": None,
+                        "autoattack_acc": next(
+                            (f"{100 * attack_acc[k]:.2f}" for k, v in built.items()
+                             if isinstance(v, attacks_lib.AutoAttack)), None),
                         "worst_case_acc": f"{100 * float(worst.mean()):.2f}",
                         "n_test_images": int(len(y))},
     }

@@ -1,0 +1,208 @@
+"""Validates tf_advscale's AutoAttack against torchattacks' on identical weights.
+
+The Keras model's PyTorch twin (``tf_advscale.bridge.torch_twin``: same
+weights, logits equal within 1e-4, checked on the images and written to the
+JSON) is attacked by torchattacks 3.5.1; the Keras model by
+``tf_advscale.attacks.AutoAttack``. Same seeded test images, both on this
+CPU, one after the other in one run, each with the same threads.
+
+Two torchattacks references:
+
+* ``torchattacks_standard_settings`` (the comparison): torchattacks' APGD,
+  APGDT, FAB and Square with AutoAttack's published standard settings (100
+  iterations, 9 targets, 5,000 queries), run in AutoAttack's order, each on
+  the images still robust. ``torchattacks.AutoAttack(version="standard")``
+  builds the same four attacks but leaves APGD, APGD-T and FAB at
+  torchattacks' default of 10 iterations, so it is a weaker attack than the
+  standard version;
+* ``torchattacks_autoattack_class`` (``--shipped``): that class as shipped,
+  for the record.
+
+    pip install ".[torch]" torchattacks==3.5.1
+    python benchmarks/validate_autoattack.py --model zoo:resnet20.pgd3_cifar10jpeg \\
+        --n 1000 --out results/validate_autoattack_resnet20_pgd3.json
+    python benchmarks/validate_autoattack.py --model zoo:resnet20.mixbn_pgd3_cifar10jpeg \\
+        --route adversarial --n 1000 --out results/validate_autoattack_resnet20_mixbn.json
+
+``--n 20 --quick`` runs every piece with short attacks (a smoke test, not a
+measurement: its JSON says so).
+"""
+
+import argparse
+import fractions
+import json
+import os
+import platform
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Measure this checkout, not an installed copy of the package.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import tf_advscale  # noqa: E402
+from tf_advscale import attacks, bridge, data, zoo  # noqa: E402
+from tf_advscale.attacks.autoattack import STAGES  # noqa: E402
+from tf_advscale.evaluate import resolve_model, run_attacks, stage_key  # noqa: E402
+
+
+def load_model(spec, route):
+    """``zoo:NAME`` (a zoo entry) or a .keras path; the classifier, routed."""
+    if spec.startswith("zoo:"):
+        model, meta = zoo.load(spec[4:], route=route)
+        return model, meta
+    return resolve_model(spec, route), None
+
+
+def torch_reference(twin, x, y, eps, seed, quick, batch_size):
+    """torchattacks' four attacks at AutoAttack's standard settings, in order,
+    each on the images still robust: per-stage robust masks and seconds."""
+    import torch
+    import torchattacks
+    steps, queries = (5, 20) if quick else (100, 5000)
+    k = int(twin(torch.zeros(1, *x.shape[1:])).shape[-1])
+    made = {
+        "apgd-ce": torchattacks.APGD(twin, norm="Linf", eps=eps, steps=steps, n_restarts=1,
+                                     loss="ce", seed=seed),
+        "apgd-t": torchattacks.APGDT(twin, norm="Linf", eps=eps, steps=steps, n_restarts=1,
+                                     n_classes=k, seed=seed),
+        "fab-t": torchattacks.FAB(twin, norm="Linf", eps=eps, steps=steps, n_restarts=1,
+                                  multi_targeted=True, n_classes=k, seed=seed),
+        "square": torchattacks.Square(twin, norm="Linf", eps=eps, n_queries=queries,
+                                      n_restarts=1, p_init=0.8, seed=seed),
+    }
+    xt = torch.from_numpy(x)
+    yt = torch.from_numpy(y.astype(np.int64))
+    with torch.no_grad():
+        robust = np.concatenate([(twin(xt[i:i + batch_size]).argmax(1) == yt[i:i + batch_size])
+                                 .numpy() for i in range(0, len(x), batch_size)])
+    clean = robust.copy()
+    after, seconds = {}, {}
+    for name, atk in made.items():
+        start = time.time()
+        idx = np.flatnonzero(robust)
+        for i in range(0, len(idx), batch_size):
+            sub = torch.from_numpy(idx[i:i + batch_size])
+            adv = atk(xt[sub], yt[sub])
+            with torch.no_grad():
+                ok = (twin(adv).argmax(1) == yt[sub]).numpy()
+            robust[idx[i:i + batch_size][~ok]] = False
+        seconds[name] = time.time() - start
+        after[name] = robust.copy()
+    return clean, after, seconds
+
+
+def shipped_class(twin, x, y, eps, seed, batch_size):
+    import torch
+    import torchattacks
+    k = int(twin(torch.zeros(1, *x.shape[1:])).shape[-1])
+    aa = torchattacks.AutoAttack(twin, norm="Linf", eps=eps, version="standard", n_classes=k,
+                                 seed=seed)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
+    start = time.time()
+    ok = []
+    for i in range(0, len(x), batch_size):
+        adv = aa(xt[i:i + batch_size], yt[i:i + batch_size])
+        with torch.no_grad():
+            ok.append((twin(adv).argmax(1) == yt[i:i + batch_size]).numpy())
+    return float(np.concatenate(ok).mean()), time.time() - start
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True, help="zoo:NAME or a .keras file")
+    p.add_argument("--route", default=None, help="MixBN route (default: the entry's)")
+    p.add_argument("--dataset", default="cifar10")
+    p.add_argument("--source", default=None)
+    p.add_argument("--path", default=None, help="data folder (zoo entries: their own)")
+    p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epsilon", default=None, help="default: the zoo entry's, else 8/255")
+    p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--shipped", action="store_true",
+                   help="also run torchattacks.AutoAttack(version='standard') as shipped")
+    p.add_argument("--quick", action="store_true", help="short attacks: a smoke test")
+    p.add_argument("--out", required=True)
+    args = p.parse_args()
+
+    import torch
+    import torchattacks
+    torch.set_num_threads(args.threads)
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+
+    model, meta = load_model(args.model, args.route)
+    source, path = args.source, args.path
+    if meta is not None:  # where the entry's own data lives, unless told otherwise
+        d = zoo.data_args(meta["recipe"]["config"], source, path)
+        source, path = d["source"], d["path"]
+    eps_text = args.epsilon or (meta["threat_model"]["epsilon"] if meta else "8/255")
+    eps = float(fractions.Fraction(str(eps_text)))
+    x, y, info = data.as_numpy(args.dataset, "test", source=source, path=path,
+                               subset=args.n, seed=args.seed)
+    y = y.astype(np.int32)
+    x_nchw = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+    twin = bridge.torch_twin(model, route=args.route)
+    keras_logits, torch_logits = bridge.keras_logits_and_twin_logits(model, x, twin)
+    max_diff = float(np.abs(keras_logits - torch_logits).max())
+
+    aa = attacks.AutoAttack(eps, n_target_classes=min(9, keras_logits.shape[1] - 1))
+    if args.quick:
+        short = [("apgd-ce", attacks.APGD(eps, 5)),
+                 ("apgd-t", attacks.APGD(eps, 5, loss="dlr_targeted")),
+                 ("fab-t", attacks.FAB(eps, 5)), ("square", attacks.Square(eps, 20))]
+        aa.attacks = lambda: short
+    start = time.time()
+    correct, ours_seconds = run_attacks(model, x, y, {"autoattack": aa}, args.batch_size,
+                                        args.seed, verbose=True)
+    ours_s = time.time() - start
+    ours = {st: float(correct[stage_key("autoattack", st)].mean()) for st in STAGES}
+
+    clean_t, after_t, theirs_seconds = torch_reference(twin, x_nchw, y, eps, args.seed,
+                                                       args.quick, args.batch_size)
+    theirs_s = sum(theirs_seconds.values())
+    theirs = {st: float(after_t[st].mean()) for st in STAGES}
+
+    result = {
+        "what": ("smoke test with short attacks (--quick): not a measurement" if args.quick
+                 else "AutoAttack standard version, ours against torchattacks on identical weights"),
+        "model": args.model, "route": args.route,
+        "data": f"{args.dataset} ({info['source']}) test, {len(y)} images drawn with seed "
+                f"{args.seed}",
+        "epsilon": eps_text, "threat_model": "Linf",
+        "twin_max_abs_logit_difference": max_diff,
+        "clean_accuracy": {"tf_advscale": float(correct["clean"].mean()),
+                           "torchattacks": float(clean_t.mean())},
+        "robust_accuracy_after_each_attack": {"tf_advscale": ours,
+                                              "torchattacks_standard_settings": theirs},
+        "autoattack_accuracy": {"tf_advscale": ours["square"],
+                                "torchattacks_standard_settings": theirs["square"]},
+        "difference_pp": {st: round(100 * (ours[st] - theirs[st]), 2) for st in STAGES},
+        "seconds": {"tf_advscale": round(ours_s, 1),
+                    "torchattacks_standard_settings": round(theirs_s, 1),
+                    "torchattacks_per_attack": {k: round(v, 1) for k, v in theirs_seconds.items()}},
+        "speedup_tf_advscale_over_torchattacks": round(theirs_s / max(ours_s, 1e-9), 2),
+        "threads": args.threads,
+        "versions": {"tf_advscale": tf_advscale.__version__, "tensorflow": tf.__version__,
+                     "torch": torch.__version__, "torchattacks": torchattacks.__version__},
+        "machine": f"{platform.machine()} {os.cpu_count()} cpus",
+    }
+    if args.shipped:
+        acc, secs = shipped_class(twin, x_nchw, y, eps, args.seed, args.batch_size)
+        result["torchattacks_autoattack_class"] = {
+            "accuracy": acc, "seconds": round(secs, 1),
+            "note": "torchattacks.AutoAttack(version='standard') as shipped: APGD, APGD-T "
+                    "and FAB at 10 iterations, not the standard version's 100"}
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=2)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
