@@ -44,3 +44,26 @@ def test_unknown_config_key_is_a_clear_error(tmp_path):
 def test_models_lists_the_registry():
     r = _run("models")
     assert r.returncode == 0 and "resnet638" in r.stdout and "cifar_resnet20" in r.stdout
+
+
+def test_accelerator_benchmark_runs_at_its_tiny_size(tmp_path):
+    """benchmarks/accelerator.sh, the GPU script, end to end on the CPU at --tiny."""
+    import json
+    import subprocess
+
+    from helpers.cli_process import ROOT, checkout_env
+    out = tmp_path / "acc.json"
+    run = subprocess.run(["bash", str(ROOT / "benchmarks" / "accelerator.sh"), "--tiny",
+                          "--out", str(out)], capture_output=True, text=True, timeout=600,
+                         cwd=ROOT, env=checkout_env())
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["what"].startswith("tiny")
+    rows = result["fast_training_preactresnet18_nfgsm"]
+    assert {(r["precision"], r["xla"]) for r in rows} >= {
+        ("float32", False), ("float32", True), ("mixed_bfloat16", False),
+        ("mixed_bfloat16", True)}
+    assert all(r["steps_per_s"] > 0 for r in rows)
+    assert result["resnet_pgd7_step"]["images_per_s"] > 0
+    aa = result["autoattack"]
+    assert 0 <= aa["autoattack_accuracy"] <= aa["clean_accuracy"] and aa["n"] == 4
