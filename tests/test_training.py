@@ -196,3 +196,37 @@ def test_cyclic_schedule_is_wong_et_al_triangle():
         assert abs(float(s(step)) - want) < 1e-6, step
     with pytest.raises(ValueError, match="peak_epoch=15"):
         LRSchedule(0.2, 10, 15, "cyclic", peak_epoch=15)
+
+
+class SubclassedNet(keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = keras.layers.Conv2D(4, 3, padding="same")
+        self.bn = keras.layers.BatchNormalization()
+        self.pool = keras.layers.GlobalAveragePooling2D()
+        self.dense = keras.layers.Dense(10)
+
+    def call(self, x, training=False):
+        return self.dense(self.pool(keras.ops.relu(self.bn(self.conv(x), training=training))))
+
+
+@pytest.mark.parametrize("kind", ["sequential", "subclassed"])
+def test_wraps_sequential_and_subclassed_classifiers(sample, kind):
+    """The README says AdversarialModel wraps any Keras classifier; with the
+    input checks on, it read ``model.output``, which only functional models have."""
+    x, y = sample[0][:32], sample[1][:32]
+    if kind == "sequential":
+        model = keras.Sequential([keras.layers.Conv2D(4, 3, padding="same"),
+                                  keras.layers.BatchNormalization(), keras.layers.ReLU(),
+                                  keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10)])
+    else:
+        model = SubclassedNet()
+    trainer = AdversarialModel(model, attack={"name": "pgd", "epsilon": 0.1, "step_size": 0.05,
+                                              "steps": 1}, seed=0)
+    trainer.compile(optimizer=keras.optimizers.SGD(0.05))
+    logs = trainer.fit(x, y, batch_size=16, epochs=1, verbose=0).history
+    assert np.isfinite(logs["loss"][0]) and 0 <= logs["adv_accuracy"][0] <= 1
+    bad = y.copy()
+    bad[0] = 12
+    with pytest.raises(Exception, match="labels must be < the number of classes the model outputs"):
+        trainer.fit(x, bad, batch_size=16, epochs=1, verbose=0)

@@ -288,7 +288,9 @@ class AdversarialModel(keras.Model):
         """Refuses images outside [0, 1] (e.g. 0-255), NaN/Inf and bad labels:
         epsilons are in [0, 1] pixel units, so such a batch would silently
         train against the wrong threat model."""
-        k = self.model.output.shape[-1]
+        k = _static_classes(self.model)
+        if k is None:  # a Sequential or subclassed classifier: ask its logits
+            k = tf.shape(self.model(x[:1], training=False))[-1]
         checks = [
             tf.debugging.assert_all_finite(x, "images contain NaN or Inf"),
             tf.debugging.assert_greater_equal(
@@ -299,9 +301,10 @@ class AdversarialModel(keras.Model):
             tf.debugging.assert_greater_equal(
                 tf.reduce_min(y), 0, message="labels must be >= 0; smallest label:"),
         ]
-        if k is not None:
-            checks.append(tf.debugging.assert_less(
-                tf.reduce_max(y), int(k), message=f"labels must be < {k} classes; largest label:"))
+        checks.append(tf.debugging.assert_less(
+            tf.reduce_max(y), tf.cast(k, y.dtype),
+            message=f"labels must be < {k} classes; largest label:" if isinstance(k, int)
+            else "labels must be < the number of classes the model outputs; largest label:"))
         with tf.control_dependencies(checks):
             return tf.identity(x), tf.identity(y)
 
@@ -368,6 +371,16 @@ class AdversarialModel(keras.Model):
 
 
 ATTACK_GRAD_SCALE = 1024.0
+
+
+def _static_classes(model):
+    """The classifier's number of outputs when its graph says it (functional
+    models); None for a Sequential or subclassed model not yet known."""
+    try:
+        k = model.output.shape[-1]
+    except (AttributeError, ValueError):  # no symbolic output (not functional)
+        return None
+    return None if k is None else int(k)
 
 
 def _scale_gradient(x, scale):
