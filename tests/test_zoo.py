@@ -137,8 +137,31 @@ def test_code_in_a_model_file_is_never_run(tmp_path, monkeypatch):
     inputs = keras.Input((3,))
     model = keras.Model(inputs, keras.layers.Lambda(lambda t: t * 2)(inputs))
     _entry(root, "evil.lambda_x", model)  # a valid hash does not make it safe
-    with pytest.raises(zoo.ZooError, match="does not load"):
+    with pytest.raises(zoo.ZooError, match="holds Python code .*'Lambda'.* refused"):
         zoo.load("evil.lambda_x")
+
+
+def test_code_is_refused_even_when_keras_allows_unsafe_loading(tmp_path, monkeypatch):
+    """keras.config.enable_unsafe_deserialization() overrides load_model's
+    safe_mode=True; a Lambda entry whose sha256 matched then ran its code."""
+    root = tmp_path / "zoo"
+    monkeypatch.setenv("TF_ADVSCALE_ZOO", str(root))
+    ran = tmp_path / "ran"
+    inputs = keras.Input((3,))
+    # The path is in the lambda's code itself (defaults and closures do not load).
+    touch = eval(f"lambda t: (__import__('pathlib').Path({str(ran)!r}).touch(), t * 2)[1]")
+    model = keras.Model(inputs, keras.layers.Lambda(touch)(inputs))
+    ran.unlink()  # building the model ran it once
+    _entry(root, "evil.lambda_y", model)
+    from keras.src.saving import serialization_lib
+    previous = serialization_lib.in_safe_mode()
+    keras.config.enable_unsafe_deserialization()
+    try:
+        with pytest.raises(zoo.ZooError, match="holds Python code"):
+            zoo.load("evil.lambda_y")
+    finally:
+        keras.src.backend.common.global_state.set_global_attribute("safe_mode_saving", previous)
+    assert not ran.exists()
 
 
 @pytest.mark.parametrize("name", ["../escape", "a/b", "Resnet20.x", "", ".hidden", "x..y", 3])

@@ -222,6 +222,9 @@ def load_entry(directory, route=None, cache_dir=None):
     meta = read_metadata(directory)
     name = meta["name"]
     path = _verified_path(directory, meta, cache_dir)
+    # Keras' safe_mode=True is overridden by keras.config.enable_unsafe_deserialization()
+    # anywhere in the process; the zoo's own check holds whatever that flag says.
+    refuse_code(path, name)
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as e:
@@ -247,6 +250,39 @@ def load_entry(directory, route=None, cache_dir=None):
         raise ZooError(f"{name} has no MixBN layers, so it has no routes. "
                        f"Received: route={route!r}")
     return model, meta
+
+
+# Where the classes a zoo model file may name come from.
+_TRUSTED_MODULES = ("keras", "tf_advscale")
+_CODE_CLASSES = ("Lambda", "__lambda__", "function")
+
+
+def refuse_code(path, name):
+    """Raises ZooError if the .keras file at ``path`` holds Python code (a
+    Lambda layer, a serialized function) or names a class from outside
+    Keras and this package: loading it could run that code."""
+    import zipfile
+    try:
+        with zipfile.ZipFile(path) as z:
+            config = json.loads(z.read("config.json"))
+    except (zipfile.BadZipFile, KeyError, ValueError) as e:
+        raise ZooError(f"{name}: {path} is not a readable .keras file ({e}); refused") from e
+    stack = [config]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+            continue
+        if not isinstance(node, dict):
+            continue
+        if node.get("class_name") in _CODE_CLASSES:
+            raise ZooError(f"{name}: the model file holds Python code (a "
+                           f"{node['class_name']!r} object), which the zoo never runs; refused")
+        module = node.get("module")
+        if isinstance(module, str) and module.split(".")[0] not in _TRUSTED_MODULES:
+            raise ZooError(f"{name}: the model file names a class from module {module!r}, "
+                           f"outside {' and '.join(_TRUSTED_MODULES)}; refused")
+        stack.extend(node.values())
 
 
 def _norms(model):
