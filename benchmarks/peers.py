@@ -5,6 +5,9 @@ tools users would pick instead, in the same run, on the same machine.
     python benchmarks/peers.py --out results/bench_peers.json
 
 Workloads (images/s, after warm-up; median over timed repeats):
+  * PreActResNet-18 fast (N-FGSM) training step, batch 128, float32 and
+    bfloat16, ours against plain PyTorch in channels-last memory format
+    (``--only-fast`` runs just this one)
   * CIFAR ResNet-20, batch 128, 32x32x3; ResNet-50, batch 8, 224x224x3 (``--skip-r50`` omits it)
   * PGD-7 training step (epsilon 8/255, step 2/255, random start; attack with
     BN in inference mode), FGSM-RS training step (Wong et al. 2020), PGD-20
@@ -264,6 +267,74 @@ def peer_torch(depth, family, shape, batch, repeats, num_classes, threads):
     return out
 
 
+# -- Fast adversarial training: PreActResNet-18, N-FGSM --------------------------------
+
+def fast_training(batch, repeats, threads):
+    """One N-FGSM training step of PreActResNet-18 (configs/fast.py's recipe),
+    images/s: tf_advscale (AdversarialModel, graph mode) against plain PyTorch
+    (the same network from tf_advscale.torch_models, channels-last memory
+    format, the same step written out), each in float32 and in bfloat16
+    (Keras' mixed_bfloat16 policy; torch.autocast on the CPU)."""
+    import keras
+    import numpy as np
+    import torch
+
+    from tf_advscale.models import resnet
+    from tf_advscale.torch_models import preact_resnet18
+    from tf_advscale.training import AdversarialModel
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(batch, 32, 32, 3)).astype("float32")
+    y = rng.integers(0, 10, size=(batch,)).astype("int32")
+    out = {"tf_advscale": {}, "torch_channels_last": {}}
+    for precision in ("float32", "mixed_bfloat16"):
+        previous = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(precision)
+        try:
+            keras.utils.set_random_seed(0)
+            model = AdversarialModel(resnet(18, 10, family="preact"),
+                                     attack={"name": "n_fgsm", "epsilon": EPS},
+                                     weight_decay=5e-4, seed=0)
+            model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
+            out["tf_advscale"][precision] = batch / _time(
+                lambda: model.train_on_batch(x, y), repeats)
+        finally:
+            keras.config.set_dtype_policy(previous)
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).contiguous(
+        memory_format=torch.channels_last)
+    yt = torch.from_numpy(y.astype("int64"))
+    net = preact_resnet18().to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    for precision, dtype in (("float32", None), ("mixed_bfloat16", torch.bfloat16)):
+        def cast():
+            return torch.autocast("cpu", dtype=dtype) if dtype else torch.autocast(
+                "cpu", enabled=False)
+
+        def step():
+            # N-FGSM (de Jorge et al. 2022), attack with BN in eval mode as ours.
+            net.eval()
+            delta = (torch.rand_like(xt) * 2 - 1) * 2 * EPS
+            delta = (torch.clamp(xt + delta, 0, 1) - xt).requires_grad_(True)
+            with cast():
+                loss = torch.nn.functional.cross_entropy(net(xt + delta), yt)
+            grad, = torch.autograd.grad(loss, delta)
+            adv = torch.clamp(xt + delta.detach() + EPS * grad.sign(), 0, 1)
+            net.train()
+            opt.zero_grad()
+            with cast():
+                torch.nn.functional.cross_entropy(net(adv), yt).backward()
+            opt.step()
+        out["torch_channels_last"][precision] = batch / _time(step, repeats)
+    out["ours_over_torch"] = {p: round(out["tf_advscale"][p] / out["torch_channels_last"][p], 3)
+                              for p in out["tf_advscale"]}
+    for tool in ("tf_advscale", "torch_channels_last"):
+        out[tool] = {p: round(v, 2) for p, v in out[tool].items()}
+    return out
+
+
 # -- IBM ART (TensorFlow) -----------------------------------------------------------
 
 def peer_art(depth, family, shape, batch, repeats, num_classes):
@@ -340,6 +411,8 @@ def main():
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--skip-r50", action="store_true", help="only the CIFAR ResNet-20")
+    p.add_argument("--only-fast", action="store_true",
+                   help="only the PreActResNet-18 fast-training step (ours and PyTorch)")
     p.add_argument("--peers", default="torch,art", help="comma-separated: torch, art")
     p.add_argument("--markdown", metavar="JSON", help="print the README table of a saved "
                                                       "report and exit")
@@ -349,6 +422,19 @@ def main():
             print(markdown(json.load(f)))
         return
     _threads(a.threads)
+    if a.only_fast:
+        import tensorflow as tf
+        import torch
+        report = {"machine": f"{platform.machine()} {os.cpu_count()} cpus",
+                  "threads": a.threads, "batch": 128,
+                  "versions": {"tensorflow": tf.__version__, "torch": torch.__version__},
+                  "preactresnet18_nfgsm_train_images_per_s": fast_training(128, a.repeats,
+                                                                           a.threads)}
+        os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
+        with open(a.out, "w") as f:
+            json.dump(report, f, indent=2)
+        print(json.dumps(report, indent=2))
+        return
     peers = [s for s in a.peers.split(",") if s]
     workloads = [("resnet20_cifar_b128", 20, "cifar", (32, 32, 3), 128, 10)]
     if not a.skip_r50:

@@ -81,3 +81,17 @@ def test_twin_of_a_trained_zoo_model_on_cifar10_test_images(cifar_jpeg):
         k, t = keras_logits_and_twin_logits(model, x)
         assert np.abs(k - t).max() < 1e-4, name
         assert (t.argmax(1) == k.argmax(1)).all()
+
+
+@pytest.mark.parametrize("name,make", [
+    ("preactresnet18", lambda tm: tm.preact_resnet18()),
+    ("wrn-16-4", lambda tm: tm.wide_resnet(16, 4)),
+    ("wrn-28-10", lambda tm: tm.wide_resnet(28, 10)),
+    ("wrn-34-10", lambda tm: tm.wide_resnet(34, 10, activation="silu")),
+])
+def test_pinned_counts_equal_the_independent_pytorch_definitions(name, make):
+    """tf_advscale.torch_models is written separately, as the published
+    checkpoints name their modules: the same parameter count, tensor for tensor."""
+    from tf_advscale import torch_models
+    from test_models import PINNED_NAMES
+    assert sum(p.numel() for p in make(torch_models).parameters()) == PINNED_NAMES[name]

@@ -1,0 +1,117 @@
+"""PyTorch definitions of the robust CIFAR-10 architectures, with the module
+names their published checkpoints use (PreActResNet-18 as in Wong et al.
+2020 and RobustBench; WideResNet as in RobustBench / TRADES), so that a state
+dict published for them loads with ``strict=True``. They serve the benchmarks
+(the same network in both frameworks) and the checkpoint importer.
+
+PyTorch is imported by the functions, not at module import: ``pip install
+torch==2.13.0``.
+"""
+
+
+def _nn():
+    try:
+        import torch
+    except ImportError as e:
+        raise ImportError("PyTorch models need torch: pip install torch==2.13.0") from e
+    return torch
+
+
+def preact_resnet18(num_classes=10):
+    """PreActResNet-18: keys ``conv1``, ``layer{1..4}.{0,1}.{bn1,conv1,bn2,conv2}``,
+    ``layer{2..4}.0.shortcut.0``, ``bn``, ``linear``."""
+    torch = _nn()
+    nn, F = torch.nn, torch.nn.functional
+
+    class Block(nn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.bn1 = nn.BatchNorm2d(cin)
+            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(cout)
+            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            if stride != 1 or cin != cout:
+                self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False))
+
+        def forward(self, x):
+            out = F.relu(self.bn1(x))
+            skip = self.shortcut(out) if hasattr(self, "shortcut") else x
+            out = self.conv2(F.relu(self.bn2(self.conv1(out))))
+            return out + skip
+
+    class PreActResNet18(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+            cin = 64
+            for i, (cout, stride) in enumerate(((64, 1), (128, 2), (256, 2), (512, 2))):
+                setattr(self, f"layer{i + 1}", nn.Sequential(Block(cin, cout, stride),
+                                                             Block(cout, cout, 1)))
+                cin = cout
+            self.bn = nn.BatchNorm2d(512)
+            self.linear = nn.Linear(512, num_classes)
+
+        def forward(self, x):
+            out = self.conv1(x)
+            for i in range(4):
+                out = getattr(self, f"layer{i + 1}")(out)
+            out = F.relu(self.bn(out))
+            return self.linear(out.mean(dim=(2, 3)))
+
+    return PreActResNet18()
+
+
+def wide_resnet(depth=28, width=10, num_classes=10, activation="relu"):
+    """WideResNet-depth-width: keys ``conv1``,
+    ``block{1..3}.layer.{i}.{bn1,conv1,bn2,conv2,convShortcut}``, ``bn1``, ``fc``."""
+    torch = _nn()
+    nn = torch.nn
+    if (depth - 4) % 6:
+        raise ValueError(f"WideResNet depth must be 6n+4. Received: depth={depth!r}")
+    n = (depth - 4) // 6
+    act = {"relu": nn.ReLU, "silu": nn.SiLU}[activation]
+
+    class Block(nn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.bn1 = nn.BatchNorm2d(cin)
+            self.relu1 = act()
+            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(cout)
+            self.relu2 = act()
+            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.equal = cin == cout
+            if not self.equal:
+                self.convShortcut = nn.Conv2d(cin, cout, 1, stride, bias=False)
+
+        def forward(self, x):
+            pre = self.relu1(self.bn1(x))
+            out = self.conv2(self.relu2(self.bn2(self.conv1(pre))))
+            return out + (x if self.equal else self.convShortcut(pre))
+
+    class Group(nn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.layer = nn.Sequential(*[Block(cin if i == 0 else cout, cout,
+                                               stride if i == 0 else 1) for i in range(n)])
+
+        def forward(self, x):
+            return self.layer(x)
+
+    class WideResNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            c = [16, 16 * width, 32 * width, 64 * width]
+            self.conv1 = nn.Conv2d(3, c[0], 3, 1, 1, bias=False)
+            self.block1 = Group(c[0], c[1], 1)
+            self.block2 = Group(c[1], c[2], 2)
+            self.block3 = Group(c[2], c[3], 2)
+            self.bn1 = nn.BatchNorm2d(c[3])
+            self.relu = act()
+            self.fc = nn.Linear(c[3], num_classes)
+
+        def forward(self, x):
+            out = self.block3(self.block2(self.block1(self.conv1(x))))
+            return self.fc(self.relu(self.bn1(out)).mean(dim=(2, 3)))
+
+    return WideResNet()
