@@ -82,8 +82,16 @@ def _models(args):
 
 
 def _zoo_rows(meta, markdown):
-    """``advscale zoo list``'s rows for one entry: one per evaluated route."""
+    """``advscale zoo list``'s rows for one entry: one per evaluated route
+    (an imported entry not yet evaluated: one row that says so)."""
     rows = []
+    if meta.get("imported") and not meta.get("evaluation"):
+        eps = meta["threat_model"]["epsilon"]
+        if markdown:
+            return [f"| `{meta['name']}` | {meta['dataset']} | {eps} | default | not evaluated "
+                    f"| | | | | imported |"]
+        return [f"{meta['name']:34s} {'default':11s} {meta['dataset']:20s} eps {eps:6s} "
+                f"imported, not evaluated (advscale zoo eval {meta['name']})"]
     for route, ev in meta["evaluation"]["results"].items():
         if markdown:
             seconds = meta["training"]["train_seconds"]
@@ -126,6 +134,22 @@ def _zoo(args):
     if args.action == "info":
         print(json.dumps(zoo.info(args.name), indent=2))
         return 0
+    if args.action == "import":
+        from tf_advscale.evaluate import epsilon_fraction
+        from tf_advscale.torch_import import import_torch
+        if not (args.checkpoint and args.import_name):
+            raise ValueError("advscale zoo import ARCH needs --checkpoint FILE.pt and --name NAME")
+        directory = import_torch(args.name, args.checkpoint, args.import_name,
+                                 dataset=args.dataset or "cifar10",
+                                 epsilon=epsilon_fraction(args.epsilon) if args.epsilon
+                                 else "8/255", norm=args.norm,
+                                 preprocess=args.preprocess, activation=args.activation,
+                                 zoo_dir=args.zoo_dir)
+        meta = zoo.read_metadata(directory)
+        print(json.dumps({"entry": directory, "params": meta["params"],
+                          "verified_against_pytorch": meta["imported"]
+                          ["verified_against_pytorch"]}, indent=2))
+        return 0
     if args.action == "publish":
         from tf_advscale.zoo_publish import publish
         if not (args.workdir and args.train_command):
@@ -150,7 +174,11 @@ def _zoo(args):
         return 0
     from tf_advscale.evaluate import evaluate, summary
     model, meta = zoo.load(args.name, route=args.route)
-    data = zoo.data_args(meta["recipe"]["config"], source=args.source, path=args.path)
+    if "recipe" in meta:
+        data = zoo.data_args(meta["recipe"]["config"], source=args.source, path=args.path)
+    else:  # an imported entry: its data set, read from where the user says
+        data = {"dataset": args.dataset or meta["dataset"], "source": args.source,
+                "path": args.path}
     report = evaluate(model, **data, n=args.n, seed=args.seed,
                       epsilon=meta["threat_model"]["epsilon_float"],
                       attacks=args.attacks.split(","),
@@ -236,10 +264,23 @@ def build_parser():
     e.set_defaults(fn=_eval)
     m = sub.add_parser("models", help="list the registered model names")
     m.set_defaults(fn=_models)
-    z = sub.add_parser("zoo", help="pretrained robust models: list | info NAME | eval NAME")
+    z = sub.add_parser("zoo", help="pretrained robust models: list | info NAME | eval NAME | "
+                                   "import ARCH")
     z.add_argument("action",
-                   choices=["list", "info", "eval", "publish", "reevaluate", "relabel"])
-    z.add_argument("name", nargs="?")
+                   choices=["list", "info", "eval", "publish", "reevaluate", "relabel", "import"])
+    z.add_argument("name", nargs="?", help="an entry; import: the architecture (preactresnet18, "
+                                           "wrn-28-10, wrn-34-10, wrn-34-20, wrn-70-16, wrn-16-4)")
+    z.add_argument("--checkpoint", help="import: the PyTorch state dict (.pt / .pth)")
+    z.add_argument("--name", dest="import_name", help="import: the new entry's name, "
+                                                       "e.g. preactresnet18.wong2020_cifar10")
+    z.add_argument("--dataset", default=None, help="import: the data set (default cifar10)")
+    z.add_argument("--norm", default="linf", help="import: threat model, linf | l2")
+    z.add_argument("--preprocess", default="none",
+                   help="import: none (images in [0, 1], the default) | "
+                        "meanstd:M1,M2,M3/S1,S2,S3; buffers in the checkpoint win")
+    z.add_argument("--activation", default="relu", help="import: relu | silu (WRNs)")
+    z.add_argument("--zoo-dir", default=None, help="import: where the entry is written "
+                                                   "(default: the first TF_ADVSCALE_ZOO dir)")
     z.add_argument("--markdown", action="store_true", help="list: a markdown table")
     z.add_argument("--n", type=int, default=None,
                    help="eval, publish, reevaluate: test images (a seeded subset; default all)")
@@ -268,7 +309,8 @@ def build_parser():
     z.add_argument("--dataset-label", help="publish, relabel: the data's name on the card and in the "
                    "zoo table (default: the run's 'dataset (source)')")
     z.add_argument("--epsilon", type=eval_fraction, default=None,
-                   help="publish: threat-model epsilon (default: the run's eval attack's)")
+                   help="publish: threat-model epsilon (default: the run's eval attack's); "
+                        "import: the checkpoint's (default 8/255)")
     z.set_defaults(fn=_zoo)
     from tf_advscale.reproduce import EXPERIMENTS
     r = sub.add_parser("reproduce", help="the paper's experiments at small scale, and "

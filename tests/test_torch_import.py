@@ -1,0 +1,154 @@
+"""PyTorch checkpoints into zoo entries: every tensor, the same logits, clear refusals."""
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="importing PyTorch checkpoints needs torch")
+
+from tf_advscale import torch_models, zoo  # noqa: E402
+from tf_advscale.torch_import import CheckpointError, import_torch  # noqa: E402
+
+
+def _random_state(net, seed=0):
+    """Random weights and BN statistics, so that a swapped or skipped tensor shows."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in net.state_dict().items():
+            if name.endswith("running_var"):
+                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
+            elif name.endswith(("running_mean", "bias")):
+                t.copy_(torch.randn(t.shape, generator=g) * 0.1)
+            elif name.endswith("weight") and t.dim() == 1:
+                t.copy_(1 + torch.randn(t.shape, generator=g) * 0.1)
+    return net
+
+
+def _save(tmp_path, net, extra=None, name="ckpt.pt"):
+    path = tmp_path / name
+    state = dict(net.state_dict())
+    state.update(extra or {})
+    torch.save(state, path)
+    return path
+
+
+def _logits_agree(directory, net, x, mean=0.0, std=1.0):
+    model, meta = zoo.load_entry(str(directory))
+    net.eval()
+    with torch.no_grad():
+        theirs = net(torch.from_numpy(((x - mean) / std).transpose(0, 3, 1, 2).copy())).numpy()
+    ours = np.asarray(model.predict(x, verbose=0))
+    return float(np.abs(ours - theirs).max()), meta
+
+
+ARCHS = [("preactresnet18", lambda: torch_models.preact_resnet18(), "relu"),
+         ("wrn-16-4", lambda: torch_models.wide_resnet(16, 4), "relu"),
+         ("wrn-16-4", lambda: torch_models.wide_resnet(16, 4, activation="silu"), "silu")]
+SLOW = [("wrn-28-10", lambda: torch_models.wide_resnet(28, 10), "relu"),
+        ("wrn-34-10", lambda: torch_models.wide_resnet(34, 10), "relu"),
+        ("wrn-70-16", lambda: torch_models.wide_resnet(70, 16), "relu"),
+        ("wrn-70-16", lambda: torch_models.wide_resnet(70, 16, activation="silu"), "silu")]
+
+
+@pytest.mark.parametrize("arch,make,act", ARCHS + [pytest.param(*a, marks=pytest.mark.slow)
+                                                    for a in SLOW])
+def test_import_matches_pytorch_logits(tmp_path, arch, make, act):
+    net = _random_state(make())
+    path = _save(tmp_path, net)
+    directory = import_torch(arch, str(path), f"{arch}.test_cifar10", zoo_dir=str(tmp_path / "z"),
+                             activation=act)
+    x = np.random.default_rng(0).uniform(size=(16, 32, 32, 3)).astype("float32")
+    diff, meta = _logits_agree(directory, net, x)
+    assert diff < 1e-4
+    assert meta["imported"]["verified_against_pytorch"]["max_abs_logit_difference"] < 1e-4
+    assert meta["params"] == sum(p.numel() for p in net.parameters())
+
+
+def test_normalisation_buffers_become_the_standardize_layer(tmp_path):
+    net = _random_state(torch_models.preact_resnet18())
+    mu = torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1)
+    sigma = torch.tensor([0.2471, 0.2435, 0.2616]).view(1, 3, 1, 1)
+    path = _save(tmp_path, net, {"mu": mu, "sigma": sigma})
+    directory = import_torch("preactresnet18", str(path), "preactresnet18.norm_cifar10",
+                             zoo_dir=str(tmp_path / "z"))
+    x = np.random.default_rng(1).uniform(size=(8, 32, 32, 3)).astype("float32")
+    diff, meta = _logits_agree(directory, net, x, mean=mu.numpy().reshape(1, 1, 1, 3),
+                               std=sigma.numpy().reshape(1, 1, 1, 3))
+    assert diff < 1e-4
+    assert meta["imported"]["preprocess"]["mean"] == pytest.approx([0.4914, 0.4822, 0.4465])
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+@pytest.mark.parametrize("case,match", [
+    ("truncated", "not a readable PyTorch checkpoint"),
+    ("code", "holds pickled Python objects beyond tensors"),
+    ("other_arch", "lacks 'layer1.0.bn1.weight'|has no 'linear.weight'"),
+    ("classes", "100 classes, the data set has 10"),
+    ("extra", "tensors preactresnet18 does not use, e.g. 'extra.weight'"),
+    ("unknown_arch", r"Unknown architecture 'resnet9000'. Known: \["),
+])
+def test_bad_checkpoints_get_one_line_errors(tmp_path, case, match):
+    net = torch_models.preact_resnet18()
+    arch = "preactresnet18"
+    if case == "truncated":
+        path = _save(tmp_path, net)
+        path.write_bytes(path.read_bytes()[:1000])
+    elif case == "code":
+        path = tmp_path / "evil.pt"
+        torch.save({"conv1.weight": torch.zeros(1), "x": _Evil()}, path)
+    elif case == "other_arch":
+        path = _save(tmp_path, torch_models.wide_resnet(16, 4))
+    elif case == "classes":
+        path = _save(tmp_path, torch_models.preact_resnet18(num_classes=100))
+    elif case == "extra":
+        path = _save(tmp_path, net, {"extra.weight": torch.zeros(3)})
+    else:
+        path, arch = _save(tmp_path, net), "resnet9000"
+    with pytest.raises(CheckpointError, match=match) as info:
+        import_torch(arch, str(path), "x.y_cifar10", zoo_dir=str(tmp_path / "z"))
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "z" / "x.y_cifar10").exists()
+
+
+def test_writes_only_to_a_zoo_directory_it_is_given(tmp_path, monkeypatch):
+    monkeypatch.delenv("TF_ADVSCALE_ZOO", raising=False)
+    path = _save(tmp_path, torch_models.preact_resnet18())
+    with pytest.raises(CheckpointError, match="TF_ADVSCALE_ZOO"):
+        import_torch("preactresnet18", str(path), "preactresnet18.x_cifar10")
+    monkeypatch.setenv("TF_ADVSCALE_ZOO", str(tmp_path / "mine"))
+    import_torch("preactresnet18", str(path), "preactresnet18.x_cifar10", check=False)
+    assert "preactresnet18.x_cifar10" in zoo.list_models()
+    meta = json.loads((tmp_path / "mine" / "preactresnet18.x_cifar10" / "metadata.json")
+                      .read_text())
+    assert meta["imported"]["verified_against_pytorch"] is None
+
+
+def test_advscale_zoo_import_command(tmp_path):
+    import subprocess
+    import sys
+
+    from helpers.cli_process import ROOT, checkout_env
+    path = _save(tmp_path, _random_state(torch_models.wide_resnet(16, 4)))
+    run = lambda *a: subprocess.run([sys.executable, "-m", "tf_advscale.cli", "zoo", "import", *a],  # noqa: E731
+                                    capture_output=True, text=True, timeout=600, cwd=ROOT,
+                                    env={**checkout_env(), "TF_ADVSCALE_ZOO": str(tmp_path / "z")})
+    out = run("wrn-16-4", "--checkpoint", str(path), "--name", "wrn-16-4.test_cifar10",
+              "--epsilon", "8/255")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout)["verified_against_pytorch"]["max_abs_logit_difference"] < 1e-4
+    meta = json.loads((tmp_path / "z" / "wrn-16-4.test_cifar10" / "metadata.json").read_text())
+    assert meta["threat_model"]["epsilon"] == "8/255"
+    bad = run("wrn-28-10", "--checkpoint", str(path), "--name", "wrn-28-10.bad_cifar10")
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines()[-1].startswith("advscale: error: ")
+    listed = subprocess.run([sys.executable, "-m", "tf_advscale.cli", "zoo", "list"],
+                            capture_output=True, text=True, timeout=600, cwd=ROOT,
+                            env={**checkout_env(), "TF_ADVSCALE_ZOO": str(tmp_path / "z")})
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    assert "wrn-16-4.test_cifar10" in listed.stdout and "not evaluated" in listed.stdout
