@@ -86,7 +86,7 @@ def test_gradient_masked_model_is_flagged(robust_model, tmp_path):
     masked = keras.Model(inputs, inner(Quantize()(inputs)))
     r = _eval(masked, tmp_path, attacks=["pgd-10", "apgd-ce", "square-300"])
     assert r["gradient_masking_suspected"]
-    failed = {c["check"] for c in r["sanity_checks"] if not c["passed"]}
+    failed = {c["check"] for c in r["sanity_checks"] if c["passed"] is False}
     assert "the gradient-free attack does not beat the white-box ones" in failed
     assert "random noise is weaker than PGD" in failed
 
@@ -98,6 +98,18 @@ def test_sanity_checks_logic():
     bad = sanity_checks({"pgd": 0.4, "square": 0.3}, {10: 0.4, 100: 0.5}, (0.4, 0.45),
                         (0.5, 0.3), 0.4)
     assert not any(c["passed"] for c in bad)
+
+
+def test_checks_that_cannot_fail_read_n_a():
+    """A route at 0% robust accuracy (MixBN's clean route): nothing can rise
+    above 0 or fall below it, so those checks are n/a, not passes."""
+    moot = sanity_checks({"pgd-20": 0.0, "square": 0.0, "autoattack": 0.0}, {10: 0.0, 100: 0.0},
+                         (0.0, 0.0), (0.5, 0.0), 0.9)
+    assert [c["passed"] for c in moot] == [None, None, None, None, True]
+    assert all("n/a" in c for c in moot[:4])
+    # AutoAttack contains Square: it is not the white-box side of the Square check.
+    mixed = sanity_checks({"pgd-20": 0.4, "square": 0.45, "autoattack": 0.3})
+    assert mixed[0]["detail"]["best white-box"] == 0.4 and mixed[0]["passed"]
 
 
 def test_apgd_is_at_least_as_strong_as_pgd(robust_model, sample):
