@@ -148,12 +148,21 @@ def test_other_domain_statistics_do_not_move():
 
 def test_empty_segment_keeps_its_statistics():
     mix, _ = _pair()
-    before = mix.moving_mean.numpy().copy()
+    # Statistics away from 0 and 1, where old * m + old * (1 - m) != old in
+    # floating point: the empty segment must leave them bit for bit.
+    rng = np.random.default_rng(0)
+    mix.moving_mean.assign(rng.normal(size=mix.moving_mean.shape).astype("float32"))
+    mix.moving_variance.assign(rng.uniform(0.3, 3, size=mix.moving_variance.shape)
+                               .astype("float32"))
+    before = mix.moving_mean.numpy().copy(), mix.moving_variance.numpy().copy()
     adv, _ = _data()
     with split([("adversarial", len(adv)), ("clean", 0)]):
         out = mix(adv, training=True)
     assert np.isfinite(np.asarray(out)).all()
-    assert np.array_equal(mix.moving_mean.numpy()[0], before[0])
+    clean = mix.domain_index("clean")
+    assert np.array_equal(mix.moving_mean.numpy()[clean], before[0][clean])
+    assert np.array_equal(mix.moving_variance.numpy()[clean], before[1][clean])
+    assert not np.allclose(mix.moving_mean.numpy()[1 - clean], before[0][1 - clean])
 
 
 def test_inference_routes_match_each_bn_and_switch_without_rebuild():

@@ -215,13 +215,14 @@ class MixBN(keras.layers.BatchNormalization):
         moving_var = tf.cast(self._row(self.moving_variance, index, self.separate_stats), dtype)
         if training:
             mean, variance = self._moments(x, None)
+            nonempty = None
             if size is not None:
                 # An empty segment has no statistics: keep the moving ones.
                 nonempty = size > 0
                 mean = tf.where(nonempty, mean, moving_mean)
                 variance = tf.where(nonempty, variance, moving_var)
-            self._update_row(self.moving_mean, index, moving_mean, mean)
-            self._update_row(self.moving_variance, index, moving_var, variance)
+            self._update_row(self.moving_mean, index, moving_mean, mean, nonempty)
+            self._update_row(self.moving_variance, index, moving_var, variance, nonempty)
         else:
             use_batch = tf.cast(self.use_batch_stats, tf.bool)
             mean, variance = tf.cond(
@@ -240,9 +241,13 @@ class MixBN(keras.layers.BatchNormalization):
         # all-reduce cannot sit inside this tf.cond (nor an attack's loop).
         return keras.ops.moments(x, axes=self._reduction_axes, synchronized=False)
 
-    def _update_row(self, variable, index, old, new):
+    def _update_row(self, variable, index, old, new, keep_if=None):
         row = index if self.separate_stats else 0
         value = old * self.momentum + tf.cast(new, old.dtype) * (1.0 - self.momentum)
+        if keep_if is not None:
+            # old * m + old * (1 - m) is not old in floating point (about 1 ulp):
+            # an empty segment leaves the statistics bit for bit as they were.
+            value = tf.where(keep_if, value, old)
         value = tf.cast(value, variable.dtype)
         indices = tf.reshape(tf.cast(row, tf.int32), [1, 1])
         variable.assign(tf.tensor_scatter_nd_update(
