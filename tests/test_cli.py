@@ -67,3 +67,21 @@ def test_accelerator_benchmark_runs_at_its_tiny_size(tmp_path):
     assert result["resnet_pgd7_step"]["images_per_s"] > 0
     aa = result["autoattack"]
     assert 0 <= aa["autoattack_accuracy"] <= aa["clean_accuracy"] and aa["n"] == 4
+
+
+def test_eval_takes_epsilon_and_data_from_zoo_metadata(tmp_path):
+    from tf_advscale.cli import eval_defaults
+    zoo_model = os.path.join(ROOT, "zoo", "resnet20.pgd3_cifar10jpeg", "model.keras")
+    assert eval_defaults(zoo_model, None, None)[:2] == ("cifar10", 8 / 255)
+    fmnist = os.path.join(ROOT, "zoo", "resnet20.pgd3_fmnist", "model.keras")
+    assert eval_defaults(fmnist, None, None)[1] == pytest.approx(0.1)
+    assert eval_defaults(fmnist, None, 0.2)[1:] == (0.2, "--epsilon")
+    plain = str(tmp_path / "m.keras")
+    assert eval_defaults(plain, None, None)[:2] == ("fashion_mnist", 0.1)
+    assert eval_defaults(plain, "cifar10", None)[1] == 8 / 255
+
+
+def test_eval_help_shows_defaults():
+    out = subprocess.run([sys.executable, "-m", "tf_advscale.cli", "eval", "--help"],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert "(default: 1000)" in out.stdout and "(default: test)" in out.stdout

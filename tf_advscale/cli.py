@@ -59,8 +59,34 @@ def eval_fraction(text):
         raise argparse.ArgumentTypeError(f"not a number or fraction: {text!r}") from None
 
 
+# The usual L-inf radius per data set, when neither --epsilon nor zoo metadata says.
+DATASET_EPSILON = {"fashion_mnist": 0.1, "fashion_mnist_sample": 0.1, "mnist": 0.3}
+
+
+def eval_defaults(model, dataset, epsilon):
+    """(dataset, epsilon, where the epsilon came from) for ``advscale eval``: an
+    explicit --epsilon; else the zoo metadata beside the model file; else the
+    data set's usual radius (8/255 for natural images)."""
+    meta_path = os.path.join(os.path.dirname(os.path.abspath(model)), "metadata.json")
+    meta = None
+    if os.path.isfile(meta_path):
+        with open(meta_path) as f:
+            meta = json.load(f)
+    if dataset is None:
+        dataset = (meta or {}).get("recipe", {}).get("config", {}).get("data", {}).get(
+            "dataset") or ("cifar10" if meta else "fashion_mnist")
+    if epsilon is not None:
+        return dataset, epsilon, "--epsilon"
+    if meta and (meta.get("threat_model") or {}).get("epsilon_float"):
+        return dataset, float(meta["threat_model"]["epsilon_float"]), meta_path
+    return dataset, DATASET_EPSILON.get(dataset, 8 / 255), f"the default for {dataset}"
+
+
 def _eval(args):
-    from tf_advscale.evaluate import evaluate
+    from tf_advscale.evaluate import epsilon_fraction, evaluate
+    args.dataset, args.epsilon, origin = eval_defaults(args.model, args.dataset, args.epsilon)
+    print(f"advscale eval: {args.dataset}, epsilon {epsilon_fraction(args.epsilon)} "
+          f"(from {origin})", flush=True)
     report = evaluate(
         args.model, dataset=args.dataset, split=args.split, n=args.n, seed=args.seed,
         source=args.source, path=args.path, epsilon=args.epsilon,
@@ -231,7 +257,8 @@ def _reproduce(args):
 def build_parser():
     parser = argparse.ArgumentParser(prog="advscale", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="train from a config file with model.fit")
+    t = sub.add_parser("train", help="train from a config file with model.fit",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     t.add_argument("--config", help="a config file, optionally with an argument: "
                                     "configs/adversarial.py:fmnist,mixed_mixbn")
     t.add_argument("--workdir", help="output directory (default runs/<config name>)")
@@ -239,15 +266,19 @@ def build_parser():
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. optimizer.epochs=3 (repeatable)")
     t.set_defaults(fn=_train)
-    e = sub.add_parser("eval", help="robustness evaluation of a saved model")
+    e = sub.add_parser("eval", help="robustness evaluation of a saved model",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     e.add_argument("--model", required=True, help="a .keras file")
-    e.add_argument("--dataset", default="fashion_mnist")
+    e.add_argument("--dataset", default=None,
+                   help="default: the zoo entry's, else fashion_mnist")
     e.add_argument("--source", default=None, help="tfds | folder | idx | sample")
     e.add_argument("--path", default=None, help="data directory for folder/idx sources")
-    e.add_argument("--split", default="test")
+    e.add_argument("--split", default="test", help="the split evaluated")
     e.add_argument("--n", type=int, default=1000, help="images (a seeded random subset)")
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--epsilon", type=eval_fraction, default=8 / 255, help="e.g. 8/255 or 0.1")
+    e.add_argument("--seed", type=int, default=0, help="seed of the subset and the attacks")
+    e.add_argument("--epsilon", type=eval_fraction, default=None,
+                   help="e.g. 8/255 or 0.1; default: the zoo metadata beside the model "
+                        "file, else 0.1 for Fashion-MNIST and 8/255 for natural images")
     e.add_argument("--attacks", default="pgd-20,pgd-100,apgd-ce,apgd-t,square",
                    help="comma-separated attack names (see tf_advscale.attacks.registry)")
     e.add_argument("--steps-curve", default="10,20,50,100,200,500,1000,2000",
