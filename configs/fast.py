@@ -9,8 +9,9 @@ The argument after ':' is ARCH,RECIPE.
 
 Recipes (both: SGD momentum 0.9, weight decay 5e-4, batch 128, a cyclic
 learning rate 0 -> 0.2 -> 0 peaking at 2/5 of the run, as Wong et al. 2020;
-mixed bfloat16 precision, as Wong et al. trained in mixed precision: 1.5x
-faster here, 2.83 against 4.35 s per PreActResNet-18 step):
+mixed bfloat16 precision, as Wong et al. trained in mixed precision, which is
+faster on this CPU: see results/bench_fast_training.json, from
+`python benchmarks/peers.py --only-fast --out results/bench_fast_training.json`):
   fgsmrs       FGSM from a uniform random start, step 1.25 epsilon, projected
                (Wong et al. 2020, "Fast is better than free")
   nfgsm        N-FGSM: noise from the 2-epsilon ball, step epsilon, no
@@ -26,8 +27,9 @@ parameters) and resnet20 (the zoo's CIFAR ResNet-20). Inputs are in [0, 1];
 the model standardises them with CIFAR-10's channel mean and std.
 
 Measured wall time here (2 cores, CIFAR-10 JPEG q75, 50,000 training images):
-see each zoo card's training record; an epoch of preactresnet18,nfgsm takes
-about 18 min (2.83 s per step, 390 steps).
+each zoo card's training record gives its run's; the epoch time of
+preactresnet18,nfgsm follows from the benchmark's images/s (390 steps of 128
+images, plus the validation on 500 images).
 """
 
 CIFAR_MEAN = [0.4914, 0.4822, 0.4465]
