@@ -10,7 +10,8 @@ from tf_advscale.bridge import keras_logits_and_twin_logits, torch_twin  # noqa:
 from tf_advscale.layers import mixbn  # noqa: E402
 from tf_advscale.models import MODELS, build_model, count_params, resnet  # noqa: E402
 
-SMALL = [n for n in sorted(MODELS) if n.startswith(("cifar_resnet", "preactresnet18", "wrn-16"))
+SMALL = [n for n in sorted(MODELS) if n.startswith(("cifar_resnet", "preactresnet18",
+                                                     "cifar4_resnet18", "wrn-16"))
          ] + ["resnet18"]
 
 
@@ -85,6 +86,7 @@ def test_twin_of_a_trained_zoo_model_on_cifar10_test_images(cifar_jpeg):
 
 @pytest.mark.parametrize("name,make", [
     ("preactresnet18", lambda tm: tm.preact_resnet18()),
+    ("cifar4_resnet18", lambda tm: tm.resnet18_cifar()),
     ("wrn-16-4", lambda tm: tm.wide_resnet(16, 4)),
     ("wrn-28-10", lambda tm: tm.wide_resnet(28, 10)),
     ("wrn-34-10", lambda tm: tm.wide_resnet(34, 10, activation="silu")),

@@ -19,7 +19,7 @@ def test_deep_layouts_follow_the_paper_formula(depth, blocks):
 def test_every_table_depth_satisfies_its_formula():
     for depth, (kind, stages) in DEPTHS["cifar"].items():
         assert 6 * stages[0] + 2 == depth and len(set(stages)) == 1
-    for family in ("imagenet", "preact"):
+    for family in ("imagenet", "preact", "cifar4"):
         for depth, (kind, stages) in DEPTHS[family].items():
             per_block = 2 if kind == "basic" else 3
             assert per_block * sum(stages) + 2 == depth
@@ -184,6 +184,7 @@ PINNED_NAMES = {
     "resnet101": 44_549_160, "resnet152": 60_192_808, "resnet200": 64_673_832,
     "resnet338": 116_064_296, "resnet518": 183_095_336, "resnet638": 227_782_696,
     "preactresnet18": 11_172_170, "preactresnet34": 21_280_330,
+    "cifar4_resnet18": 11_173_962, "cifar4_resnet34": 21_282_122,
     "wrn-16-4": 2_748_890, "wrn-28-10": 36_479_194, "wrn-34-10": 46_160_474,
     "wrn-34-20": 184_531_674, "wrn-70-16": 266_796_506,
 }

@@ -34,6 +34,17 @@ def _save(tmp_path, net, extra=None, name="ckpt.pt"):
     return path
 
 
+def _test_images(n=16):
+    """CIFAR-10 test images when ../shared/data holds them, else uniform noise."""
+    from conftest import CIFAR_JPEG
+
+    from tf_advscale import data
+    if (CIFAR_JPEG / "test").is_dir():
+        return data.as_numpy("cifar10", "test", source="folder", path=str(CIFAR_JPEG),
+                             subset=n, seed=0)[0]
+    return np.random.default_rng(0).uniform(size=(n, 32, 32, 3)).astype("float32")
+
+
 def _logits_agree(directory, net, x, mean=0.0, std=1.0):
     model, meta = zoo.load_entry(str(directory))
     net.eval()
@@ -44,6 +55,7 @@ def _logits_agree(directory, net, x, mean=0.0, std=1.0):
 
 
 ARCHS = [("preactresnet18", lambda: torch_models.preact_resnet18(), "relu"),
+         ("resnet18", lambda: torch_models.resnet18_cifar(), "relu"),
          ("wrn-16-4", lambda: torch_models.wide_resnet(16, 4), "relu"),
          ("wrn-16-4", lambda: torch_models.wide_resnet(16, 4, activation="silu"), "silu")]
 SLOW = [("wrn-28-10", lambda: torch_models.wide_resnet(28, 10), "relu"),
@@ -59,8 +71,7 @@ def test_import_matches_pytorch_logits(tmp_path, arch, make, act):
     path = _save(tmp_path, net)
     directory = import_torch(arch, str(path), f"{arch}.test_cifar10", zoo_dir=str(tmp_path / "z"),
                              activation=act)
-    x = np.random.default_rng(0).uniform(size=(16, 32, 32, 3)).astype("float32")
-    diff, meta = _logits_agree(directory, net, x)
+    diff, meta = _logits_agree(directory, net, _test_images())
     assert diff < 1e-4
     assert meta["imported"]["verified_against_pytorch"]["max_abs_logit_difference"] < 1e-4
     assert meta["params"] == sum(p.numel() for p in net.parameters())

@@ -300,7 +300,7 @@ def build_parser():
     z.add_argument("action",
                    choices=["list", "info", "eval", "publish", "reevaluate", "relabel", "import"])
     z.add_argument("name", nargs="?", help="an entry; import: the architecture (preactresnet18, "
-                                           "wrn-28-10, wrn-34-10, wrn-34-20, wrn-70-16, wrn-16-4)")
+                                           "resnet18, wrn-28-10, wrn-34-10, wrn-34-20, wrn-70-16, wrn-16-4)")
     z.add_argument("--checkpoint", help="import: the PyTorch state dict (.pt / .pth)")
     z.add_argument("--name", dest="import_name", help="import: the new entry's name, "
                                                        "e.g. preactresnet18.wong2020_cifar10")

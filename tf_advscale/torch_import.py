@@ -3,7 +3,7 @@
     from tf_advscale.torch_import import import_torch
     directory = import_torch("preactresnet18", "Wong2020Fast.pt", "preactresnet18.wong2020_cifar10")
 
-A RobustBench-style state dict (PreActResNet-18, WideResNets)
+A RobustBench-style state dict (PreActResNet-18, CIFAR ResNet-18, WideResNets)
 becomes the registry's Keras model with the same function: every tensor is
 copied (conv kernels OIHW -> HWIO, linear weights transposed, BN statistics
 as they are), nothing left over and nothing missing. Normalisation buffers
@@ -36,6 +36,7 @@ from tf_advscale.checkpoint import save_model_atomic, sha256
 # name -> (registry model, the Keras-to-PyTorch name map, torch_models builder)
 ARCHS = {
     "preactresnet18": ("preactresnet18", "preact", lambda tm, k, act: tm.preact_resnet18(k)),
+    "resnet18": ("cifar4_resnet18", "cifar4", lambda tm, k, act: tm.resnet18_cifar(k)),
     "wrn-28-10": ("wrn-28-10", "wide", lambda tm, k, act: tm.wide_resnet(28, 10, k, act)),
     "wrn-34-10": ("wrn-34-10", "wide", lambda tm, k, act: tm.wide_resnet(34, 10, k, act)),
     "wrn-34-20": ("wrn-34-20", "wide", lambda tm, k, act: tm.wide_resnet(34, 20, k, act)),
@@ -50,10 +51,13 @@ _BLOCK_NAMES = {
                "proj": "shortcut.0"},
     "wide": {"preact_norm": "bn1", "conv1": "conv1", "norm1": "bn2", "conv2": "conv2",
              "proj": "convShortcut"},
+    "cifar4": {"conv1": "conv1", "norm1": "bn1", "conv2": "conv2", "norm2": "bn2",
+               "proj": "shortcut.0", "proj_norm": "shortcut.1"},
 }
 _TOP_NAMES = {
     "preact": {"stem_conv": "conv1", "final_norm": "bn", "logits": "linear"},
     "wide": {"stem_conv": "conv1", "final_norm": "bn1", "logits": "fc"},
+    "cifar4": {"stem_conv": "conv1", "stem_norm": "bn1", "logits": "linear"},
 }
 
 
@@ -69,7 +73,7 @@ def torch_name(layer_name, family):
     if not m or m.group(3) not in _BLOCK_NAMES[family]:
         return None
     stage, block, part = int(m.group(1)), int(m.group(2)) - 1, m.group(3)
-    group = f"layer{stage}.{block}" if family == "preact" else f"block{stage}.layer.{block}"
+    group = f"block{stage}.layer.{block}" if family == "wide" else f"layer{stage}.{block}"
     return f"{group}.{_BLOCK_NAMES[family][part]}"
 
 

@@ -1,6 +1,7 @@
 """PyTorch definitions of the robust CIFAR-10 architectures, with the module
 names their published checkpoints use (PreActResNet-18 as in Wong et al.
-2020 and RobustBench; WideResNet as in RobustBench / TRADES), so that a state
+2020 and RobustBench; ResNet-18 as in the common CIFAR code; WideResNet as
+in RobustBench / TRADES), so that a state
 dict published for them loads with ``strict=True``. They serve the benchmarks
 (the same network in both frameworks) and the checkpoint importer.
 
@@ -59,6 +60,50 @@ def preact_resnet18(num_classes=10):
             return self.linear(out.mean(dim=(2, 3)))
 
     return PreActResNet18()
+
+
+def resnet18_cifar(num_classes=10):
+    """ResNet-18 for 32x32 images (post-activation, 3x3 stem, no max-pool):
+    keys ``conv1``, ``bn1``, ``layer{1..4}.{0,1}.{conv1,bn1,conv2,bn2}``,
+    ``layer{2..4}.0.shortcut.{0,1}``, ``linear``."""
+    torch = _nn()
+    nn, F = torch.nn, torch.nn.functional
+
+    class Block(nn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(cout)
+            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(cout)
+            self.shortcut = nn.Sequential()
+            if stride != 1 or cin != cout:
+                self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                              nn.BatchNorm2d(cout))
+
+        def forward(self, x):
+            out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+            return F.relu(out + self.shortcut(x))
+
+    class ResNet18(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(64)
+            cin = 64
+            for i, (cout, stride) in enumerate(((64, 1), (128, 2), (256, 2), (512, 2))):
+                setattr(self, f"layer{i + 1}", nn.Sequential(Block(cin, cout, stride),
+                                                             Block(cout, cout, 1)))
+                cin = cout
+            self.linear = nn.Linear(512, num_classes)
+
+        def forward(self, x):
+            out = F.relu(self.bn1(self.conv1(x)))
+            for i in range(4):
+                out = getattr(self, f"layer{i + 1}")(out)
+            return self.linear(out.mean(dim=(2, 3)))
+
+    return ResNet18()
 
 
 def wide_resnet(depth=28, width=10, num_classes=10, activation="relu"):

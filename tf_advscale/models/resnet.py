@@ -10,13 +10,17 @@ Four families share the code:
 * ``"preact"``: PreActResNet-18/34 as the robust CIFAR-10 literature uses it
   (Wong et al. 2020): 3x3 stem of 64, four stages (64 ... 512) of
   pre-activation basic blocks, no max-pool.
+* ``"cifar4"``: ResNet-18/34 for 32x32 images as most CIFAR-10 code builds it
+  (post-activation basic blocks, 3x3 stem of 64, no max-pool, four stages
+  of 64 ... 512 filters): ``cifar4_resnet18``, the "ResNet-18" of RobustBench's
+  CIFAR-10 entries.
 * ``"wide"``: WideResNet-d-k (Zagoruyko & Komodakis 2016), depth = 6n + 4:
   3x3 stem of 16, three stages of n pre-activation blocks with 16k, 32k
   and 64k filters (``width`` = k). WRN-28-10, WRN-34-10 and WRN-70-16 (with
   ``activation="silu"``, Gowal et al. 2020) are the common robust ones.
 
-The ``preact`` and ``wide`` families are always pre-activation and pad a
-stride-2 3x3 conv by one pixel on every side, as PyTorch's ``padding=1``
+The ``preact`` and ``wide`` families are always pre-activation; they and
+``cifar4`` pad a stride-2 3x3 conv by one pixel on every side, as PyTorch's ``padding=1``
 does, so that a PyTorch checkpoint's weights give the same function
 (Keras' ``"same"`` pads only the bottom/right at stride 2).
 
@@ -62,6 +66,10 @@ DEPTHS = {
         18: ("basic", (2, 2, 2, 2)),
         34: ("basic", (3, 4, 6, 3)),
     },
+    "cifar4": {
+        18: ("basic", (2, 2, 2, 2)),
+        34: ("basic", (3, 4, 6, 3)),
+    },
     "wide": {
         16: ("basic", (2, 2, 2)),
         28: ("basic", (4, 4, 4)),
@@ -71,12 +79,16 @@ DEPTHS = {
 }
 
 STAGE_FILTERS = {"cifar": (16, 32, 64), "imagenet": (64, 128, 256, 512),
-                 "preact": (64, 128, 256, 512), "wide": (16, 32, 64)}
+                 "preact": (64, 128, 256, 512), "cifar4": (64, 128, 256, 512),
+                 "wide": (16, 32, 64)}
 # family -> (stem kernel, stem stride, max-pool after the stem).
 STEMS = {"cifar": (3, 1, False), "imagenet": (7, 2, True), "preact": (3, 1, False),
+         "cifar4": (3, 1, False),
          "wide": (3, 1, False)}
-# Families built as PyTorch builds them: pre-activation, symmetric padding.
-TORCH_STYLE = ("preact", "wide")
+# Families built as PyTorch code builds them: symmetric padding at stride 2;
+# the first two are pre-activation by definition.
+PREACT_ONLY = ("preact", "wide")
+TORCH_STYLE = PREACT_ONLY + ("cifar4",)
 ACTIVATIONS = ("relu", "silu")
 PADDINGS = ("same", "symmetric")
 # Any depth = 6n + offset builds for these families.
@@ -273,7 +285,7 @@ class ResNetBackbone(keras.Model):
     Args:
         depth: network depth (see ``DEPTHS``; any 6n+2 for ``family="cifar"``,
             any 6n+4 for ``family="wide"``).
-        family: ``"cifar"``, ``"imagenet"``, ``"preact"`` or ``"wide"``.
+        family: ``"cifar"``, ``"imagenet"``, ``"preact"``, ``"cifar4"`` or ``"wide"``.
         input_shape: ``(H, W, C)``; spatial dims may be ``None``.
         norm: ``"bn"``, ``"gn"``, ``"ln"``, ``"none"`` or ``"mixbn"``.
         norm_kwargs: extra arguments for every normalization layer.
@@ -308,7 +320,7 @@ class ResNetBackbone(keras.Model):
             padding = "symmetric" if family in TORCH_STYLE else "same"
         if padding not in PADDINGS:
             raise ValueError(f"padding must be one of {PADDINGS}. Received: padding={padding!r}")
-        if family in TORCH_STYLE and not preact:
+        if family in PREACT_ONLY and not preact:
             preact = True  # these families are pre-activation by definition
         input_shape = tuple(input_shape)
         if len(input_shape) != 3:
@@ -399,7 +411,8 @@ class ResNetClassifier(keras.Model):
 # Registered WideResNets: name -> (depth, k).
 WIDE = {"wrn-16-4": (16, 4), "wrn-28-10": (28, 10), "wrn-34-10": (34, 10),
         "wrn-34-20": (34, 20), "wrn-70-16": (70, 16)}
-PREFIX = {"cifar": "cifar_resnet", "imagenet": "resnet", "preact": "preactresnet", "wide": "wrn-"}
+PREFIX = {"cifar": "cifar_resnet", "imagenet": "resnet", "preact": "preactresnet",
+          "cifar4": "cifar4_resnet", "wide": "wrn-"}
 
 
 def resnet(depth=20, num_classes=10, family=None, input_shape=None, name=None, **kwargs):
