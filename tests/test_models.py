@@ -139,6 +139,8 @@ def test_recompute_gives_the_same_training_step_and_saves(tmp_path, sample, norm
     np.testing.assert_allclose(again(x[:4]), model(x[:4]), atol=1e-6)
 
 
+# Minutes of subprocess training: kept out of the default run (-m slow).
+@pytest.mark.slow
 def test_recompute_lowers_the_peak_memory_of_a_training_step():
     """Activation memory, measured by TensorFlow's allocator: a deep narrow
     ResNet at a batch where activations dominate. (An earlier Recompute

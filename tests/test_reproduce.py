@@ -147,6 +147,8 @@ def _results(workdir, name):
     return {k: r[k] for k in ("rows", "findings", "table") if k in r}
 
 
+# Minutes of subprocess training: kept out of the default run (-m slow).
+@pytest.mark.slow
 def test_clean_portion_killed_then_rerun_gives_the_same_results(tmp_path):
     """The tiny clean-portion experiment (2 portions x 2 seeds), killed while
     its third run trains, then rerun, equals an uninterrupted one."""
@@ -183,6 +185,8 @@ def test_clean_portion_killed_then_rerun_gives_the_same_results(tmp_path):
     assert "attack_strength" in (tmp_path / "R.md").read_text()
 
 
+# Minutes of subprocess training: kept out of the default run (-m slow).
+@pytest.mark.slow
 def test_diagnosis_and_consistent_bn_run_end_to_end(tmp_path):
     plan = _plan(tmp_path, seeds=[0])
     d = reproduce.run_experiment(plan, "diagnosis")
