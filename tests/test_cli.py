@@ -85,3 +85,17 @@ def test_eval_help_shows_defaults():
     out = subprocess.run([sys.executable, "-m", "tf_advscale.cli", "eval", "--help"],
                          capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert "(default: 1000)" in out.stdout and "(default: test)" in out.stdout
+
+
+def test_zoo_info_prints_a_summary_and_json_on_request(capsys):
+    from tf_advscale import cli
+    name = "resnet20.mixbn_pgd3_cifar10jpeg"
+    assert cli.main(["zoo", "info", name]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"{name}: cifar ResNet-20 (mixbn), 274,042 parameters")
+    assert "threat model: Linf epsilon 8/255" in text
+    assert "route clean: clean 86.22, AutoAttack not measured" in text
+    assert "routes: adversarial, clean (default adversarial)" in text
+    assert f"{name}/model.keras" in text and len(text.splitlines()) < 10
+    assert cli.main(["zoo", "info", name, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["params"] == 274_042

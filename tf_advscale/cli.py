@@ -132,6 +132,33 @@ def _zoo_rows(meta, markdown):
     return rows
 
 
+def zoo_summary(meta, where):
+    """``advscale zoo info NAME``: the few lines a user needs (``--json``: all)."""
+    a, t = meta.get("architecture") or {}, meta.get("threat_model") or {}
+    arch = a.get("registry") or (f"{a.get('family', '?')} ResNet-{a.get('depth', '?')}"
+                                 + (f" x{a['width']:g}" if a.get("width", 1) != 1 else ""))
+    lines = [f"{meta['name']}: {arch} ({a.get('norm', '?')}), {meta['params']:,} parameters",
+             f"  data: {meta.get('dataset', '?')}; threat model: {t.get('norm', '?')} "
+             f"epsilon {t.get('epsilon', '?')}" + (", targeted" if t.get("targeted") else "")]
+    ev = meta.get("evaluation")
+    if not ev:
+        lines.append("  not evaluated yet (advscale zoo eval NAME)")
+    else:
+        for route, r in ev["results"].items():
+            aa = r.get("autoattack")
+            lines.append(f"  route {route}: clean {100 * r['clean']:.2f}, AutoAttack "
+                         + (f"{100 * aa:.2f}" if aa is not None else "not measured")
+                         + f", worst case {100 * r['worst_case']:.2f} "
+                         f"({', '.join(k for k in r if k not in ('clean', 'n', 'worst_case', 'sanity_checks_passed'))}; "
+                         f"{r['n']:,} test images)")
+    if meta.get("mixbn_routes"):
+        lines.append(f"  routes: {', '.join(meta['mixbn_routes'])} "
+                     f"(default {meta.get('default_route')})")
+    lines.append(f"  file: {where} (sha256 {meta['source']['sha256'][:16]}...)")
+    lines.append("  full record: advscale zoo info NAME --json")
+    return "\n".join(lines)
+
+
 def _zoo(args):
     from tf_advscale import zoo
     if args.action == "list":
@@ -158,7 +185,9 @@ def _zoo(args):
     if not args.name:
         raise ValueError(f"advscale zoo {args.action} needs a NAME (see `advscale zoo list`)")
     if args.action == "info":
-        print(json.dumps(zoo.info(args.name), indent=2))
+        meta = zoo.info(args.name)
+        print(json.dumps(meta, indent=2) if args.json else zoo_summary(meta, zoo.model_path(
+            args.name) if not (meta.get("source") or {}).get("url") else meta["source"]["url"]))
         return 0
     if args.action == "import":
         from tf_advscale.evaluate import epsilon_fraction
@@ -313,6 +342,7 @@ def build_parser():
     z.add_argument("--zoo-dir", default=None, help="import: where the entry is written "
                                                    "(default: the first TF_ADVSCALE_ZOO dir)")
     z.add_argument("--markdown", action="store_true", help="list: a markdown table")
+    z.add_argument("--json", action="store_true", help="info: the full metadata as JSON")
     z.add_argument("--n", type=int, default=None,
                    help="eval, publish, reevaluate: test images (a seeded subset; default all)")
     z.add_argument("--seed", type=int, default=0)
