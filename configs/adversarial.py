@@ -65,5 +65,6 @@ def get_config(runlocal=False, arg="fmnist,adv_only"):
                     "weight_decay": 5e-4, "catastrophic_overfitting": variant == "fast"},
         "optimizer": {"learning_rate": 0.1, "schedule": "cosine", "warmup_epochs": 1,
                       "epochs": 1 if runlocal else d["epochs"]},
-        "eval": {"val_subset": 200 if runlocal else 1000},
+        "eval": {"val_subset": 200 if runlocal else 1000,
+                 "test_subset": 500 if runlocal else None},
     }

@@ -18,5 +18,6 @@ def get_config(runlocal=False):
         "trainer": {"weight_decay": 5e-4},
         "optimizer": {"learning_rate": 0.1, "schedule": "cosine", "warmup_epochs": 1,
                       "epochs": 1 if runlocal else 15},
-        "eval": {"val_subset": 500 if runlocal else 2000},
+        "eval": {"val_subset": 500 if runlocal else 2000,
+                 "test_subset": 500 if runlocal else None},
     }

@@ -96,3 +96,14 @@ def test_fuzz_merge_only_raises_config_errors(update):
     except ConfigError:
         return
     assert set(cfg) == set(config.DEFAULTS)
+
+
+@pytest.mark.parametrize("path", [p for p in TRAIN_CONFIGS])
+def test_runlocal_is_small_end_to_end(path):
+    """--runlocal shrank training but evaluated on every test image, for minutes."""
+    arg = {"adversarial.py": ":fmnist,adv_only", "fast.py": ":preactresnet18,nfgsm"}.get(
+        path.name, "")
+    cfg = config.load(str(path) + arg, runlocal=True)
+    assert cfg["data"]["train_subset"] and cfg["data"]["train_subset"] <= 2000
+    assert cfg["eval"]["val_subset"] <= 500
+    assert cfg["eval"]["test_subset"] or cfg["data"]["test_subset"], path.name

@@ -185,16 +185,17 @@ def compile_model(model, config, steps_per_epoch):
                   steps_per_execution=config["trainer"]["steps_per_execution"])
 
 
-def evaluate(model, test_ds, route=None):
-    """Clean and eval-attack accuracy; for MixBN models per route."""
+def evaluate(model, test_ds, route=None, verbose=0):
+    """Clean and eval-attack accuracy; for MixBN models per route. ``verbose``:
+    Keras' progress bar, with the running accuracies."""
     if not model.has_mixbn:
-        r = model.evaluate(test_ds, verbose=0, return_dict=True)
+        r = model.evaluate(test_ds, verbose=verbose, return_dict=True)
         return {"clean_accuracy": r["clean_accuracy"],
                 "adv_accuracy": r["adv_accuracy"] if model.eval_attack is not None else None}
     out = {}
     for domain in ("adversarial", "clean"):
         mixbn.set_route(model.model, domain)
-        r = model.evaluate(test_ds, verbose=0, return_dict=True)
+        r = model.evaluate(test_ds, verbose=verbose, return_dict=True)
         out[f"route_{domain}"] = {
             "clean_accuracy": r["clean_accuracy"],
             "adv_accuracy": r["adv_accuracy"] if model.eval_attack is not None else None}
@@ -342,7 +343,8 @@ def _run(config, workdir, verbose):
     ckpt_lib.save_model_atomic(model, os.path.join(workdir, "final.keras"))
 
     start = time.time()
-    results = evaluate(model, test, config["eval"]["route"])
+    print(f"Final evaluation on {test_info['num_examples']:,} test images", flush=True)
+    results = evaluate(model, test, config["eval"]["route"], verbose=verbose)
     metrics = {
         "results": results,
         "test_images": test_info["num_examples"],
