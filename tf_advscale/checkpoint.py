@@ -30,7 +30,6 @@ or another number of steps per epoch is refused. Arrays are read with
 ``allow_pickle=False``: loading never unpickles or runs code.
 """
 
-import hashlib
 import json
 import math
 import os
@@ -40,6 +39,8 @@ import warnings
 
 import keras
 import numpy as np
+
+from tf_advscale.files import fsync_dir, save_model_atomic, sha256  # noqa: F401
 
 FORMAT = 1
 def _numbered(directory, prefix=""):
@@ -57,40 +58,6 @@ class CheckpointError(ValueError):
 
 class CheckpointMismatch(CheckpointError):
     """A sound checkpoint of a different run layout: refused, never discarded."""
-
-
-def sha256(path, chunk=1 << 20):
-    """Hex sha256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _fsync_dir(path):
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def save_model_atomic(model, path):
-    """``model.save(path)`` through a temporary file and a rename: a crash
-    mid-write never leaves a truncated ``.keras`` file at ``path``."""
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp{os.getpid()}.keras")
-    model.save(tmp)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(directory)
 
 
 def _state_variables(model):
@@ -114,25 +81,26 @@ def _describe(group, v):
     return [group, v.path, list(v.shape), str(v.dtype)]
 
 
-def _jsonable(value):
+def _encode(value):
+    """Checkpoint state as JSON that round-trips (non-finite floats included)."""
     if isinstance(value, float) and not math.isfinite(value):
         return {"float": repr(value)}
     if isinstance(value, (np.floating, np.integer)):
-        return _jsonable(value.item())
+        return _encode(value.item())
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
+        return {k: _encode(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [_encode(v) for v in value]
     return value
 
 
-def _from_json(value):
+def _decode(value):
     if isinstance(value, dict):
         if set(value) == {"float"}:
             return float(value["float"])
-        return {k: _from_json(v) for k, v in value.items()}
+        return {k: _decode(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_from_json(v) for v in value]
+        return [_decode(v) for v in value]
     return value
 
 
@@ -290,7 +258,7 @@ class TrainingState(keras.callbacks.Callback):
         """Gives tracked objects with ``supersede`` the states of the newer
         checkpoints an agreed resume set aside (once)."""
         for name, obj in self.tracked.items():
-            newer = [_from_json(t[name]) for t in self._superseded if name in t]
+            newer = [_decode(t[name]) for t in self._superseded if name in t]
             if newer and hasattr(obj, "supersede"):
                 obj.supersede(newer)
         self._superseded = []
@@ -361,7 +329,7 @@ class TrainingState(keras.callbacks.Callback):
             v.assign(array)
         for name, obj in self.tracked.items():
             if name in manifest["tracked"]:
-                obj.set_state(_from_json(manifest["tracked"][name]))
+                obj.set_state(_decode(manifest["tracked"][name]))
         self._tell_superseded()
         self._pending = None
         return True
@@ -389,7 +357,7 @@ class TrainingState(keras.callbacks.Callback):
             "format": FORMAT, "epoch": epoch, "step": step, "global_step": global_step,
             "steps_per_epoch": self.steps_per_epoch, "sha256": sha256(arrays_path),
             "variables": [_describe(g, v) for g, v in variables],
-            "tracked": {k: _jsonable(obj.get_state()) for k, obj in self.tracked.items()},
+            "tracked": {k: _encode(obj.get_state()) for k, obj in self.tracked.items()},
             "stopped": bool(getattr(model, "stop_training", False)),
         }
         with open(os.path.join(tmp, "manifest.json"), "w") as f:
@@ -399,7 +367,7 @@ class TrainingState(keras.callbacks.Callback):
         if os.path.exists(final):  # this step again (e.g. an early stop): newest wins
             shutil.rmtree(final)
         os.replace(tmp, final)
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         self._last_saved = global_step
         for old in self.checkpoints()[self.keep:]:
             shutil.rmtree(old, ignore_errors=True)

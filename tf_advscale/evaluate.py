@@ -34,6 +34,7 @@ import tensorflow as tf
 import tf_advscale
 from tf_advscale import attacks as attacks_lib
 from tf_advscale import data as data_lib
+from tf_advscale.files import write_json, write_npz
 from tf_advscale.layers import mixbn
 from tf_advscale.models import count_params
 
@@ -67,12 +68,6 @@ def resolve_model(model, route=None):
     if route is not None and mixbn.mixbn_layers(model):
         mixbn.set_route(model, route)
     return model
-
-
-def _write_npz(path, **arrays):
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
 
 
 def _fingerprint(settings):
@@ -184,7 +179,7 @@ def run_attacks(model, x, y, attacks, batch_size=250, seed=0, workdir=None, sett
             seconds_b[name] = time.time() - start
             seconds[name] += seconds_b[name]
         if path:
-            _write_npz(path, **result, **{f"seconds__{k}": np.float64(seconds_b[k])
+            write_npz(path, **result, **{f"seconds__{k}": np.float64(seconds_b[k])
                                           for k in attacks})
         for k in names:
             out[k].append(result[k])
@@ -424,7 +419,6 @@ def plot_curves(report, workdir):
 
 
 def write_report(report, workdir):
-    from tf_advscale.runner import write_json
     os.makedirs(workdir, exist_ok=True)
     write_json(os.path.join(workdir, "report.json"), report)
     tmp = os.path.join(workdir, "report.md.tmp")

@@ -218,7 +218,7 @@ def evaluate_run(plan, run, seed, ev):
     result = {k: float(v.mean()) for k, v in correct.items()}
     # The attacks' time, with batches an interrupted call saved.
     result.update(n=int(len(y)), seconds=round(sum(seconds.values()), 1))
-    from tf_advscale.runner import write_json
+    from tf_advscale.files import write_json
     write_json(out_path, result)
     return result
 
@@ -648,7 +648,7 @@ def exp_diagnosis(plan):
             start = time.time()
             model = ev_lib.resolve_model(os.path.join(run_path, "final.keras"))
             layers = _diagnose(plan, model, seed, n)
-            from tf_advscale.runner import write_json
+            from tf_advscale.files import write_json
             os.makedirs(os.path.dirname(path), exist_ok=True)
             write_json(path, {"layers": layers, "n": n,
                               "seconds": round(time.time() - start, 1)})
@@ -729,8 +729,8 @@ def exp_depth_search(plan):
     best = trials[0] if trials else None
     table = _table(["trial", "depth", "width", "val robust (%)", "val clean (%)", "train s",
                     "params", "img/s"],
-                   [[r["trial"], r["depth"], r["width"], _num(_pct(r["val_adv_accuracy"])),
-                     _num(_pct(r["val_clean_accuracy"])), _num(r["train_seconds"]),
+                   [[r["trial"], r["depth"], r["width"], _num(_percent(r["val_adv_accuracy"])),
+                     _num(_percent(r["val_clean_accuracy"])), _num(r["train_seconds"]),
                      f"{r['params']:,}" if r["params"] is not None else "-",
                      _num(r["images_per_second"])] for r in trials])
     findings = [{
@@ -749,7 +749,7 @@ def exp_depth_search(plan):
 
 # -- output ---------------------------------------------------------------------------------
 
-def _pct(v):
+def _percent(v):
     return None if v is None else 100 * v
 
 
@@ -848,7 +848,7 @@ def run_experiment(plan, name):
                           f"{n_seeds} seed{'s' if n_seeds > 1 else ''})")
         result["plot_files"].append(os.path.basename(path))
     result["compute"] = compute_cost(plan, result)
-    from tf_advscale.runner import write_json
+    from tf_advscale.files import write_json
     write_json(os.path.join(out, "results.json"), result)
     with open(os.path.join(out, "table.md"), "w") as f:
         f.write(f"## {name} ({plan.dataset})\n\n{result['table']}\n")

@@ -18,18 +18,17 @@ directory holding a run of a different config is refused.
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 import tf_advscale
 from tf_advscale import checkpoint as ckpt_lib
 from tf_advscale import data as data_lib
 from tf_advscale import distribute
+from tf_advscale.files import source_commit, to_json, write_json  # noqa: F401
 from tf_advscale.config import ConfigError, merge
 from tf_advscale.layers import mixbn
 from tf_advscale.models import count_params, resnet
@@ -37,45 +36,6 @@ from tf_advscale.training import AdversarialModel, CatastrophicOverfittingMonito
 
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
-
-
-def write_json(path, obj):
-    """Writes JSON atomically: a crash never leaves a half-written file."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True, default=_jsonable)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _jsonable(obj):
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    if isinstance(obj, (tuple, set)):
-        return list(obj)
-    return str(obj)
-
-
-def source_commit(package_dir=None):
-    """The git commit of the package source, with "+dirty" if modified; None
-    outside a checkout of the package (a pip install, even one inside some
-    other git repository, such as a virtual environment in a user's project)."""
-    here = package_dir or os.path.dirname(os.path.abspath(__file__))
-    try:
-        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=here,
-                             capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-        if not os.path.samefile(top, os.path.dirname(os.path.abspath(here))):
-            return None  # the package is not at the root of this repository
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
-                                text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=here, capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return commit + ("+dirty" if dirty else "")
 
 
 def setup_runtime(config):
@@ -131,9 +91,9 @@ def check_workdir(workdir, config):
             old = json.load(f)
         except ValueError:
             return  # never completed its first write; nothing to protect
-    new = json.loads(json.dumps(config, default=_jsonable))
+    new = json.loads(json.dumps(config, default=to_json))
     try:  # a run from an older version lacks keys added since: compare with defaults
-        old = json.loads(json.dumps(merge(old), default=_jsonable))
+        old = json.loads(json.dumps(merge(old), default=to_json))
     except ConfigError:
         pass
     if old == new:

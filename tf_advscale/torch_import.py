@@ -31,7 +31,7 @@ import re
 import numpy as np
 
 from tf_advscale import zoo
-from tf_advscale.checkpoint import save_model_atomic, sha256
+from tf_advscale.files import save_model_atomic, sha256
 
 # name -> (registry model, the Keras-to-PyTorch name map, torch_models builder)
 ARCHS = {

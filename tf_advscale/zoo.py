@@ -38,7 +38,7 @@ import sysconfig
 
 import keras
 
-from tf_advscale.checkpoint import sha256
+from tf_advscale.files import sha256
 
 METADATA = "metadata.json"
 CARD = "README.md"

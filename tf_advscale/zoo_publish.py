@@ -24,10 +24,10 @@ import shutil
 import keras
 
 import tf_advscale
-from tf_advscale import checkpoint, evaluate, zoo
+from tf_advscale import evaluate, zoo
 from tf_advscale.layers import mixbn
 from tf_advscale.models import count_params
-from tf_advscale.runner import source_commit, write_json
+from tf_advscale.files import save_model_atomic, sha256, source_commit, write_json
 
 ATTACKS = ("pgd-20", "apgd-ce")
 CHECK = {"n": 500, "seed": 0, "attacks": ["pgd-20"]}
@@ -65,7 +65,7 @@ def publish(workdir, name, train_command, out_dir="zoo", n=None, curve_n=500, ep
     if routes[0]:
         mixbn.set_route(classifier, "adversarial")
     model_file = os.path.join(entry, zoo.MODEL)
-    checkpoint.save_model_atomic(classifier, model_file)
+    save_model_atomic(classifier, model_file)
 
     evaluation = _evaluate(classifier, zoo.data_args(config), name, epsilon, n, curve_n,
                            os.path.join(workdir, "zoo_eval"), entry, verbose)
@@ -95,7 +95,7 @@ def publish(workdir, name, train_command, out_dir="zoo", n=None, curve_n=500, ep
                      "keras": metrics.get("keras"), "hardware": metrics.get("machine"),
                      "train_seconds": metrics.get("train_seconds")},
         "evaluation": evaluation,
-        "source": {"file": zoo.MODEL, "sha256": checkpoint.sha256(model_file),
+        "source": {"file": zoo.MODEL, "sha256": sha256(model_file),
                    "bytes": os.path.getsize(model_file)},
     }
     meta["robustbench"] = robustbench_fields(meta)
@@ -222,7 +222,7 @@ def _check_word(passed):
     return {True: "pass", False: "FAIL", None: "n/a"}[passed]
 
 
-def _pct(x):
+def _pct_text(x):
     return "-" if x is None else f"{100 * x:.2f}"
 
 
@@ -253,8 +253,8 @@ def render_card(entry, meta):
              "| route | clean | PGD-20 | APGD-CE | worst case | sanity checks |",
              "|---|---|---|---|---|---|"]
     for route, r in ev["results"].items():
-        lines.append(f"| {route} | {_pct(r['clean'])} | {_pct(r.get('pgd-20'))} | "
-                     f"{_pct(r.get('apgd-ce'))} | {_pct(r['worst_case'])} | "
+        lines.append(f"| {route} | {_pct_text(r['clean'])} | {_pct_text(r.get('pgd-20'))} | "
+                     f"{_pct_text(r.get('apgd-ce'))} | {_pct_text(r['worst_case'])} | "
                      f"{_check_word(r['sanity_checks_passed'])} |")
     # The card is also rewritten from metadata.json, whose keys are sorted: order here.
     attacks = sorted(ev["attacks"], key=lambda k: (k not in ATTACKS, ATTACKS.index(k)
@@ -262,7 +262,7 @@ def render_card(entry, meta):
     cs = ev["check_set"]
     measured = "; ".join(
         (f"{route}: " if len(cs["results"]) > 1 else "")
-        + ", ".join([f"clean {_pct(r['clean'])}"] + [f"{k.upper()} {_pct(r[k])}"
+        + ", ".join([f"clean {_pct_text(r['clean'])}"] + [f"{k.upper()} {_pct_text(r[k])}"
                                                       for k in cs["attacks"]])
         for route, r in cs["results"].items())
     lines += ["", "Attacks: " + "; ".join(f"{k}: {ev['attacks'][k]}" for k in attacks) + ".",
@@ -275,7 +275,7 @@ def render_card(entry, meta):
             lines.append(f"![PGD steps curve ({route})]({png})")
         curve = ev["steps_curve"].get(route)
         if curve:
-            pts = ", ".join(f"{k} steps {_pct(v)}" for k, v in
+            pts = ", ".join(f"{k} steps {_pct_text(v)}" for k, v in
                             sorted(curve["accuracy"].items(), key=lambda kv: int(kv[0])))
             # Entries published before curves used a seeded subset name none.
             subset = curve.get("subset")

@@ -1,0 +1,95 @@
+"""Small file helpers, in one place: digests, atomic writes, JSON, the source commit.
+
+Every file the package writes goes through a temporary name and a rename, so
+a crash never leaves a half-written file behind.
+"""
+
+import hashlib
+import json
+import os
+import subprocess
+
+import numpy as np
+
+
+def sha256(path, chunk=1 << 20):
+    """Hex sha256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fsync_dir(path):
+    """Flushes a directory entry (a rename) to disk, where the OS allows it."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def to_json(obj):
+    """``json.dump``'s ``default=``: numpy scalars as numbers, tuples and sets
+    as lists, anything else as its string."""
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, (tuple, set)):
+        return list(obj)
+    return str(obj)
+
+
+def save_model_atomic(model, path):
+    """``model.save(path)`` through a temporary file and a rename: a crash
+    mid-write never leaves a truncated ``.keras`` file at ``path``."""
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp{os.getpid()}.keras")
+    model.save(tmp)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(directory)
+
+
+def write_json(path, obj):
+    """Writes JSON atomically (sorted keys, indented)."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True, default=to_json)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_npz(path, **arrays):
+    """``np.savez`` atomically."""
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def source_commit(package_dir=None):
+    """The git commit of the package source, with "+dirty" if modified; None
+    outside a checkout of the package (a pip install, even one inside some
+    other git repository, such as a virtual environment in a user's project)."""
+    here = package_dir or os.path.dirname(os.path.abspath(__file__))
+    try:
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=here,
+                             capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        if not os.path.samefile(top, os.path.dirname(os.path.abspath(here))):
+            return None  # the package is not at the root of this repository
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=here, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+dirty" if dirty else "")
