@@ -21,6 +21,7 @@ One training step, per replica (Sec. 3-4 of the paper):
    pairs (ALP), + ``weight_decay`` x L2 of conv/dense kernels.
 """
 
+import contextlib
 import math
 
 import keras
@@ -175,7 +176,7 @@ class AdversarialModel(keras.Model):
     def attack_model_fn(self, images):
         """Logits as the training attacker sees them; never updates state."""
         images, unscale = self._attack_gradient_scaling(images)
-        with mixbn.route(self.attack_route) if self.has_mixbn else _null():
+        with mixbn.route(self.attack_route) if self.has_mixbn else contextlib.nullcontext():
             if self.attack_bn == "inference":
                 return unscale(self.model(images, training=False))
             values = [v.value for v in self.model.trainable_variables]
@@ -240,12 +241,12 @@ class AdversarialModel(keras.Model):
         """Logits of (adversarial, clean) images in training mode."""
         n_adv = tf.shape(adv)[0]
         if clean is None:
-            with mixbn.route(ADV) if self.has_mixbn else _null():
+            with mixbn.route(ADV) if self.has_mixbn else contextlib.nullcontext():
                 return self.model(adv, training=True), None
         if self.mixing == "separate" or self._sync_split():
-            with mixbn.route(ADV) if self.has_mixbn else _null():
+            with mixbn.route(ADV) if self.has_mixbn else contextlib.nullcontext():
                 logits_adv = self.model(adv, training=True)
-            with mixbn.route(CLEAN) if self.has_mixbn else _null():
+            with mixbn.route(CLEAN) if self.has_mixbn else contextlib.nullcontext():
                 logits_clean = self.model(clean, training=True)
             return logits_adv, logits_clean
         both = tf.concat([adv, clean], axis=0)
@@ -254,7 +255,7 @@ class AdversarialModel(keras.Model):
             n_clean = clean.shape[0] if clean.shape[0] is not None else tf.shape(clean)[0]
             context = mixbn.split([(ADV, n_adv_static), (CLEAN, n_clean)])
         else:
-            context = mixbn.route(ADV) if self.has_mixbn else _null()
+            context = mixbn.route(ADV) if self.has_mixbn else contextlib.nullcontext()
         with context:
             logits = self.model(both, training=True)
         return logits[:n_adv], logits[n_adv:]
@@ -395,14 +396,6 @@ def _multi_worker():
     strategy = tf.distribute.get_strategy()
     return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
             and strategy.extended._in_multi_worker_mode())
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _in_unit(name, value):
