@@ -34,6 +34,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tf_advscale  # noqa: E402
+from tf_advscale.files import write_json  # noqa: E402
 from tf_advscale import attacks, zoo  # noqa: E402
 from tf_advscale.models import resnet  # noqa: E402
 from tf_advscale.training import AdversarialModel  # noqa: E402
@@ -155,8 +156,7 @@ def main(argv=None):
     }
     result["total_seconds"] = round(time.time() - started, 1)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
+    write_json(args.out, result)
     print(json.dumps(result, indent=2))
     return result
 

@@ -430,9 +430,9 @@ def main():
                   "versions": {"tensorflow": tf.__version__, "torch": torch.__version__},
                   "preactresnet18_nfgsm_train_images_per_s": fast_training(128, a.repeats,
                                                                            a.threads)}
+        from tf_advscale.files import write_json
         os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
-        with open(a.out, "w") as f:
-            json.dump(report, f, indent=2)
+        write_json(a.out, report)
         print(json.dumps(report, indent=2))
         return
     peers = [s for s in a.peers.split(",") if s]

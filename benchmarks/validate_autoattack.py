@@ -44,6 +44,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tf_advscale  # noqa: E402
+from tf_advscale.files import write_json  # noqa: E402
 from tf_advscale import attacks, bridge, data, zoo  # noqa: E402
 from tf_advscale.attacks.autoattack import STAGES  # noqa: E402
 from tf_advscale.evaluate import resolve_model, run_attacks, stage_key  # noqa: E402
@@ -199,8 +200,7 @@ def main():
             "note": "torchattacks.AutoAttack(version='standard') as shipped: APGD, APGD-T "
                     "and FAB at 10 iterations, not the standard version's 100"}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
+    write_json(args.out, result)
     print(json.dumps(result, indent=2))
 
 
