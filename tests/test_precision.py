@@ -66,3 +66,21 @@ def test_attack_gradients_do_not_underflow_in_float16(policy, sample, monkeypatc
     assert moved() > 0.9
     monkeypatch.setattr(training, "ATTACK_GRAD_SCALE", 1.0)
     assert moved() < 0.1  # without the scaling the gradient is zero: no step
+
+
+def test_a_model_trained_in_bfloat16_loads_and_evaluates_in_float32(sample, tmp_path):
+    """A zoo entry trained under mixed_bfloat16 (configs/fast.py) is evaluated in
+    float32: the saved config holds the architecture's arguments, not the policy,
+    so a process under the default policy rebuilds float32 layers."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        classifier = resnet(depth=8, num_classes=10, input_shape=(28, 28, 1), family="cifar")
+        assert classifier.backbone.get_layer("stem_conv").compute_dtype == "bfloat16"
+        classifier.save(tmp_path / "m.keras")
+    finally:
+        keras.config.set_dtype_policy(previous)
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert {layer.compute_dtype for layer in loaded.backbone.layers} == {"float32"}
+    x = sample[0][:8]
+    assert np.asarray(loaded(x)).dtype == np.float32
