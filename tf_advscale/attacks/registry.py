@@ -66,11 +66,11 @@ def _pgd(args, epsilon, num_classes, norm):
     restarts = int(args[1][1:]) if len(args) > 1 and args[1].startswith("r") else 1
     if len(args) > 2 or (len(args) == 2 and not args[1].startswith("r")):
         raise ValueError("expected pgd-K or pgd-K-rR")
-    return PGD(epsilon, 2.5 * epsilon / steps, steps, restarts=restarts, norm=norm)
+    return PGD(epsilon, pgd_step(epsilon, steps), steps, restarts=restarts, norm=norm)
 
 
 def pgd_step(epsilon, steps):
-    """The step size of ``pgd-K`` at ``epsilon``, for reports."""
+    """The step size of ``pgd-K`` at ``epsilon`` (reports print it beside the name)."""
     return 2.5 * epsilon / steps
 
 
