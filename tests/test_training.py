@@ -173,6 +173,27 @@ def test_catastrophic_overfitting_monitor_quiet_on_normal_runs():
     assert not monitor.triggered and not model.stop_training
 
 
+def test_catastrophic_overfitting_monitor_records_clean_accuracy_and_flags_a_broken_attack():
+    # A robust reading far above the batch's clean accuracy cannot come from a
+    # working attack (it is how a run of an edited checkout once misread).
+    model = AdversarialModel(_model(), attack=attacks.fgsm_rs(0.1))
+    monitor = _Scripted([0.2, 0.9])
+    monitor.set_model(model)
+    pred = tf.argmax(model.eval_model_fn(monitor.images), -1, output_type=tf.int32)
+    monitor.labels = (pred + 1) % 10  # every image misclassified: clean accuracy 0
+    clean = monitor._measure_clean()
+    assert clean == 0.0
+    monitor.on_epoch_end(0, logs := {})
+    assert logs["heldout_clean_accuracy"] == clean == monitor.clean_history[0]
+    with pytest.warns(UserWarning, match="exceeds the same batch's clean accuracy"):
+        monitor.on_epoch_end(1, {})
+    state = monitor.get_state()
+    assert state["clean_history"] == [clean, clean]
+    again = _Scripted([])
+    again.set_state({k: v for k, v in state.items() if k != "clean_history"})  # an older run's
+    assert again.clean_history == [] and again.history == [0.2, 0.9]
+
+
 @pytest.mark.slow
 def test_adversarial_training_gains_robustness(sample):
     from tf_advscale import data

@@ -23,6 +23,7 @@ One training step, per replica (Sec. 3-4 of the paper):
 
 import contextlib
 import math
+import warnings
 
 import keras
 import numpy as np
@@ -428,6 +429,7 @@ class CatastrophicOverfittingMonitor(keras.callbacks.Callback):
         self.best = -1.0
         self.best_weights = None
         self.history = []
+        self.clean_history = []
         self.triggered = False
         self._steps = 0
         self._fn = None
@@ -448,9 +450,20 @@ class CatastrophicOverfittingMonitor(keras.callbacks.Callback):
             self._fn = robust_accuracy
         return float(self._fn(self.images, self.labels))
 
+    def _measure_clean(self):
+        logits = self.model.eval_model_fn(self.images)
+        pred = tf.argmax(logits, -1, output_type=tf.int32)
+        return float(tf.reduce_mean(tf.cast(tf.equal(pred, self.labels), tf.float32)))
+
     def _check(self):
         acc = self._measure()
+        clean = self._measure_clean()
         self.history.append(acc)
+        self.clean_history.append(clean)
+        if acc > clean + 0.05:
+            warnings.warn(f"Catastrophic-overfitting monitor: held-out robust accuracy {acc:.3f} "
+                          f"exceeds the same batch's clean accuracy {clean:.3f}; its attack is "
+                          "not working and this reading is not to be trusted.")
         if acc > self.best:
             self.best = acc
             if self.restore_best:
@@ -468,12 +481,14 @@ class CatastrophicOverfittingMonitor(keras.callbacks.Callback):
     def get_state(self):
         """JSON-able state for ``checkpoint.TrainingState`` (the best weights
         themselves are not kept across a restart)."""
-        return {"best": self.best, "history": list(self.history), "triggered": self.triggered,
+        return {"best": self.best, "history": list(self.history),
+                "clean_history": list(self.clean_history), "triggered": self.triggered,
                 "steps": self._steps}
 
     def set_state(self, state):
         self.best = float(state["best"])
         self.history = [float(a) for a in state["history"]]
+        self.clean_history = [float(a) for a in state.get("clean_history", [])]  # older runs lack it
         self.triggered = bool(state["triggered"])
         self._steps = int(state["steps"])
 
@@ -487,6 +502,7 @@ class CatastrophicOverfittingMonitor(keras.callbacks.Callback):
             self._check()
         if logs is not None:
             logs["heldout_robust_accuracy"] = self.history[-1]
+            logs["heldout_clean_accuracy"] = self.clean_history[-1]
 
 
 @keras.saving.register_keras_serializable(package="tf_advscale")
