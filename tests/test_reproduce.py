@@ -47,6 +47,16 @@ def test_every_run_of_every_scale_is_a_valid_training_config(tmp_path, scale, da
         assert c["data"]["eval_split"] == "validation" and plan.split == "validation"
 
 
+def test_experiments_are_registered_once_in_the_order_all_runs_them():
+    assert list(reproduce.EXPERIMENTS) == [
+        "clean_portion", "attack_strength", "mixbn", "consistent_bn", "norms", "alp", "depth",
+        "diagnosis", "depth_search"]
+    assert reproduce.EXPERIMENTS["mixbn"].__name__ == "exp_mixbn"
+    with pytest.raises(ValueError, match="'mixbn' is already registered"):
+        reproduce.experiment("mixbn")(lambda plan: {})
+    assert reproduce.EXPERIMENTS["mixbn"].__name__ == "exp_mixbn"
+
+
 def test_unknown_dataset_and_scale_are_refused(tmp_path):
     with pytest.raises(ValueError, match="'nope'"):
         _plan(tmp_path, "small", "nope")
@@ -91,7 +101,7 @@ def test_analyses_and_report_from_synthetic_results(tmp_path, monkeypatch):
         weak_attack_bonus = 0.3 * (mixed > 0.9) * (steps < 5)
         return 0.5 - 0.2 * mixed - 0.02 * mixed * np.log10(steps) + weak_attack_bonus
 
-    monkeypatch.setattr(reproduce, "evaluate_run", _fake_results(robust))
+    monkeypatch.setattr(reproduce.plan, "evaluate_run", _fake_results(robust))
     plan = _plan(tmp_path, seeds=[0, 1])
     r = reproduce.run_experiment(plan, "clean_portion")
     assert [row["clean_portion"] for row in r["rows"]] == [0.0, 1.0]
@@ -126,7 +136,7 @@ def test_analyses_and_report_from_synthetic_results(tmp_path, monkeypatch):
     assert "![clean_portion](sample/clean_portion/clean_portion.png)" in text
 
     # The opposite effect is reported as not reproduced.
-    monkeypatch.setattr(reproduce, "evaluate_run",
+    monkeypatch.setattr(reproduce.plan, "evaluate_run",
                         _fake_results(lambda run, ev, k: 0.3 + 0.2 * run.clean_portion))
     r = reproduce.run_experiment(_plan(tmp_path / "other", seeds=[0, 1]), "clean_portion")
     assert r["findings"][0]["verdict"] == "not reproduced"

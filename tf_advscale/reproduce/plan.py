@@ -1,0 +1,198 @@
+"""The plan of one data set's experiments (runs, evaluations, seeds), and the
+training and evaluation of its runs, each resumable and shared by every
+experiment that needs it."""
+
+import dataclasses
+import json
+import os
+
+from tf_advscale.reproduce.stats import stat
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One training recipe (trained once per seed)."""
+    norm: str = "bn"
+    clean_portion: float = 0.0
+    depth: int = 0                    # 0: the plan's base depth
+    standard: bool = False            # no attack: standard training
+    alp: bool = False
+    attack_bn: str = "inference"
+    separate_stats: bool = True       # MixBN ablations
+    separate_affine: bool = True
+
+    def key(self, base_depth):
+        depth = self.depth or base_depth
+        if self.standard:
+            return f"standard-d{depth}"
+        norm = self.norm
+        if norm == "mixbn" and not (self.separate_stats and self.separate_affine):
+            norm += "_stats" if self.separate_stats else "_affine"
+        key = f"{norm}-c{round(100 * self.clean_portion)}-d{depth}"
+        if self.alp:
+            key += "-alp"
+        if self.attack_bn != "inference":
+            key += f"-atkbn_{self.attack_bn}"
+        return key
+
+
+@dataclasses.dataclass(frozen=True)
+class Eval:
+    """One evaluation of a run: clean accuracy and the listed attacks."""
+    attacks: tuple = ()
+    route: str = None                 # MixBN route; None for other norms
+    bn: str = "moving"                # "moving": inference BN; "batch": batch statistics
+    n: int = None                     # test images (None: the plan's n)
+
+    def key(self):
+        parts = [self.route or "single", self.bn, f"n{self.n}"] + list(self.attacks)
+        return "_".join(parts)
+
+
+class Plan:
+    """The reproduce config for one data set: runs, evaluations, seeds."""
+
+    def __init__(self, config, dataset, workdir, seeds=None, results=None):
+        datasets = config["datasets"]
+        if dataset not in datasets:
+            raise ValueError(f"Unknown dataset {dataset!r} for scale {config['scale']!r}: "
+                             f"expected one of {sorted(datasets)}")
+        self.config, self.dataset = config, dataset
+        d = datasets[dataset]
+        self.train, self.epsilon, self.eval = d["train"], float(d["epsilon"]), d["eval"]
+        self.split = d["train"]["data"].get("eval_split", "test")  # imagenet2012: validation
+        self.seeds = list(seeds if seeds is not None else config["seeds"])
+        if not self.seeds:
+            raise ValueError(f"seeds must not be empty. Received: {self.seeds}")
+        self.base_depth = int(self.train["model"]["depth"])
+        self.root = os.path.join(workdir, dataset)  # trained runs
+        self.results = os.path.join(results or workdir, dataset)  # tables and plots
+        self._data = {}
+        # What the current experiment used: run directories and evaluation
+        # files, for its compute cost (see ``compute_cost``).
+        self.used_runs, self.used_evals = set(), set()
+
+    def run_dir(self, run, seed):
+        return os.path.join(self.root, "runs", run.key(self.base_depth), f"seed{seed}")
+
+    def train_config(self, run, seed):
+        import copy
+
+        from tf_advscale import config as config_lib
+        c = copy.deepcopy(self.train)
+        c["seed"] = int(seed)
+        c["model"]["depth"] = run.depth or self.base_depth
+        c["model"]["norm"] = run.norm
+        if run.norm == "mixbn":
+            c["model"]["norm_kwargs"] = {"separate_stats": run.separate_stats,
+                                         "separate_affine": run.separate_affine}
+        t = c.setdefault("trainer", {})
+        t.update(clean_portion=run.clean_portion, attack_bn=run.attack_bn,
+                 mixing="mixbn" if run.norm == "mixbn" else "joint",
+                 alp_weight=self.config["alp_weight"] if run.alp else 0.0)
+        if run.standard:
+            c["attack"] = None
+            c["eval_attack"] = None
+            t["clean_portion"] = 0.0
+        return config_lib.merge(c)
+
+    def eval_tag(self):
+        """A short hash of what every evaluation shares (epsilon, split,
+        batch size): evaluations saved under other settings are not reused."""
+        import hashlib
+        key = json.dumps([self.epsilon, self.split, self.eval["batch_size"]])
+        return hashlib.sha256(key.encode()).hexdigest()[:8]
+
+    def test_data(self, n):
+        from tf_advscale import data as data_lib
+        if n not in self._data:
+            d = self.train["data"]
+            x, y, _ = data_lib.as_numpy(d["dataset"], self.split, source=d.get("source"),
+                                        path=d.get("path"), subset=n, seed=0)
+            self._data[n] = (x, y)
+        return self._data[n]
+
+
+# -- training and evaluation -------------------------------------------------------------
+
+def train(plan, run, seed):
+    """Trains (or resumes, or reuses) one run; returns its run directory."""
+    from tf_advscale import runner
+    path = plan.run_dir(run, seed)
+    plan.used_runs.add(path)
+    config = plan.train_config(run, seed)
+    if os.path.exists(os.path.join(path, "metrics.json")):
+        # A finished run is reused only if it was trained with this config.
+        runner.check_workdir(path, config)
+    else:
+        print(f"[reproduce] training {os.path.relpath(path, plan.root)}", flush=True)
+        import keras
+        # Layer names (hence checkpoint variable paths) as in a fresh process,
+        # so that a run resumed by another command finds its checkpoint.
+        keras.backend.clear_session()
+        runner.run(config, path, verbose=2)
+    return path
+
+
+class BatchStatistics:
+    """Calls a Keras model with BN in training mode (batch statistics)
+    without updating its moving statistics: the "consistent BN" test-time
+    mode."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __call__(self, images, training=False):
+        m = self.model
+        logits, _ = m.stateless_call([v.value for v in m.trainable_variables],
+                                     [v.value for v in m.non_trainable_variables],
+                                     images, training=True)
+        return logits
+
+
+def evaluate_run(plan, run, seed, ev):
+    """Clean and attacked accuracy of one run (resumable); a dict of floats."""
+    from tf_advscale import evaluate as ev_lib
+    path = train(plan, run, seed)
+    n = ev.n or plan.eval["n"]
+    ev = dataclasses.replace(ev, n=n)
+    key = f"{ev.key()}_{plan.eval_tag()}"
+    out_path = os.path.join(path, "evals", key + ".json")
+    plan.used_evals.add(out_path)
+    if os.path.exists(out_path):
+        return json.load(open(out_path))
+    import keras
+
+    from tf_advscale import attacks as attacks_lib
+    keras.backend.clear_session()  # graphs of earlier evaluations are not kept
+    model = ev_lib.resolve_model(os.path.join(path, "final.keras"), ev.route)
+    x, y = plan.test_data(n)
+    num_classes = int(model.output.shape[-1])
+    attacks = {a: attacks_lib.make(a, plan.epsilon, num_classes) for a in ev.attacks}
+    fn_model = BatchStatistics(model) if ev.bn == "batch" else model
+    settings = {"eval": dataclasses.asdict(ev), "epsilon": plan.epsilon, "seed": seed,
+                "attacks": {k: repr(v) for k, v in attacks.items()}}
+    correct, seconds = ev_lib.run_attacks(fn_model, x, y, attacks, plan.eval["batch_size"],
+                                          seed=seed, workdir=os.path.join(path, "evals", key),
+                                          settings=settings, verbose=False,
+                                          correct_only=ev.bn != "batch")
+    result = {k: float(v.mean()) for k, v in correct.items()}
+    # The attacks' time, with batches an interrupted call saved.
+    result.update(n=int(len(y)), seconds=round(sum(seconds.values()), 1))
+    from tf_advscale.files import write_json
+    write_json(out_path, result)
+    return result
+
+
+def over_seeds(plan, run, ev, metric):
+    """``metric`` (in %) of ``run`` under ``ev`` for every seed, trained and
+    evaluated as needed."""
+    return [100 * evaluate_run(plan, run, s, ev)[metric] for s in plan.seeds]
+
+
+def accuracies(plan, run, ev):
+    """Clean and robust accuracy (%) of ``run`` under ``ev``'s one attack,
+    over seeds."""
+    a, = ev.attacks
+    return {"clean": stat(over_seeds(plan, run, ev, "clean")),
+            "robust": stat(over_seeds(plan, run, ev, a))}
