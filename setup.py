@@ -33,6 +33,9 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10,<3.14",
     packages=find_packages(include=["tf_advscale", "tf_advscale.*"]),
+    # The command's parser, outside the package so that `advscale --help` and
+    # argument errors do not import TensorFlow (tf_advscale/__init__.py does).
+    py_modules=["advscale_cli"],
     package_data={"tf_advscale": ["_data/*.npz", "_data/*.md"]},
     data_files=zoo_files(),
     install_requires=[
@@ -56,7 +59,7 @@ setup(
         "bench": ["torch==2.13.0", "torchattacks==3.5.1",
                   "adversarial-robustness-toolbox==1.20.1"],
     },
-    entry_points={"console_scripts": ["advscale=tf_advscale.cli:main"]},
+    entry_points={"console_scripts": ["advscale=advscale_cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",

@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -41,9 +42,85 @@ def test_unknown_config_key_is_a_clear_error(tmp_path):
     assert not (tmp_path / "metrics.json").exists()
 
 
+# Calls setup.py's console-script function with ARGS, then says on stderr
+# whether TensorFlow (or tf_advscale, which imports it) was imported.
+ENTRY = """
+import sys
+from {module} import {function} as main
+try:
+    code = main(sys.argv[1:])
+except SystemExit as e:
+    code = e.code
+print("tensorflow imported:", "tensorflow" in sys.modules or "tf_advscale" in sys.modules,
+      file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def _entry_point(*args):
+    """``advscale ARGS`` through the entry point setup.py declares."""
+    from helpers.cli_process import checkout_env
+    with open(os.path.join(ROOT, "setup.py")) as f:
+        module, function = re.search(r'"advscale=([\w.]+):(\w+)"', f.read()).groups()
+    code = ENTRY.format(module=module, function=function)
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=checkout_env(),
+                          capture_output=True, text=True, timeout=600)
+
+
 def test_models_lists_the_registry():
-    r = _run("models")
+    r = _entry_point("models")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "resnet638" in r.stdout and "cifar_resnet20" in r.stdout
+    r = _run("models")  # python -m tf_advscale.cli still works
     assert r.returncode == 0 and "resnet638" in r.stdout and "cifar_resnet20" in r.stdout
+
+
+def test_help_does_not_import_tensorflow():
+    r = _entry_point("--help")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.startswith("usage: advscale")
+    for command in ("train", "eval", "models", "zoo", "reproduce"):
+        assert command in r.stdout
+    assert "tensorflow imported: False" in r.stderr
+    r = _entry_point("eval", "--help")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "--model" in r.stdout and "(default: 1000)" in r.stdout
+    assert "(default: test)" in r.stdout
+    assert "tensorflow imported: False" in r.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["reproduce", "nonsense"], "invalid choice: 'nonsense'"),
+    (["eval", "--model", "m.keras", "--out", "o", "--epsilon", "8/0"],
+     "not a number or fraction: '8/0'"),
+    (["eval"], "the following arguments are required: --model, --out"),
+    (["trian"], "invalid choice: 'trian'"),
+], ids=["experiment", "epsilon", "required", "command"])
+def test_argument_errors_do_not_import_tensorflow(args, message):
+    r = _entry_point(*args)
+    assert r.returncode == 2
+    assert message in r.stderr and "usage: advscale" in r.stderr
+    assert "tensorflow imported: False" in r.stderr
+
+
+def test_parsing_a_valid_command_does_not_import_tensorflow():
+    code = ("import sys, advscale_cli\n"
+            "a = advscale_cli.build_parser().parse_args(sys.argv[1:])\n"
+            "print(a.command, a.experiment, 'tensorflow' in sys.modules)")
+    from helpers.cli_process import checkout_env
+    r = subprocess.run([sys.executable, "-c", code, "reproduce", "depth_search", "--runlocal"],
+                       cwd=ROOT, env=checkout_env(), capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.split() == ["reproduce", "depth_search", "False"]
+
+
+def test_reproduce_choices_are_the_experiments():
+    """advscale_cli's copy of the experiment names (it must not import
+    TensorFlow to read them) equals tf_advscale.reproduce's."""
+    import advscale_cli
+    from tf_advscale import reproduce
+    assert advscale_cli.REPRODUCE_EXPERIMENTS == tuple(reproduce.EXPERIMENTS)
 
 
 def test_accelerator_benchmark_runs_at_its_tiny_size(tmp_path):
