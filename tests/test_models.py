@@ -165,10 +165,10 @@ def test_recompute_lowers_the_peak_memory_of_a_training_step():
 
 def test_config_key_model_recompute_reaches_the_model():
     from tf_advscale import config as config_lib
-    from tf_advscale import runner
+    from tf_advscale import recipe
     from tf_advscale.models.resnet import Recompute
     c = config_lib.merge({"model": {"depth": 8, "recompute": True}})
-    model = runner.build_model(c, {"num_classes": 10, "shape": (28, 28, 1)})
+    model = recipe.build(c, {"num_classes": 10, "shape": (28, 28, 1), "steps_per_epoch": 1})
     found = [l for l in model.model._flatten_layers(include_self=False, recursive=True)
              if isinstance(l, Recompute)]
     assert len(found) == 3  # one per residual block of a CIFAR ResNet-8

@@ -27,15 +27,11 @@ import tensorflow as tf
 import tf_advscale
 from tf_advscale import checkpoint as ckpt_lib
 from tf_advscale import data as data_lib
-from tf_advscale import distribute
+from tf_advscale import distribute, recipe
 from tf_advscale.files import source_commit, to_json, write_json  # noqa: F401
 from tf_advscale.config import ConfigError, merge
 from tf_advscale.layers import mixbn
-from tf_advscale.models import count_params, resnet
-from tf_advscale.training import AdversarialModel, CatastrophicOverfittingMonitor, LRSchedule
-
-
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+from tf_advscale.models import count_params
 
 
 def setup_runtime(config):
@@ -115,34 +111,6 @@ def _differences(a, b, prefix=""):
             yield from _differences(a.get(k), b.get(k), f"{prefix}{k}.")
     elif a != b:
         yield f"{prefix[:-1]} ({a!r} -> {b!r})"
-
-
-def build_model(config, info):
-    # The config's model keys are resnet()'s arguments.
-    classifier = resnet(num_classes=info["num_classes"], input_shape=info["shape"],
-                        **config["model"])
-    t = config["trainer"]
-    return AdversarialModel(
-        classifier, attack=config["attack"], eval_attack=config["eval_attack"],
-        clean_portion=t["clean_portion"], mixing=t["mixing"], alp_weight=t["alp_weight"],
-        label_smoothing=t["label_smoothing"], weight_decay=t["weight_decay"],
-        attack_bn=t["attack_bn"], attack_route=t["attack_route"],
-        attack_jit_compile=distribute.resolve_jit(t["attack_jit_compile"]),
-        seed=int(config["seed"]))
-
-
-def compile_model(model, config, steps_per_epoch):
-    o = config["optimizer"]
-    if o["name"] != "sgd":
-        raise ValueError(f"optimizer.name: only 'sgd' is supported. Received: {o['name']!r}")
-    schedule = LRSchedule(o["learning_rate"], steps_per_epoch, o["epochs"], o["schedule"],
-                          o["warmup_epochs"], o["decay_epochs"], o["peak_epoch"])
-    optimizer = keras.optimizers.SGD(schedule, momentum=o["momentum"], nesterov=o["nesterov"])
-    if config["trainer"]["precision"] == "mixed_float16":
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)  # dynamic loss scale
-    model.compile(optimizer=optimizer,
-                  jit_compile=distribute.resolve_jit(config["trainer"]["jit_compile"]),
-                  steps_per_execution=config["trainer"]["steps_per_execution"])
 
 
 def evaluate(model, test_ds, route=None, verbose=0):
@@ -234,10 +202,7 @@ def run(config, workdir, verbose=None):
     write_json(os.path.join(workdir, "config.json"), config)
     setup_runtime(config)
     strategy = distribute.make_strategy(dist["strategy"], tpu=dist["tpu"])
-    precision = config["trainer"]["precision"]
-    if precision not in PRECISIONS:
-        raise ConfigError(f"trainer.precision must be one of {PRECISIONS}. "
-                          f"Received: {precision!r}")
+    precision = recipe.check_precision(config["trainer"]["precision"])
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(precision)
     try:
@@ -256,8 +221,7 @@ def _run(config, workdir, verbose):
         raise ConfigError(
             f"trainer.steps_per_execution={per_execution} must divide the {steps_per_epoch} "
             f"steps per epoch and checkpoint.every_steps={every}")
-    model = build_model(config, train_info)
-    compile_model(model, config, steps_per_epoch)
+    model = recipe.build(config, train_info)
 
     monitor = "val_adv_accuracy" if config["eval_attack"] else "val_clean_accuracy"
     best = ckpt_lib.BestModel(os.path.join(workdir, "best.keras"), monitor=monitor, mode="max")
@@ -268,9 +232,8 @@ def _run(config, workdir, verbose):
         keras.callbacks.TensorBoard(os.path.join(workdir, "tb"), write_graph=False),
         best,
     ]
-    if config["trainer"]["catastrophic_overfitting"]:
-        x, y = next(iter(val))
-        monitor_co = CatastrophicOverfittingMonitor(x, y)
+    monitor_co = recipe.overfitting_monitor(config, val)
+    if monitor_co is not None:
         callbacks.append(monitor_co)
         tracked["catastrophic_overfitting"] = monitor_co
     c = config["checkpoint"]

@@ -1,18 +1,20 @@
 """keras-tuner depth searches with a robustness objective.
 
-    hypermodel = DepthSearch(input_shape=(28, 28, 1), num_classes=10,
-                             attack={"name": "pgd", "epsilon": 0.1, "step_size": 0.04, "steps": 3},
-                             eval_attack={"name": "pgd", "epsilon": 0.1, "step_size": 0.01,
-                                          "steps": 20})
+    config = config_lib.load("configs/adversarial.py:fmnist,adv_only")
+    train_ds, info = data.load(...)            # info: num_classes, shape, steps_per_epoch
+    hypermodel = DepthSearch(config, info, depths=(8, 14, 20, 32, 56))
     tuner = make_tuner("bayesian", hypermodel, max_trials=8, directory="runs/search")
-    tuner.search(train_ds, validation_data=val_ds, epochs=5)
+    tuner.search(train_ds, validation_data=val_ds, epochs=config["optimizer"]["epochs"])
     summarize(tuner)     # one row per trial: depth, width, robust accuracy, cost
 
-The search space is the number of blocks per stage of a CIFAR-style ResNet
-(depth = 6n + 2) and its width multiplier; every trial is adversarially
-trained with ``AdversarialModel`` and scored by its validation accuracy under
-``eval_attack`` (``val_adv_accuracy``, maximised). Each trial also records
-its cost: training seconds, parameter count and images per second.
+The search space is the depth of the config's ResNet family (for the CIFAR
+family the number of blocks per stage, depth = 6n + 2) and its width
+multiplier; everything else is the config's, and every trial is built by
+``recipe.build`` exactly as ``advscale train`` builds its model (trainer,
+optimizer, learning-rate schedule, precision). Each trial is scored by its
+validation accuracy under ``eval_attack`` (``val_adv_accuracy``,
+maximised) and records its cost: training seconds, parameter count and
+images per second.
 """
 
 import time
@@ -20,34 +22,62 @@ import time
 import keras
 import keras_tuner
 
-from tf_advscale.models import count_params, resnet
+from tf_advscale import config as config_lib
+from tf_advscale import recipe
+from tf_advscale.models import count_params
 from tf_advscale.models.resnet import blocks_for
-from tf_advscale.training import AdversarialModel
 
 OBJECTIVE = keras_tuner.Objective("val_adv_accuracy", direction="max")
 TUNERS = ("random", "bayesian", "hyperband")
+# The older form's recipe arguments (see DepthSearch).
+_LEGACY = ("attack", "eval_attack", "norm", "clean_portion", "mixing", "weight_decay",
+           "learning_rate", "momentum", "seed", "family")
 
 
 class DepthSearch(keras_tuner.HyperModel):
-    """A HyperModel over ResNet depth (blocks per stage) and width.
+    """A HyperModel over the depth and width of one training config's ResNet.
 
     Args:
-        input_shape, num_classes: of the data.
-        attack, eval_attack: training attack and the attack of the objective
-            (specs or ``Attack`` objects, as ``AdversarialModel`` takes).
-        depths: candidate CIFAR-style depths (each 6n + 2).
+        config: the training recipe, a config dict as ``advscale train`` takes
+            (merged over ``config.DEFAULTS``). Only ``model.depth`` and
+            ``model.width`` are searched; the learning-rate schedule spans
+            ``optimizer.epochs``, so search with that many epochs.
+            ``eval_attack`` (the objective's attack) must not be None.
+        info: of the training data: ``num_classes``, ``shape`` and
+            ``steps_per_epoch``, as ``data.load`` returns it.
+        depths: candidate depths of ``model.family`` (``"cifar"``: 6n + 2).
         widths: candidate width multipliers.
-        norm, clean_portion, mixing, weight_decay: the training recipe.
-        learning_rate, momentum: SGD (Nesterov) settings.
-        seed: the AdversarialModel's attack seed.
-        family: ``"cifar"`` (depth 6n+2: the search is over blocks per stage)
-            or ``"imagenet"`` (depths from the table, e.g. 152-638).
+
+    The older form, ``DepthSearch(input_shape, num_classes, attack=...,
+    eval_attack=..., depths=..., widths=..., norm="bn", clean_portion=0.0,
+    mixing="joint", weight_decay=5e-4, learning_rate=0.05, momentum=0.9,
+    seed=0, family="cifar")``, is that recipe as a config (a constant
+    learning rate, SGD with Nesterov momentum, the defaults elsewhere);
+    ``reproduce`` still calls it.
     """
 
-    def __init__(self, input_shape, num_classes, attack, eval_attack, depths=(8, 14, 20, 32, 56),
-                 widths=(1.0,), norm="bn", clean_portion=0.0, mixing="joint", weight_decay=5e-4,
-                 learning_rate=0.05, momentum=0.9, seed=0, family="cifar", **kwargs):
+    def __init__(self, config, info=None, depths=(8, 14, 20, 32, 56), widths=(1.0,),
+                 **kwargs):
+        legacy = {k: kwargs.pop(k) for k in _LEGACY if k in kwargs}
         super().__init__(**kwargs)
+        if not isinstance(config, dict):
+            if "attack" not in legacy or "eval_attack" not in legacy:
+                raise ValueError("DepthSearch(input_shape, num_classes, ...) needs attack= and "
+                                 "eval_attack= as keywords; or give DepthSearch(config, info). "
+                                 f"Received: {config!r}, {info!r}")
+            config, info = _legacy_config(config, info, **legacy)
+        elif legacy:
+            raise ValueError(f"with a config, the recipe is the config's: give "
+                             f"{sorted(legacy)} in it. Received: {sorted(legacy)} as arguments")
+        else:
+            config = config_lib.merge(config)
+        missing = [k for k in ("num_classes", "shape", "steps_per_epoch") if k not in (info or {})]
+        if missing:
+            raise ValueError(f"info must give the data's num_classes, shape and "
+                             f"steps_per_epoch. Missing: {missing}")
+        if config["eval_attack"] is None:
+            raise ValueError("eval_attack is needed: it defines the robustness objective")
+        family = config["model"]["family"]
         if family == "cifar":
             bad = [d for d in depths if not isinstance(d, int) or d < 8 or (d - 2) % 6]
             if bad or not depths:
@@ -58,20 +88,12 @@ class DepthSearch(keras_tuner.HyperModel):
                 raise ValueError(f"depths must not be empty. Received: {depths}")
             for d in depths:
                 blocks_for(family, d)  # raises, naming the depth, if the table lacks it
-        self.family = family
-        self.depths = sorted(set(depths))
         if not widths or any(not w or w <= 0 for w in widths):
             raise ValueError(f"widths must be positive numbers. Received: {widths}")
-        if eval_attack is None:
-            raise ValueError("eval_attack is needed: it defines the robustness objective")
-        self.input_shape = tuple(input_shape)
-        self.num_classes = num_classes
-        self.attack, self.eval_attack = attack, eval_attack
+        self.config, self.info, self.family = config, dict(info), family
+        self.depths = sorted(set(depths))
         self.blocks = sorted({(d - 2) // 6 for d in depths})
         self.widths = sorted(set(float(w) for w in widths))
-        self.norm, self.clean_portion, self.mixing = norm, clean_portion, mixing
-        self.weight_decay, self.learning_rate, self.momentum = weight_decay, learning_rate, momentum
-        self.seed = seed
 
     def build(self, hp):
         if self.family == "cifar":
@@ -79,17 +101,14 @@ class DepthSearch(keras_tuner.HyperModel):
         else:
             depth = hp.Choice("depth", self.depths)
         width = hp.Choice("width", self.widths)
-        classifier = resnet(depth=depth, num_classes=self.num_classes, family=self.family,
-                            input_shape=self.input_shape, norm=self.norm, width=width)
-        model = AdversarialModel(classifier, attack=self.attack, eval_attack=self.eval_attack,
-                                 clean_portion=self.clean_portion, mixing=self.mixing,
-                                 weight_decay=self.weight_decay, seed=self.seed)
-        model.compile(optimizer=keras.optimizers.SGD(self.learning_rate, momentum=self.momentum,
-                                                     nesterov=True))
-        return model
+        return recipe.build(self.config, self.info, depth=depth, width=width)
 
     def fit(self, hp, model, *args, **kwargs):
-        """Trains one trial; returns the objective and the trial's cost."""
+        """Trains one trial; returns the objective and the trial's cost.
+        ``trainer.catastrophic_overfitting`` adds the runner's monitor."""
+        monitor = recipe.overfitting_monitor(self.config, kwargs.get("validation_data"))
+        if monitor is not None:
+            kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + [monitor]
         start = time.time()
         history = model.fit(*args, **kwargs)
         seconds = time.time() - start
@@ -104,6 +123,26 @@ class DepthSearch(keras_tuner.HyperModel):
                     logs["val_adv_accuracy"].index(max(logs["val_adv_accuracy"]))],
                 "train_seconds": seconds, "params": float(count_params(model.model)),
                 "images_per_second": images / seconds if images and seconds else 0.0}
+
+
+def _legacy_config(input_shape, num_classes, attack=None, eval_attack=None, norm="bn",
+                   clean_portion=0.0, mixing="joint", weight_decay=5e-4, learning_rate=0.05,
+                   momentum=0.9, seed=0, family="cifar"):
+    """DepthSearch's older arguments as a config and data info."""
+    config = config_lib.merge({
+        "seed": seed, "model": {"family": family, "norm": norm},
+        "trainer": {"clean_portion": clean_portion, "mixing": mixing,
+                    "weight_decay": weight_decay,
+                    # As the older form compiled: Keras' default jit_compile="auto"
+                    # and the dtype policy in force.
+                    "jit_compile": "auto",
+                    "precision": keras.config.dtype_policy().name},
+        "optimizer": {"learning_rate": learning_rate, "momentum": momentum,
+                      "nesterov": True, "schedule": "constant", "warmup_epochs": 0}})
+    config["attack"], config["eval_attack"] = attack, eval_attack  # specs or Attack objects
+    # A constant rate without warmup does not depend on steps_per_epoch.
+    return config, {"num_classes": num_classes, "shape": tuple(input_shape),
+                    "steps_per_epoch": 1}
 
 
 def _batch_size(args, kwargs):
