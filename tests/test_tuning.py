@@ -91,19 +91,22 @@ def test_runner_and_depth_search_build_the_same_model(family, depth, width):
     assert _learning_rates(theirs, steps) == _learning_rates(ours, steps)
 
 
-def test_older_form_is_a_constant_rate_recipe():
-    """reproduce's call: the recipe given as arguments, a constant learning rate."""
-    hypermodel = DepthSearch((28, 28, 1), 10, attack=ATTACK, eval_attack=EVAL, depths=(8,),
-                             widths=(0.5,), seed=0, family="cifar", learning_rate=0.07,
-                             weight_decay=1e-3)
+def test_reproduce_depth_search_recipe_is_the_published_constant_rate_one():
+    """reproduce writes out the recipe its published search ran (a constant
+    rate, Nesterov SGD, defaults elsewhere), not the training config's."""
+    from tf_advscale.reproduce.experiments import _depth_search_recipe
+    train = {"model": {"family": "cifar", "norm": "mixbn"}, "attack": ATTACK, "eval_attack": EVAL,
+             "optimizer": {"learning_rate": 0.07, "schedule": "cosine"},
+             "trainer": {"label_smoothing": 0.1, "weight_decay": 1e-4}}
+    hypermodel = DepthSearch(_depth_search_recipe(train, INFO), INFO, depths=(8,),
+                             widths=(0.5,))
     model = _build(hypermodel, blocks_per_stage=1, width=0.5)
     assert _learning_rates(model, [0, 1, 1000]) == pytest.approx([0.07] * 3)
     assert model.optimizer.get_config()["nesterov"] is True
-    assert (model.weight_decay, model.label_smoothing, model.seed) == (1e-3, 0.0, 0)
-    with pytest.raises(ValueError, match=r"\['learning_rate'\] as arguments"):
-        DepthSearch(CONFIG, INFO, learning_rate=0.1)
-    with pytest.raises(ValueError, match="attack= and eval_attack="):
-        DepthSearch((28, 28, 1), 10, ATTACK, EVAL)
+    assert (model.weight_decay, model.label_smoothing, model.seed) == (5e-4, 0.0, 0)
+    assert not model.has_mixbn
+    with pytest.raises(ValueError, match="takes a training config"):
+        DepthSearch((28, 28, 1), 10)
 
 
 def test_catastrophic_overfitting_monitor_reaches_the_trials(tiny_data):

@@ -29,9 +29,6 @@ from tf_advscale.models.resnet import blocks_for
 
 OBJECTIVE = keras_tuner.Objective("val_adv_accuracy", direction="max")
 TUNERS = ("random", "bayesian", "hyperband")
-# The older form's recipe arguments (see DepthSearch).
-_LEGACY = ("attack", "eval_attack", "norm", "clean_portion", "mixing", "weight_decay",
-           "learning_rate", "momentum", "seed", "family")
 
 
 class DepthSearch(keras_tuner.HyperModel):
@@ -48,29 +45,15 @@ class DepthSearch(keras_tuner.HyperModel):
         depths: candidate depths of ``model.family`` (``"cifar"``: 6n + 2).
         widths: candidate width multipliers.
 
-    The older form, ``DepthSearch(input_shape, num_classes, attack=...,
-    eval_attack=..., depths=..., widths=..., norm="bn", clean_portion=0.0,
-    mixing="joint", weight_decay=5e-4, learning_rate=0.05, momentum=0.9,
-    seed=0, family="cifar")``, is that recipe as a config (a constant
-    learning rate, SGD with Nesterov momentum, the defaults elsewhere);
-    ``reproduce`` still calls it.
     """
 
     def __init__(self, config, info=None, depths=(8, 14, 20, 32, 56), widths=(1.0,),
                  **kwargs):
-        legacy = {k: kwargs.pop(k) for k in _LEGACY if k in kwargs}
         super().__init__(**kwargs)
         if not isinstance(config, dict):
-            if "attack" not in legacy or "eval_attack" not in legacy:
-                raise ValueError("DepthSearch(input_shape, num_classes, ...) needs attack= and "
-                                 "eval_attack= as keywords; or give DepthSearch(config, info). "
-                                 f"Received: {config!r}, {info!r}")
-            config, info = _legacy_config(config, info, **legacy)
-        elif legacy:
-            raise ValueError(f"with a config, the recipe is the config's: give "
-                             f"{sorted(legacy)} in it. Received: {sorted(legacy)} as arguments")
-        else:
-            config = config_lib.merge(config)
+            raise ValueError(f"DepthSearch takes a training config (a dict, as advscale train "
+                             f"takes) and the data's info. Received: config={config!r}")
+        config = config_lib.merge(config)
         missing = [k for k in ("num_classes", "shape", "steps_per_epoch") if k not in (info or {})]
         if missing:
             raise ValueError(f"info must give the data's num_classes, shape and "
@@ -123,26 +106,6 @@ class DepthSearch(keras_tuner.HyperModel):
                     logs["val_adv_accuracy"].index(max(logs["val_adv_accuracy"]))],
                 "train_seconds": seconds, "params": float(count_params(model.model)),
                 "images_per_second": images / seconds if images and seconds else 0.0}
-
-
-def _legacy_config(input_shape, num_classes, attack=None, eval_attack=None, norm="bn",
-                   clean_portion=0.0, mixing="joint", weight_decay=5e-4, learning_rate=0.05,
-                   momentum=0.9, seed=0, family="cifar"):
-    """DepthSearch's older arguments as a config and data info."""
-    config = config_lib.merge({
-        "seed": seed, "model": {"family": family, "norm": norm},
-        "trainer": {"clean_portion": clean_portion, "mixing": mixing,
-                    "weight_decay": weight_decay,
-                    # As the older form compiled: Keras' default jit_compile="auto"
-                    # and the dtype policy in force.
-                    "jit_compile": "auto",
-                    "precision": keras.config.dtype_policy().name},
-        "optimizer": {"learning_rate": learning_rate, "momentum": momentum,
-                      "nesterov": True, "schedule": "constant", "warmup_epochs": 0}})
-    config["attack"], config["eval_attack"] = attack, eval_attack  # specs or Attack objects
-    # A constant rate without warmup does not depend on steps_per_epoch.
-    return config, {"num_classes": num_classes, "shape": tuple(input_shape),
-                    "steps_per_epoch": 1}
 
 
 def _batch_size(args, kwargs):

@@ -368,9 +368,27 @@ def exp_diagnosis(plan):
     return {"rows": rows, "findings": findings, "table": table, "plots": {"diagnosis": plot}}
 
 
+def _depth_search_recipe(t, info):
+    """The recipe every depth-search trial trains with, as the published
+    search ran it: the training config's attacks, family and learning rate,
+    at a constant rate with Nesterov momentum 0.9, one BN, no clean images,
+    weight decay 5e-4 and the other trainer keys at their defaults (not the
+    training config's schedule, label smoothing or weight decay), so that
+    its results reproduce. It is written out here, where it is chosen."""
+    import keras
+
+    from tf_advscale import config as config_lib
+    return config_lib.merge({
+        "attack": t["attack"], "eval_attack": t["eval_attack"], "seed": 0,
+        "model": {"family": t["model"].get("family", "cifar"), "norm": "bn"},
+        "trainer": {"clean_portion": 0.0, "mixing": "joint", "weight_decay": 5e-4,
+                    "jit_compile": "auto", "precision": keras.config.dtype_policy().name},
+        "optimizer": {"learning_rate": t["optimizer"]["learning_rate"], "momentum": 0.9,
+                      "nesterov": True, "schedule": "constant", "warmup_epochs": 0}})
+
+
 @experiment("depth_search")
 def exp_depth_search(plan):
-    from tf_advscale import attacks as attacks_lib
     from tf_advscale import data as data_lib
     from tf_advscale import tuning
     s = plan.config["depth_search"]
@@ -391,11 +409,8 @@ def exp_depth_search(plan):
                               shuffle=False, augment=False, drop_remainder=False, **common)
     import keras
     keras.utils.set_random_seed(0)  # the same trials and initial weights on every run
-    hypermodel = tuning.DepthSearch(
-        info["shape"], info["num_classes"], attack=attacks_lib.from_spec(t["attack"]),
-        eval_attack=attacks_lib.from_spec(t["eval_attack"]), depths=s["depths"],
-        widths=s["widths"], seed=0, family=t["model"].get("family", "cifar"),
-        learning_rate=t["optimizer"]["learning_rate"])
+    hypermodel = tuning.DepthSearch(_depth_search_recipe(t, info), info, depths=s["depths"],
+                                    widths=s["widths"])
     tuner = tuning.make_tuner(s["tuner"], hypermodel, max_trials=s["max_trials"],
                               max_epochs=s["epochs"], directory=os.path.join(plan.root, "tuner"),
                               project_name="depth_search")
