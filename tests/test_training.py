@@ -265,6 +265,7 @@ def test_wraps_sequential_and_subclassed_classifiers(sample, kind):
     """The README says AdversarialModel wraps any Keras classifier; with the
     input checks on, it read ``model.output``, which only functional models have."""
     x, y = sample[0][:32], sample[1][:32]
+    keras.utils.set_random_seed(0)
     if kind == "sequential":
         model = keras.Sequential([keras.layers.Conv2D(4, 3, padding="same"),
                                   keras.layers.BatchNormalization(), keras.layers.ReLU(),
@@ -273,9 +274,20 @@ def test_wraps_sequential_and_subclassed_classifiers(sample, kind):
         model = SubclassedNet()
     trainer = AdversarialModel(model, attack={"name": "pgd", "epsilon": 0.1, "step_size": 0.05,
                                               "steps": 1}, seed=0)
+    # One step: its adversarial accuracy is that of the training-mode logits of
+    # the attack's images before the update, its clean accuracy (no clean
+    # images in the batch) that of the inference-mode logits after it.
+    adv = trainer._generate(x, y, trainer._seed(0, 0))
+    logits = model.stateless_call([v.value for v in model.trainable_variables],
+                                  [v.value for v in model.non_trainable_variables],
+                                  adv, training=True)[0]
+    adv_accuracy = np.mean(np.argmax(logits, -1) == y)
     trainer.compile(optimizer=keras.optimizers.SGD(0.05))
-    logs = trainer.fit(x, y, batch_size=16, epochs=1, verbose=0).history
-    assert np.isfinite(logs["loss"][0]) and 0 <= logs["adv_accuracy"][0] <= 1
+    logs = trainer.fit(x, y, batch_size=32, epochs=1, verbose=0).history
+    assert np.isfinite(logs["loss"][0])
+    assert logs["adv_accuracy"][0] == pytest.approx(adv_accuracy, abs=1e-6)
+    clean_accuracy = np.mean(np.argmax(model(x, training=False), -1) == y)
+    assert logs["clean_accuracy"][0] == pytest.approx(clean_accuracy, abs=1e-6)
     bad = y.copy()
     bad[0] = 12
     with pytest.raises(Exception, match="labels must be < the number of classes the model outputs"):
