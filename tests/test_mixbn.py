@@ -189,16 +189,43 @@ def test_batch_stats_at_inference():
     assert np.array_equal(mix.moving_mean.numpy(), before)  # nothing updated
 
 
-@pytest.mark.parametrize("stats,affine", [(True, False), (False, True), (False, False)])
-def test_ablation_switches_share_weights(stats, affine):
-    mix = MixBN(separate_stats=stats, separate_affine=affine)
+@pytest.mark.parametrize("stats,affine", [(True, True), (True, False), (False, True),
+                                          (False, False)])
+def test_ablation_switches_statistics_and_affine(stats, affine):
+    """Each segment is normalised by its own batch moments and its domain's
+    gamma/beta; the moving statistics each segment updates are its domain's
+    row, or the one shared row (updated by the segments in batch order)."""
+    momentum, eps = 0.9, 1e-3
+    mix = MixBN(momentum=momentum, epsilon=eps, separate_stats=stats, separate_affine=affine)
     mix.build((None, 4, 4, C))
-    assert mix.gamma.shape == ((2 if affine else 1), C)
-    assert mix.moving_mean.shape == ((2 if stats else 1), C)
+    n_affine, n_stats = (2 if affine else 1), (2 if stats else 1)
+    assert mix.gamma.shape == (n_affine, C) and mix.moving_mean.shape == (n_stats, C)
+    rng = np.random.default_rng(4)
+    gamma, beta = rng.uniform(0.5, 2, (n_affine, C)), rng.normal(size=(n_affine, C))
+    mean, var = rng.normal(size=(n_stats, C)), rng.uniform(0.5, 2, (n_stats, C))
+    mix.set_weights([gamma, beta, mean, var] + mix.get_weights()[4:])
     adv, clean = _data()
     with split([("adversarial", len(adv)), ("clean", len(clean))]):
         out = mix(np.concatenate([adv, clean]), training=True)
-    assert np.isfinite(np.asarray(out)).all()
+
+    want = []
+    for domain, part in (("adversarial", adv), ("clean", clean)):
+        row = mix.domain_index(domain)
+        a, s = (row if affine else 0), (row if stats else 0)
+        mu, sigma2 = part.mean((0, 1, 2)), part.var((0, 1, 2))
+        want.append((part - mu) / np.sqrt(sigma2 + eps) * gamma[a] + beta[a])
+        mean[s] = mean[s] * momentum + mu * (1 - momentum)
+        var[s] = var[s] * momentum + sigma2 * (1 - momentum)
+    np.testing.assert_allclose(np.asarray(out), np.concatenate(want), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(mix.moving_mean.numpy(), mean, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(mix.moving_variance.numpy(), var, rtol=1e-5, atol=1e-5)
+    for domain in ("clean", "adversarial"):  # inference: the route's (or the shared) rows
+        mix.set_route(domain)
+        row = mix.domain_index(domain)
+        a, s = (row if affine else 0), (row if stats else 0)
+        np.testing.assert_allclose(
+            np.asarray(mix(adv, training=False)),
+            (adv - mean[s]) / np.sqrt(var[s] + eps) * gamma[a] + beta[a], rtol=1e-4, atol=1e-4)
 
 
 def test_model_save_and_reload_both_routes(tmp_path):

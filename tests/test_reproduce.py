@@ -235,8 +235,11 @@ def test_depth_search_experiment_runs_two_trials_with_the_robust_objective(tmp_p
     assert len(r["trials"]) == 2
     for t in r["trials"]:
         assert t["depth"] in (8, 14) and t["status"] == "COMPLETED"
-        assert 0 <= t["val_adv_accuracy"] <= 1 and 0 <= t["val_clean_accuracy"] <= 1
-        assert t["train_seconds"] > 0 and isinstance(t["params"], int) and t["params"] > 0
+        assert t["val_adv_accuracy"] <= t["val_clean_accuracy"]
+        for key in ("val_adv_accuracy", "val_clean_accuracy"):  # over the 64 images
+            assert (t[key] * 64).is_integer(), (key, t[key])
+        # CIFAR ResNet-8/14 at width 0.5 on 28x28x1 (as in tests/test_tuning.py).
+        assert t["train_seconds"] > 0 and t["params"] == {8: 19_810, 14: 44_226}[t["depth"]]
     assert r["trials"][0]["score"] == max(t["score"] for t in r["trials"])  # best first
     assert "val robust" in r["table"]
 

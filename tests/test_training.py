@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 from tf_advscale import attacks
-from tf_advscale.layers import mixbn_layers, set_route
+from tf_advscale.layers import make_norm, set_route
 from tf_advscale.models import resnet
 from tf_advscale.training import AdversarialModel, CatastrophicOverfittingMonitor
 
@@ -62,16 +62,45 @@ def test_batch_composition_follows_clean_portion():
     assert am0._clean_count(x) == 0
 
 
-@pytest.mark.parametrize("portion,clean_moves", [(0.0, False), (1.0, True)])
-def test_mixbn_domains_see_only_their_images(sample, portion, clean_moves):
-    model = _model("mixbn")
-    am = AdversarialModel(model, attack=PGD, clean_portion=portion, mixing="mixbn")
-    layer = mixbn_layers(model)[0]
-    before = layer.moving_mean.numpy().copy()
-    _fit(am, sample, steps=2)
-    after = layer.moving_mean.numpy()
-    assert not np.allclose(after[1], before[1])  # adversarial domain trained
-    assert (not np.allclose(after[0], before[0])) == clean_moves
+@pytest.mark.parametrize("mixing,portion", [("mixbn", 1.0), ("mixbn", 0.0), ("mixbn", 0.25),
+                                            ("separate", 0.5), ("joint", 1.0)])
+def test_mixbn_domains_move_toward_their_own_images_statistics(sample, mixing, portion):
+    """One step: each MixBN domain's moving statistics move by the momentum
+    toward the batch moments of that domain's input to the layer (``joint``:
+    the adversarial domain sees the mixture, the clean one nothing)."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((28, 28, 1))
+    h = keras.layers.Conv2D(4, 3, strides=2, use_bias=False, name="stem_conv")(inputs)
+    h = keras.layers.ReLU()(make_norm("mixbn", 4, name="stem_norm")(h))
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    model = keras.Model(inputs, keras.layers.Dense(10)(h))
+    x, y = sample[0][:16], sample[1][:16]
+    adv = np.clip(x + 0.1 * np.sign(np.random.default_rng(0).normal(size=x.shape)), 0, 1)
+    am = AdversarialModel(model, attack=PGD, clean_portion=portion, mixing=mixing, seed=0)
+    am._generate = lambda images, labels, seed=None: tf.constant(adv, tf.float32)
+    layer = model.get_layer("stem_norm")
+    stem = model.get_layer("stem_conv")  # its input to the layer, before the step
+    clean = x[:int(round(portion * 16))]
+    seen = {"adversarial": [stem(adv)], "clean": [stem(clean)] if len(clean) else []}
+    if mixing == "joint":
+        seen = {"adversarial": seen["adversarial"] + seen["clean"], "clean": []}
+    mean, var = layer.moving_mean.numpy(), layer.moving_variance.numpy()
+    want_mean, want_var = mean.copy(), var.copy()
+    m = layer.momentum
+    for domain, features in seen.items():
+        if features:
+            f = np.concatenate([np.asarray(t, "float64") for t in features])
+            row = layer.domain_index(domain)
+            want_mean[row] = m * mean[row] + (1 - m) * f.mean((0, 1, 2))
+            want_var[row] = m * var[row] + (1 - m) * f.var((0, 1, 2))
+            batch = f.mean((0, 1, 2))  # toward the domain's own statistics
+            assert (np.abs(want_mean[row] - batch) < np.abs(mean[row] - batch)).all()
+    _fit(am, (x, y), steps=1)
+    np.testing.assert_allclose(layer.moving_mean.numpy(), want_mean, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(layer.moving_variance.numpy(), want_var, rtol=1e-5, atol=1e-5)
+    if not seen["clean"]:
+        clean_row = layer.domain_index("clean")
+        assert np.array_equal(layer.moving_mean.numpy()[clean_row], mean[clean_row])
 
 
 @pytest.mark.parametrize("images,labels,match", [
@@ -236,6 +265,7 @@ def test_wraps_sequential_and_subclassed_classifiers(sample, kind):
     """The README says AdversarialModel wraps any Keras classifier; with the
     input checks on, it read ``model.output``, which only functional models have."""
     x, y = sample[0][:32], sample[1][:32]
+    keras.utils.set_random_seed(0)
     if kind == "sequential":
         model = keras.Sequential([keras.layers.Conv2D(4, 3, padding="same"),
                                   keras.layers.BatchNormalization(), keras.layers.ReLU(),
@@ -244,9 +274,20 @@ def test_wraps_sequential_and_subclassed_classifiers(sample, kind):
         model = SubclassedNet()
     trainer = AdversarialModel(model, attack={"name": "pgd", "epsilon": 0.1, "step_size": 0.05,
                                               "steps": 1}, seed=0)
+    # One step: its adversarial accuracy is that of the training-mode logits of
+    # the attack's images before the update, its clean accuracy (no clean
+    # images in the batch) that of the inference-mode logits after it.
+    adv = trainer._generate(x, y, trainer._seed(0, 0))
+    logits = model.stateless_call([v.value for v in model.trainable_variables],
+                                  [v.value for v in model.non_trainable_variables],
+                                  adv, training=True)[0]
+    adv_accuracy = np.mean(np.argmax(logits, -1) == y)
     trainer.compile(optimizer=keras.optimizers.SGD(0.05))
-    logs = trainer.fit(x, y, batch_size=16, epochs=1, verbose=0).history
-    assert np.isfinite(logs["loss"][0]) and 0 <= logs["adv_accuracy"][0] <= 1
+    logs = trainer.fit(x, y, batch_size=32, epochs=1, verbose=0).history
+    assert np.isfinite(logs["loss"][0])
+    assert logs["adv_accuracy"][0] == pytest.approx(adv_accuracy, abs=1e-6)
+    clean_accuracy = np.mean(np.argmax(model(x, training=False), -1) == y)
+    assert logs["clean_accuracy"][0] == pytest.approx(clean_accuracy, abs=1e-6)
     bad = y.copy()
     bad[0] = 12
     with pytest.raises(Exception, match="labels must be < the number of classes the model outputs"):

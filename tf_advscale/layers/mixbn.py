@@ -106,6 +106,8 @@ class MixBN(keras.layers.BatchNormalization):
         if kwargs.get("renorm"):
             raise ValueError("MixBN does not support renorm. Received: renorm=True")
         super().__init__(**kwargs)
+        # call() refuses masks: do not advertise BatchNormalization's support.
+        self.supports_masking = False
         domains = tuple(domains)
         if len(domains) < 1 or len(set(domains)) != len(domains):
             raise ValueError(

@@ -35,6 +35,8 @@ Models take images in [0, 1] and standardise them inside (default: to
 They return logits.
 """
 
+import copy
+
 import keras
 
 from tf_advscale.layers import make_norm
@@ -195,7 +197,9 @@ class Recompute(keras.layers.Layer):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
+        # A deep copy: deserializing a functional block empties its nested
+        # config in place, which broke a second from_config of the same dict.
+        config = copy.deepcopy(config)
         config["block"] = keras.saving.deserialize_keras_object(config["block"])
         return cls(**config)
 
