@@ -17,8 +17,8 @@ the resumed run ends with the same weights, bit for bit, as one never killed.
 
 On disk, one directory per checkpoint::
 
-    state/ckpt-000000120/variables.npz   every variable, by position
-    state/ckpt-000000120/manifest.json   position, variable paths/shapes,
+    state/ckpt-000000120/variables.npz   every variable (v0, v1, ... in manifest order)
+    state/ckpt-000000120/manifest.json   position, variable groups/paths/shapes,
                                          callback state, sha256 of the npz
 
 It is written under a temporary name, flushed and renamed, so a crash while
@@ -26,7 +26,8 @@ writing leaves the previous checkpoints intact; the newest ``keep`` are kept.
 A checkpoint that fails its hash check is moved aside (``.bad-*``, with a
 warning) in favour of the one before (the newest ``keep`` moved aside are
 kept for inspection, older ones deleted); one written for another architecture
-or another number of steps per epoch is refused. Arrays are read with
+(a variable path missing, extra or of another shape: variables are matched by
+group and path) or another number of steps per epoch is refused. Arrays are read with
 ``allow_pickle=False``: loading never unpickles or runs code.
 """
 
@@ -79,6 +80,53 @@ def _state_variables(model):
 
 def _describe(group, v):
     return [group, v.path, list(v.shape), str(v.dtype)]
+
+
+# Keras makes names unique within a process by appending ``_N``: a model,
+# optimizer or auto-named layer built after another of its kind is
+# ``sequential_1``, ``sgd_1``, ``dense_3``, and the name prefixes the paths of
+# its variables (``sgd_1/sequential_1_dense_3_kernel_momentum``). Paths are
+# compared without these suffixes, so a checkpoint restores into the same
+# model whichever models the process built before.
+_UNIQUIFIER = re.compile(r"_\d+(?=[/_]|$)")
+
+
+def _key(group, variable_path):
+    return group, _UNIQUIFIER.sub("", variable_path)
+
+
+def _match(path, current, saved):
+    """``(variable, array, description)`` pairing each ``(group, variable)``
+    of ``current`` with the saved ``(array, [group, path, shape, dtype])``
+    of the same group and path (``_key``); a variable on one side only is
+    refused, naming it. Keys need not be unique (two weights of one name in
+    a layer; layers whose names differ only by a ``_N`` suffix): equal keys
+    are paired in order, the first current one with the first saved one and
+    so on, which is what matching by position did for them."""
+    by_key = {}
+    for array, desc in saved:
+        by_key.setdefault(_key(desc[0], desc[1]), []).append((array, desc))
+    pairs, extra = [], []
+    for group, v in current:
+        queue = by_key.get(_key(group, v.path))
+        if queue:
+            array, desc = queue.pop(0)
+            pairs.append((v, array, desc))
+        else:
+            extra.append(f"{group}:{v.path}")
+    missing = [f"{d[0]}:{d[1]}" for rest in by_key.values() for _, d in rest]
+    if missing or extra:
+        raise CheckpointError(
+            f"{path} does not match this model (variables are matched by path): "
+            f"{_names(missing)} saved but not in this model; {_names(extra)} in this model "
+            "but not saved: it was written by a different model or config")
+    return pairs
+
+
+def _names(names, limit=5):
+    """``names`` for a one-line message: the first ``limit``, then a count."""
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more if names else "none"
 
 
 def _encode(value):
@@ -307,19 +355,17 @@ class TrainingState(keras.callbacks.Callback):
             optimizer.build(model.trainable_variables)  # its slots are part of the state
         current = _state_variables(model)
         saved = list(zip(arrays, manifest["variables"]))
-        weights = [v for g, v in current if g != "metrics"]
-        saved_weights = [(a, d) for a, d in saved if d[0] != "metrics"]
-        accumulators = [v for g, v in current if g == "metrics"]
-        saved_accumulators = [(a, d) for a, d in saved if d[0] == "metrics"]
-        if len(weights) != len(saved_weights):
-            raise CheckpointError(
-                f"{path} holds {len(saved_weights)} model and optimizer variables; this model "
-                f"and optimizer have {len(weights)}: it was written by a different model or config")
-        pairs = [(v, a, d) for v, (a, d) in zip(weights, saved_weights)]
+        pairs = _match(path, [(g, v) for g, v in current if g != "metrics"],
+                       [(a, d) for a, d in saved if d[0] != "metrics"])
         # Metric accumulators exist only once the metrics are built (``fit``
-        # builds them before restoring); weights and optimizer must match.
-        if len(accumulators) == len(saved_accumulators):
-            pairs += [(v, a, d) for v, (a, d) in zip(accumulators, saved_accumulators)]
+        # builds them before restoring): they are restored when this model
+        # holds the same ones as the checkpoint, and left alone otherwise;
+        # weights and optimizer must match.
+        accumulators = [(g, v) for g, v in current if g == "metrics"]
+        saved_accumulators = [(a, d) for a, d in saved if d[0] == "metrics"]
+        if (sorted(_key(g, v.path) for g, v in accumulators)
+                == sorted(_key(*d[:2]) for _, d in saved_accumulators)):
+            pairs += _match(path, accumulators, saved_accumulators)
         for v, array, (_, name, shape, _) in pairs:
             if list(v.shape) != shape or list(array.shape) != shape:
                 raise CheckpointError(
