@@ -310,6 +310,114 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path):
         fresh.restore_into(_tiny_model(width=5))
 
 
+def _named_model(*names):
+    """Dense layers of equal shapes, named and created in the order given."""
+    model = keras.Sequential([keras.Input((6,))]
+                             + [keras.layers.Dense(6, name=n) for n in names]
+                             + [keras.layers.Dense(3, name="out")])
+    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def _state_by_path(model):
+    """Model and optimizer values by (group, path without Keras's ``_N``)."""
+    return {checkpoint._key(g, v.path): v.numpy()
+            for g, v in checkpoint._state_variables(model) if g != "metrics"}
+
+
+def test_checkpoint_variables_are_matched_by_path_not_position(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = _named_model("p", "q")
+    _fit_steps(model, checkpoint.TrainingState(tmp_path, steps_per_epoch=6, every_steps=2), 2)
+    other = _named_model("q", "p")  # same paths and shapes, created in the other order
+    fresh = checkpoint.TrainingState(tmp_path, steps_per_epoch=6)
+    fresh.load()
+    assert fresh.restore_into(other)
+    saved, restored = _state_by_path(model), _state_by_path(other)
+    assert saved.keys() == restored.keys()
+    assert ("optimizer", "sgd/sequential_p_kernel_momentum") in saved  # slots too
+    for key in saved:
+        np.testing.assert_array_equal(saved[key], restored[key], err_msg=str(key))
+
+
+def test_metric_accumulators_are_restored_only_when_both_sides_have_them(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = _named_model("p", "q")
+    _fit_steps(model, checkpoint.TrainingState(tmp_path, steps_per_epoch=6, every_steps=2), 2)
+    saved = {checkpoint._key(g, v.path): v.numpy()
+             for g, v in checkpoint._state_variables(model) if g == "metrics"}
+    assert len(saved) == 4 and all(value != 0 for value in saved.values())
+    unbuilt, built = _named_model("p", "q"), _named_model("p", "q")
+    built.evaluate(np.zeros((4, 6), "float32"), np.zeros(4), verbose=0)  # builds its metrics
+    built.reset_metrics()
+    for other, restored in ((unbuilt, False), (built, True)):
+        fresh = checkpoint.TrainingState(tmp_path, steps_per_epoch=6)
+        fresh.load()
+        assert fresh.restore_into(other)
+        values = {checkpoint._key(g, v.path): v.numpy()
+                  for g, v in checkpoint._state_variables(other) if g == "metrics"}
+        assert len(values) == (4 if restored else 2)
+        for key, value in values.items():
+            assert value == (saved[key] if restored else 0), key
+
+
+class _TwinWeights(keras.layers.Layer):
+    """Two weights of the same name, hence the same path."""
+
+    def build(self, input_shape):
+        self.a = self.add_weight(shape=(6,), name="w", initializer="random_normal")
+        self.b = self.add_weight(shape=(6,), name="w", initializer="random_normal")
+
+    def call(self, x):
+        return x * self.a + self.b
+
+
+def test_checkpoint_variables_of_equal_paths_are_matched_in_order(tmp_path):
+    def make():
+        model = keras.Sequential([keras.Input((6,)), _TwinWeights(name="twin"),
+                                  keras.layers.Dense(3, name="out")])
+        model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+                      loss="sparse_categorical_crossentropy")
+        return model
+
+    keras.utils.set_random_seed(0)
+    model = make()
+    twin = model.layers[0]
+    assert twin.a.path == twin.b.path and twin.a.path.endswith("/twin/w")
+    _fit_steps(model, checkpoint.TrainingState(tmp_path, steps_per_epoch=6, every_steps=2), 2)
+    other = make()
+    fresh = checkpoint.TrainingState(tmp_path, steps_per_epoch=6)
+    fresh.load()
+    assert fresh.restore_into(other)
+    twins, twins_back = model.layers[0], other.layers[0]
+    assert not np.array_equal(twins.a.numpy(), twins.b.numpy())
+    np.testing.assert_array_equal(twins.a.numpy(), twins_back.a.numpy())
+    np.testing.assert_array_equal(twins.b.numpy(), twins_back.b.numpy())
+    for a, b in zip(model.optimizer.variables, other.optimizer.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+
+
+@pytest.mark.parametrize("names, match", [
+    (("p", "r"), r"model:sequential\w*/q/kernel, .*_q_bias_momentum saved but not in this model; "
+                 r"model:sequential\w*/r/kernel, .*_r_bias_momentum in this model but not saved"),
+    (("p",), r"model:sequential\w*/q/kernel, .* saved but not in this model; none in this"),
+    (("p", "q", "s"), r"none saved but not in this model; model:sequential\w*/s/kernel, "),
+])
+def test_checkpoint_with_a_renamed_missing_or_extra_variable_is_refused(tmp_path, names, match):
+    _fit_steps(_named_model("p", "q"),
+               checkpoint.TrainingState(tmp_path, steps_per_epoch=6, every_steps=2), 2)
+    fresh = checkpoint.TrainingState(tmp_path, steps_per_epoch=6)
+    fresh.load()
+    other = _named_model(*names)
+    before = [v.numpy() for v in other.variables]
+    with pytest.raises(checkpoint.CheckpointError, match=match) as error:
+        fresh.restore_into(other)
+    assert "\n" not in str(error.value)
+    for v, value in zip(other.variables, before):  # nothing was assigned
+        np.testing.assert_array_equal(v.numpy(), value)
+
+
 def test_checkpoint_loading_never_unpickles(tmp_path):
     state = checkpoint.TrainingState(tmp_path, steps_per_epoch=6, every_steps=2)
     _fit_steps(_tiny_model(), state, 2)
