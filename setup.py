@@ -48,7 +48,7 @@ setup(
         "tensorflow-datasets>=4.9.9,<4.10",
         "importlib_resources>=6",  # tensorflow-datasets imports it without declaring it
         "tensorboard>=2.20,<2.22",  # tensorflow-cpu does not pull it in
-        "absl-py>=2.1,<3",
+        # No absl-py: nothing here imports it (runner's log is stdlib logging).
         "numpy>=1.26,<2.5",
         "matplotlib>=3.8,<3.12",
     ],

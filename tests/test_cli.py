@@ -27,6 +27,8 @@ def test_train_default_config_end_to_end(tmp_path):
     assert metrics["params"] == 77_754  # CIFAR ResNet-8 on 1-channel images
     for name in ("config.json", "final.keras", "history.csv"):
         assert (work / name).exists(), name
+    said = "Final evaluation on 64 test images"  # on the console and in the run log
+    assert said in r.stdout.splitlines() and (work / "run.log").read_text().endswith(said + "\n")
     config = json.loads((work / "config.json").read_text())
     assert config["optimizer"]["epochs"] == 1
     # The trained model, compiled optimizer and schedule included, reloads, and

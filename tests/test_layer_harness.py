@@ -25,7 +25,7 @@ import tensorflow as tf
 
 import tf_advscale.layers
 import tf_advscale.models
-from tf_advscale.layers import MixBN
+from tf_advscale.layers import MixBN, walk
 from tf_advscale.models import Standardize
 from tf_advscale.models.resnet import Recompute
 
@@ -217,7 +217,7 @@ def mixed_bfloat16():
 def test_mixed_bfloat16_computes_in_bfloat16_and_keeps_float32_variables(case, mixed_bfloat16):
     layer = _built(case)
     assert layer.compute_dtype == "bfloat16" and layer.variable_dtype == "float32"
-    for sub in layer._flatten_layers(include_self=False, recursive=True):
+    for sub in walk.sublayers(layer):
         if sub.weights:
             assert sub.compute_dtype == "bfloat16", sub.name
     assert all(v.dtype == "float32" for v in layer.weights if _is_float(v.dtype))

@@ -169,8 +169,8 @@ def test_config_key_model_recompute_reaches_the_model():
     from tf_advscale.models.resnet import Recompute
     c = config_lib.merge({"model": {"depth": 8, "recompute": True}})
     model = recipe.build(c, {"num_classes": 10, "shape": (28, 28, 1), "steps_per_epoch": 1})
-    found = [l for l in model.model._flatten_layers(include_self=False, recursive=True)
-             if isinstance(l, Recompute)]
+    from tf_advscale.layers import walk
+    found = [l for l in walk.sublayers(model.model) if isinstance(l, Recompute)]
     assert len(found) == 3  # one per residual block of a CIFAR ResNet-8
 
 

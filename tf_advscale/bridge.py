@@ -46,7 +46,7 @@ def _graph(functional):
     tensor ids, output tensor ids). Reads ``_nodes_by_depth``, the order
     Keras itself runs a functional model in (``Functional._run_through_graph``);
     no public API gives a layer's place in the graph.
-    ``tests/test_bridge.py`` fails first if Keras changes it."""
+    ``tests/test_private_api.py`` fails first if Keras changes it."""
     steps = []
     for depth in sorted(functional._nodes_by_depth, reverse=True):
         for node in functional._nodes_by_depth[depth]:

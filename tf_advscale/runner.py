@@ -10,12 +10,16 @@ Everything lands in the work directory:
     final.keras      the model after the last epoch
     history.csv      per-epoch metrics;  tb/  TensorBoard logs
     metrics.json     final test metrics, written last and atomically
+    run.log          the runner's messages (resuming, final evaluation),
+                     timestamped; they also go to the console
 
 Every file is written through a temporary name and a rename. A work
 directory holding a run of a different config is refused.
 """
 
+import contextlib
 import json
+import logging
 import os
 import platform
 import sys
@@ -190,6 +194,35 @@ class _Commits:
         return " then ".join(known) or None
 
 
+# The stdlib ``logging`` module, not ``absl.logging``: absl's file handler
+# names its own files (``NAME.HOST.USER.log.INFO.DATE.PID``) and sends to the
+# console only once absl flags are parsed, which this CLI does not do.
+_log = logging.getLogger("tf_advscale.runner")
+
+
+@contextlib.contextmanager
+def run_log(workdir):
+    """Sends ``_log``'s messages to stdout, as ``print`` did, and appends them,
+    timestamped, to ``WORKDIR/run.log`` (not ``train.log``: a caller may
+    redirect the console there, and two writers would interleave)."""
+    to_file = logging.FileHandler(os.path.join(workdir, "run.log"), encoding="utf-8")
+    to_file.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    handlers = [to_file, logging.StreamHandler(sys.stdout)]
+    saved = _log.level, _log.propagate
+    _log.setLevel(logging.INFO)
+    _log.propagate = False  # else a caller's root handler (basicConfig, absl.app) prints it twice
+    for handler in handlers:
+        _log.addHandler(handler)
+    try:
+        yield _log
+    finally:
+        for handler in handlers:
+            _log.removeHandler(handler)
+            handler.close()
+        _log.setLevel(saved[0])
+        _log.propagate = saved[1]
+
+
 def run(config, workdir, verbose=None):
     """Trains ``config`` into ``workdir``; rerun after a crash, it resumes."""
     dist = config["distribute"]
@@ -206,7 +239,7 @@ def run(config, workdir, verbose=None):
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(precision)
     try:
-        with strategy.scope():
+        with strategy.scope(), run_log(workdir):
             return _run(config, workdir, verbose)
     finally:
         keras.config.set_dtype_policy(previous)
@@ -250,8 +283,7 @@ def _run(config, workdir, verbose):
     epoch, step = state.load(agree=agree)
     _truncate_history(os.path.join(workdir, "history.csv"), epoch)
     if epoch or step:
-        print(f"Resuming {workdir} at epoch {epoch}, step {step} of {steps_per_epoch}",
-              flush=True)
+        _log.info("Resuming %s at epoch %s, step %s of %s", workdir, epoch, step, steps_per_epoch)
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     clock.start()
@@ -266,7 +298,7 @@ def _run(config, workdir, verbose):
     ckpt_lib.save_model_atomic(model, os.path.join(workdir, "final.keras"))
 
     start = time.time()
-    print(f"Final evaluation on {test_info['num_examples']:,} test images", flush=True)
+    _log.info("Final evaluation on %s test images", f"{test_info['num_examples']:,}")
     results = evaluate(model, test, config["eval"]["route"], verbose=verbose)
     metrics = {
         "results": results,

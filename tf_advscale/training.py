@@ -134,6 +134,10 @@ class AdversarialModel(keras.Model):
         # MultiWorkerMirroredStrategy. This model is built from its classifier
         # and has no compiled loss or metrics to build: create the optimizer's
         # variables in the strategy's scope and skip the rest.
+        # Private Keras API, unavoidable: fit/evaluate call this hook under any
+        # strategy with no public switch, and only the private
+        # ``_distribute_strategy`` (None outside a strategy scope) tells
+        # whether Keras would act at all. tests/test_private_api.py pins both.
         if self.built and getattr(self, "_distribute_strategy", None) is not None:
             with self.distribute_strategy.scope():
                 if self.optimizer is not None and not self.optimizer.built:
@@ -394,6 +398,11 @@ def _scale_gradient(x, scale):
 
 
 def _multi_worker():
+    # The very test Keras makes before it reduces step logs across workers
+    # (``keras.src.backend.tensorflow.trainer._collective_all_reduce_multi_worker``):
+    # _logs must agree with it exactly, and TF has no public equivalent
+    # (``strategy.cluster_resolver`` re-reads TF_CONFIG). Private TF API,
+    # pinned by tests/test_private_api.py.
     strategy = tf.distribute.get_strategy()
     return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
             and strategy.extended._in_multi_worker_mode())

@@ -289,9 +289,9 @@ def _norms(model):
     """The normalisations a model uses, named as ``architecture.norm`` names
     them ("bn", "mixbn", "gn", "ln"): BN and group norm have the same
     parameter count, so the count alone cannot tell them apart."""
-    from tf_advscale.layers import mixbn
+    from tf_advscale.layers import mixbn, walk
     found = set()
-    for layer in model._flatten_layers(include_self=False):
+    for layer in walk.sublayers(model):
         if isinstance(layer, mixbn.MixBN):
             found.add("mixbn")
         elif isinstance(layer, keras.layers.BatchNormalization):

@@ -28,6 +28,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from tf_advscale.layers import walk
 from tf_advscale.layers.norms import BN_DEFAULTS, register_norm
 
 DEFAULT_DOMAINS = ("clean", "adversarial")
@@ -216,7 +217,10 @@ class MixBN(keras.layers.BatchNormalization):
         moving_mean = tf.cast(self._row(self.moving_mean, index, self.separate_stats), dtype)
         moving_var = tf.cast(self._row(self.moving_variance, index, self.separate_stats), dtype)
         if training:
-            mean, variance = self._moments(x, None)
+            # What BatchNormalization computes without a mask (its private
+            # ``_moments``), through the public op.
+            mean, variance = ops.moments(
+                x, axes=self._reduction_axes, synchronized=self.synchronized)
             nonempty = None
             if size is not None:
                 # An empty segment has no statistics: keep the moving ones.
@@ -286,8 +290,7 @@ def _mixbn(channels, name, **kwargs):
 
 def mixbn_layers(model):
     """All MixBN layers of ``model``, nested models included."""
-    return [l for l in model._flatten_layers(include_self=False, recursive=True)
-            if isinstance(l, MixBN)]
+    return [l for l in walk.sublayers(model) if isinstance(l, MixBN)]
 
 
 def set_route(model, domain):
@@ -322,8 +325,7 @@ def convert(model, domains=DEFAULT_DOMAINS, **mixbn_kwargs):
 
     new = keras.models.clone_model(model, clone_function=clone, recursive=True)
     def leaves(m):
-        return [l for l in m._flatten_layers(include_self=False, recursive=True)
-                if not isinstance(l, keras.Model) and l.weights]
+        return [l for l in walk.sublayers(m) if not isinstance(l, keras.Model) and l.weights]
 
     pairs = list(zip(leaves(model), leaves(new)))
     for src, layer in pairs:
