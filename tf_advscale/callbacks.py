@@ -1,11 +1,14 @@
-"""Training callbacks: the catastrophic-overfitting monitor of fast adversarial training."""
+"""Training callbacks: the best-model saver and the catastrophic-overfitting monitor of
+fast adversarial training."""
 
+import math
 import warnings
 
 import keras
 import tensorflow as tf
 
 from tf_advscale import attacks as attacks_lib
+from tf_advscale.files import save_model_atomic
 
 
 class CatastrophicOverfittingMonitor(keras.callbacks.Callback):
@@ -107,3 +110,36 @@ class CatastrophicOverfittingMonitor(keras.callbacks.Callback):
         if logs is not None:
             logs["heldout_robust_accuracy"] = self.history[-1]
             logs["heldout_clean_accuracy"] = self.clean_history[-1]
+
+
+class BestModel(keras.callbacks.Callback):
+    """Saves the model to ``path`` (atomically) when ``monitor`` improves.
+
+    Epochs without the monitored value (validation skipped) are ignored. Its
+    best value is part of ``TrainingState`` when passed in ``tracked``, so a
+    resumed run does not overwrite a better model with a worse one.
+    """
+
+    def __init__(self, path, monitor="val_adv_accuracy", mode="max"):
+        super().__init__()
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min'. Received: mode={mode!r}")
+        self.path = str(path)
+        self.monitor = monitor
+        self.mode = mode
+        self.best = -math.inf if mode == "max" else math.inf
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            return
+        value = float(value)
+        if value > self.best if self.mode == "max" else value < self.best:
+            self.best = value
+            save_model_atomic(self.model, self.path)
+
+    def get_state(self):
+        return {"best": self.best}
+
+    def set_state(self, state):
+        self.best = float(state["best"])
