@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from tf_advscale import checkpoint, zoo
+from tf_advscale import checkpoint, files, zoo
 from tf_advscale.evaluate import evaluate
 from tf_advscale.models import count_params, resnet
 
@@ -20,7 +20,7 @@ def _entry(root, name, model, **source):
     directory = root / name
     directory.mkdir(parents=True)
     path = directory / "model.keras"
-    checkpoint.save_model_atomic(model, path)
+    files.save_model_atomic(model, path)
     meta = {"name": name, "params": count_params(model), "default_route": None,
             "source": {"file": "model.keras", "sha256": checkpoint.sha256(path),
                        "bytes": path.stat().st_size, **source}}
