@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from tf_advscale import checkpoint, files, zoo
+from tf_advscale import files, zoo
 from tf_advscale.evaluate import evaluate
 from tf_advscale.models import count_params, resnet
 
