@@ -74,7 +74,7 @@ def test_runner_trains_the_model_recipe_builds(tmp_path, monkeypatch):
 def test_the_overfitting_monitor_watches_the_first_validation_batch():
     import tensorflow as tf
 
-    from tf_advscale.training import CatastrophicOverfittingMonitor
+    from tf_advscale.callbacks import CatastrophicOverfittingMonitor
     x = tf.random.uniform((12, 28, 28, 1))
     y = tf.range(12) % 10
     val = tf.data.Dataset.from_tensor_slices((x, y)).batch(5)

@@ -13,7 +13,7 @@ import tensorflow as tf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tf_advscale import attacks, checkpoint, config, data, zoo
+from tf_advscale import attacks, checkpoint, config, data, files, zoo
 from tf_advscale.models import resnet
 from tf_advscale.training import AdversarialModel
 
@@ -426,7 +426,7 @@ def test_checkpoint_loading_never_unpickles(tmp_path):
     with open(path / "variables.npz", "wb") as f:  # an object array: needs pickle
         np.savez(f, **{f"v{i}": np.array([{"x": i}], dtype=object)
                        for i in range(len(manifest["variables"]))})
-    manifest["sha256"] = checkpoint.sha256(path / "variables.npz")  # even with a valid hash
+    manifest["sha256"] = files.sha256(path / "variables.npz")  # even with a valid hash
     (path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.warns(UserWarning, match="unreadable"):
         assert checkpoint.TrainingState(tmp_path, steps_per_epoch=6).load() == (0, 0)
@@ -435,7 +435,7 @@ def test_checkpoint_loading_never_unpickles(tmp_path):
 def test_interrupted_model_save_keeps_the_previous_file(tmp_path, monkeypatch):
     model = _tiny_model()
     path = tmp_path / "best.keras"
-    checkpoint.save_model_atomic(model, path)
+    files.save_model_atomic(model, path)
     before = path.read_bytes()
 
     def crash(self, filepath, *args, **kwargs):
@@ -443,7 +443,7 @@ def test_interrupted_model_save_keeps_the_previous_file(tmp_path, monkeypatch):
         raise OSError("disk full")
     monkeypatch.setattr(keras.Model, "save", crash)
     with pytest.raises(OSError, match="disk full"):
-        checkpoint.save_model_atomic(model, path)
+        files.save_model_atomic(model, path)
     assert path.read_bytes() == before
 
 

@@ -6,7 +6,8 @@ import tensorflow as tf
 from tf_advscale import attacks
 from tf_advscale.layers import make_norm, set_route
 from tf_advscale.models import resnet
-from tf_advscale.training import AdversarialModel, CatastrophicOverfittingMonitor
+from tf_advscale.callbacks import CatastrophicOverfittingMonitor
+from tf_advscale.training import AdversarialModel
 
 PGD = {"name": "pgd", "epsilon": 0.1, "step_size": 0.04, "steps": 2}
 
@@ -237,7 +238,7 @@ def test_adversarial_training_gains_robustness(sample):
 
 
 def test_cyclic_schedule_is_wong_et_al_triangle():
-    from tf_advscale.training import LRSchedule
+    from tf_advscale.schedules import LRSchedule
     steps_per_epoch, epochs = 10, 15
     s = LRSchedule(0.2, steps_per_epoch, epochs, "cyclic")
     for step in (0, 5, 59, 60, 61, 100, 149):

@@ -7,7 +7,7 @@ import pytest
 
 from tf_advscale import config as config_lib
 from tf_advscale import data, recipe
-from tf_advscale.training import LRSchedule
+from tf_advscale.schedules import LRSchedule
 from tf_advscale.tuning import DepthSearch, make_tuner, summarize
 
 ATTACK = {"name": "pgd", "epsilon": 0.1, "step_size": 0.05, "steps": 1}
@@ -114,7 +114,7 @@ def test_reproduce_depth_search_recipe_is_the_published_constant_rate_one():
 
 
 def test_catastrophic_overfitting_monitor_reaches_the_trials(tiny_data):
-    from tf_advscale.training import CatastrophicOverfittingMonitor
+    from tf_advscale.callbacks import CatastrophicOverfittingMonitor
     _, val, _ = tiny_data
     hypermodel = DepthSearch({**CONFIG, "trainer": {"catastrophic_overfitting": True}}, INFO,
                              depths=(8,))

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from tf_advscale import checkpoint, zoo
+from tf_advscale import files, zoo
 from tf_advscale.evaluate import evaluate
 from tf_advscale.models import count_params, resnet
 
@@ -20,9 +20,9 @@ def _entry(root, name, model, **source):
     directory = root / name
     directory.mkdir(parents=True)
     path = directory / "model.keras"
-    checkpoint.save_model_atomic(model, path)
+    files.save_model_atomic(model, path)
     meta = {"name": name, "params": count_params(model), "default_route": None,
-            "source": {"file": "model.keras", "sha256": checkpoint.sha256(path),
+            "source": {"file": "model.keras", "sha256": files.sha256(path),
                        "bytes": path.stat().st_size, **source}}
     (directory / "metadata.json").write_text(json.dumps(meta))
     return directory
@@ -300,7 +300,7 @@ def test_publish_a_run_then_load_it_as_a_verified_entry(tmp_path, monkeypatch, c
     assert (entry / "steps_curve_clean.png").exists()
     monkeypatch.setenv("TF_ADVSCALE_ZOO", str(tmp_path / "zoo"))
     model, loaded = zoo.load("resnet8.mixbn_tiny_sample", route="clean")
-    assert loaded["source"]["sha256"] == checkpoint.sha256(entry / "model.keras")
+    assert loaded["source"]["sha256"] == files.sha256(entry / "model.keras")
     assert count_params(model) == meta["params"]
 
     # The card's evaluation command gives the card's numbers and curve.
@@ -325,7 +325,7 @@ def test_publish_a_run_then_load_it_as_a_verified_entry(tmp_path, monkeypatch, c
         not meta["evaluation"]["results"]["clean"]["sanity_checks_passed"])
 
     # Relabelling renames the data on the card and in the metadata, not the weights.
-    digest = checkpoint.sha256(entry / "model.keras")
+    digest = files.sha256(entry / "model.keras")
     card_before = (entry / "README.md").read_text()
     assert cli.main(["zoo", "relabel", "resnet8.mixbn_tiny_sample", "--out",
                      str(tmp_path / "zoo"), "--dataset-label", "Fashion-MNIST sample"]) == 0
@@ -337,7 +337,7 @@ def test_publish_a_run_then_load_it_as_a_verified_entry(tmp_path, monkeypatch, c
     assert "of Fashion-MNIST sample, not AutoAttack" in relabelled["robustbench"]["footnote"]
     assert (entry / "README.md").read_text() == card_before.replace(
         "Fashion-MNIST (sample)", "Fashion-MNIST sample")  # the rest as published
-    assert checkpoint.sha256(entry / "model.keras") == digest
+    assert files.sha256(entry / "model.keras") == digest
     zoo.load("resnet8.mixbn_tiny_sample")
     with pytest.raises(ValueError, match="non-empty dataset label. Received: ' '"):
         zoo_publish.relabel(str(entry), " ")
@@ -358,7 +358,7 @@ def test_publish_a_run_then_load_it_as_a_verified_entry(tmp_path, monkeypatch, c
         **meta["evaluation"], "date": None, "commit": None}
     assert (entry / "README.md").read_text() == zoo_publish.render_card(str(entry), redone)
     assert "does not redo it" not in (entry / "README.md").read_text()
-    assert checkpoint.sha256(entry / "model.keras") == digest
+    assert files.sha256(entry / "model.keras") == digest
     (tmp_path / "zoo" / "resnet8.mixbn_tiny_sample" / "model.keras").write_bytes(b"truncated")
     with pytest.raises(zoo.ZooError, match="refused"):
         zoo_publish.reevaluate(str(entry))

@@ -41,7 +41,7 @@ import warnings
 import keras
 import numpy as np
 
-from tf_advscale.files import fsync_dir, save_model_atomic, sha256  # noqa: F401
+from tf_advscale.files import fsync_dir, sha256
 
 FORMAT = 1
 def _numbered(directory, prefix=""):
@@ -485,36 +485,3 @@ def resumable_fit(model, make_dataset, epochs, steps_per_epoch, state, callbacks
     histories.append(model.fit(make_dataset(epoch, 0), initial_epoch=epoch, epochs=epochs,
                                steps_per_epoch=steps_per_epoch, callbacks=callbacks, **kwargs))
     return histories
-
-
-class BestModel(keras.callbacks.Callback):
-    """Saves the model to ``path`` (atomically) when ``monitor`` improves.
-
-    Epochs without the monitored value (validation skipped) are ignored. Its
-    best value is part of ``TrainingState`` when passed in ``tracked``, so a
-    resumed run does not overwrite a better model with a worse one.
-    """
-
-    def __init__(self, path, monitor="val_adv_accuracy", mode="max"):
-        super().__init__()
-        if mode not in ("max", "min"):
-            raise ValueError(f"mode must be 'max' or 'min'. Received: mode={mode!r}")
-        self.path = str(path)
-        self.monitor = monitor
-        self.mode = mode
-        self.best = -math.inf if mode == "max" else math.inf
-
-    def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get(self.monitor)
-        if value is None:
-            return
-        value = float(value)
-        if value > self.best if self.mode == "max" else value < self.best:
-            self.best = value
-            save_model_atomic(self.model, self.path)
-
-    def get_state(self):
-        return {"best": self.best}
-
-    def set_state(self, state):
-        self.best = float(state["best"])

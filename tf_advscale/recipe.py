@@ -25,7 +25,9 @@ import tensorflow as tf
 from tf_advscale import distribute
 from tf_advscale.config import ConfigError
 from tf_advscale.models import resnet
-from tf_advscale.training import AdversarialModel, CatastrophicOverfittingMonitor, LRSchedule
+from tf_advscale.callbacks import CatastrophicOverfittingMonitor
+from tf_advscale.schedules import LRSchedule
+from tf_advscale.training import AdversarialModel
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 # Trainer keys that are not AdversarialModel's arguments, and where they go.

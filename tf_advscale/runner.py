@@ -29,10 +29,11 @@ import keras
 import tensorflow as tf
 
 import tf_advscale
+from tf_advscale import callbacks as callbacks_lib
 from tf_advscale import checkpoint as ckpt_lib
 from tf_advscale import data as data_lib
 from tf_advscale import distribute, recipe
-from tf_advscale.files import source_commit, to_json, write_json  # noqa: F401
+from tf_advscale.files import save_model_atomic, source_commit, to_json, write_json  # noqa: F401
 from tf_advscale.config import ConfigError, merge
 from tf_advscale.layers import mixbn
 from tf_advscale.models import count_params
@@ -257,7 +258,7 @@ def _run(config, workdir, verbose):
     model = recipe.build(config, train_info)
 
     monitor = "val_adv_accuracy" if config["eval_attack"] else "val_clean_accuracy"
-    best = ckpt_lib.BestModel(os.path.join(workdir, "best.keras"), monitor=monitor, mode="max")
+    best = callbacks_lib.BestModel(os.path.join(workdir, "best.keras"), monitor=monitor, mode="max")
     clock, commits = _Clock(), _Commits()
     tracked = {"best_model": best, "clock": clock, "commits": commits}
     callbacks = [
@@ -295,7 +296,7 @@ def _run(config, workdir, verbose):
         steps_per_epoch, state, callbacks=callbacks, validation_data=val,
         validation_freq=config["eval"]["val_every"], verbose=verbose, shuffle=False)
     train_time = clock.get_state()["seconds"]
-    ckpt_lib.save_model_atomic(model, os.path.join(workdir, "final.keras"))
+    save_model_atomic(model, os.path.join(workdir, "final.keras"))
 
     start = time.time()
     _log.info("Final evaluation on %s test images", f"{test_info['num_examples']:,}")

@@ -16,7 +16,7 @@ import tensorflow as tf
 from tf_advscale import checkpoint as ckpt_lib
 from tf_advscale import config as config_lib
 from tf_advscale import recipe, runner
-from tf_advscale.training import CatastrophicOverfittingMonitor
+from tf_advscale.callbacks import CatastrophicOverfittingMonitor
 
 
 def main(workdir, config_path, precision="mixed_bfloat16"):
