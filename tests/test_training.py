@@ -293,3 +293,36 @@ def test_wraps_sequential_and_subclassed_classifiers(sample, kind):
     bad[0] = 12
     with pytest.raises(Exception, match="labels must be < the number of classes the model outputs"):
         trainer.fit(x, bad, batch_size=16, epochs=1, verbose=0)
+
+
+class _TurnsRight(attacks.Attack):
+    """Replaces each image by one the model classifies as its label, so that
+    every clean mistake becomes right "under attack"."""
+
+    def __init__(self, bank):
+        self.bank = tf.constant(bank)
+
+    def perturb(self, model_fn, images, labels, target=None, seed=None):
+        return tf.gather(self.bank, labels)
+
+
+def test_robust_accuracy_counts_images_correct_clean_and_attacked(sample, trained):
+    """``test_step`` (validation, ``metrics.json``) and ``evaluate.run_attacks``
+    (``advscale eval``) define robust accuracy alike: an image the model gets
+    wrong clean is not robust, even where the attack's image is classified right."""
+    from tf_advscale import evaluate
+    x, y = sample[0][:256], sample[1][:256]
+    pred = np.argmax(trained.predict(x, verbose=0), -1)
+    assert set(pred) == set(range(10))
+    bank = np.stack([x[np.flatnonzero(pred == c)[0]] for c in range(10)])
+    attack = _TurnsRight(bank)
+    am = AdversarialModel(trained, attack=None, eval_attack=attack)
+    am.compile(optimizer=keras.optimizers.SGD(0.0))
+    r = am.evaluate(x, y, batch_size=64, verbose=0, return_dict=True)
+    clean = np.mean(pred == y)
+    assert 0.5 < clean < 1.0  # some clean mistakes, which the attack "fixes"
+    assert r["clean_accuracy"] == pytest.approx(clean, abs=1e-6)
+    assert r["adv_accuracy"] == pytest.approx(clean, abs=1e-6)  # not 1.0
+    correct, _ = evaluate.run_attacks(am, x, y, {"turns_right": attack}, batch_size=64,
+                                      verbose=False)
+    assert correct["turns_right"].mean() == pytest.approx(clean, abs=1e-6)

@@ -362,7 +362,13 @@ class AdversarialModel(keras.Model):
         if self.eval_attack is not None:
             adv = self.eval_attack(self.eval_model_fn, x, y,
                                    seed=self._seed(self._eval_batches.result(), 1))
-            self.adv_accuracy.update_state(y, self.eval_model_fn(adv))
+            # Robust means correct both clean and attacked, as in
+            # ``evaluate.run_attacks``: an image misclassified clean keeps its
+            # clean logits, so an attack that happens to fix it counts nothing.
+            clean_correct = tf.equal(tf.argmax(logits, -1, output_type=tf.int32), y)
+            adv_logits = self.eval_model_fn(adv)
+            self.adv_accuracy.update_state(
+                y, tf.where(clean_correct[:, None], adv_logits, tf.cast(logits, adv_logits.dtype)))
         self._eval_batches.update_state(1)
         return self._logs(self.eval_attack is not None)
 
