@@ -97,36 +97,13 @@ def stage_key(name, stage):
     return f"{name}/{stage}"
 
 
-def run_attacks(model, x, y, attacks, batch_size=250, seed=0, workdir=None, settings=None,
-                verbose=True, correct_only=True):
-    """Per-example correctness: ``{"clean": bool[n], name: bool[n], ...}``.
+class _SavedBatches:
+    """The finished batches of one evaluation, in ``WORKDIR/batches``; a work
+    directory holding another evaluation's batches is refused."""
 
-    An image counts as robust when it is classified correctly both clean and
-    attacked, so with ``correct_only`` (the default, as in AutoAttack) the
-    attacks run only on the images classified correctly clean: the same
-    result for less work. Pass ``correct_only=False`` when the model's output
-    for an image depends on the rest of the batch (batch statistics at test
-    time).
-
-    With ``workdir``, each finished batch is saved and reused on rerun. The
-    returned seconds per attack include the time of batches saved by an
-    earlier, interrupted call.
-    """
-    fn = lambda images: model(images, training=False)
-    # Stateless draws keyed by (seed, attack, batch): a batch's result does not
-    # depend on which batches ran before it in this process.
-    # One function object per attack: TensorFlow counts traces per code
-    # object, and lambdas made in a loop share one, so tracing each attack
-    # once read as "excessive retracing".
-    compiled = {name: tf.function(functools.partial(
-        _attack_stages if _stage_names(atk) else _attack_images, atk, fn), reduce_retracing=True)
-        for name, atk in attacks.items()}
-    stages = {name: _stage_names(atk) for name, atk in attacks.items()}
-    predict = tf.function(functools.partial(_predict, fn), reduce_retracing=True)
-    batch_dir = None
-    if workdir:
-        batch_dir = os.path.join(workdir, "batches")
-        os.makedirs(batch_dir, exist_ok=True)
+    def __init__(self, workdir, settings, correct_only):
+        self.dir = os.path.join(workdir, "batches")
+        os.makedirs(self.dir, exist_ok=True)
         state_path = os.path.join(workdir, "state.json")
         # Attacking every image or only the clean-correct ones differs where
         # the output depends on the batch; the default keeps older fingerprints.
@@ -140,52 +117,131 @@ def run_attacks(model, x, y, attacks, batch_size=250, seed=0, workdir=None, sett
             with open(state_path + ".tmp", "w") as f:
                 json.dump({"fingerprint": fp, "settings": settings}, f, default=str)
             os.replace(state_path + ".tmp", state_path)
+
+    def _path(self, b):
+        return os.path.join(self.dir, f"batch_{b:05d}.npz")
+
+    def load(self, b, names, attacks):
+        """Batch ``b``'s results and the seconds each attack took then, or None."""
+        if not os.path.exists(self._path(b)):
+            return None
+        saved = np.load(self._path(b))
+        seconds = {k: float(saved[f"seconds__{k}"]) for k in attacks  # older files: not saved
+                   if f"seconds__{k}" in saved.files}
+        return {k: saved[k] for k in names}, seconds
+
+    def save(self, b, result, seconds):
+        write_npz(self._path(b), **result,
+                  **{f"seconds__{k}": np.float64(v) for k, v in seconds.items()})
+
+
+def _compile(fn, attacks):
+    """One ``tf.function`` per attack. TensorFlow counts traces per code
+    object, and lambdas made in a loop share one, so tracing each attack once
+    read as "excessive retracing"."""
+    return {name: tf.function(functools.partial(
+        _attack_stages if _stage_names(atk) else _attack_images, atk, fn), reduce_retracing=True)
+        for name, atk in attacks.items()}
+
+
+def _attack_batch(compiled, stages, predict, xb, yb, seed, b, correct_only):
+    """Per-example correctness of one batch, clean and under each attack (and
+    after each stage of a composite attack), and each attack's seconds."""
+    clean = (predict(xb).numpy() == yb.numpy())
+    result = {"clean": clean}
+    if correct_only:
+        keep = np.flatnonzero(clean)
+        xa, ya = tf.gather(xb, keep), tf.gather(yb, keep)
+    else:
+        keep, xa, ya = slice(None), xb, yb
+    seconds = {}
+    for i, (name, attack_fn) in enumerate(compiled.items()):
+        start = time.time()
+        result[name] = np.zeros_like(clean)
+        for st in stages[name]:
+            result[stage_key(name, st)] = np.zeros_like(clean)
+        if len(ya):
+            # Stateless draws keyed by (seed, attack, batch): a batch's result
+            # does not depend on which batches ran before it in this process.
+            adv = attack_fn(xa, ya, tf.constant([seed * 1009 + i, b], tf.int64))
+            if stages[name]:
+                adv, masks = adv
+                for st, mask in zip(stages[name], masks):
+                    result[stage_key(name, st)][keep] = clean[keep] & mask.numpy()
+            result[name][keep] = clean[keep] & (predict(adv).numpy() == ya.numpy())
+        seconds[name] = time.time() - start
+    return result, seconds
+
+
+def _batches(x, y, batch_size):
+    """``(images, labels)`` batches of arrays, or of an iterable of batches
+    when ``y`` is None; and how many there are (None if unknown)."""
+    if y is not None:
+        n = (len(x) + batch_size - 1) // batch_size
+        return ((x[b * batch_size:(b + 1) * batch_size], y[b * batch_size:(b + 1) * batch_size])
+                for b in range(n)), n
+    try:
+        n = len(x)
+    except TypeError:
+        n = None
+    return (keras.utils.unpack_x_y_sample_weight(batch)[:2] for batch in x), n
+
+
+def run_attacks(model, x, y, attacks, batch_size=250, seed=0, workdir=None, settings=None,
+                verbose=True, correct_only=True):
+    """Per-example correctness: ``{"clean": bool[n], name: bool[n], ...}``, and
+    the seconds each attack took.
+
+    The one evaluation function: ``evaluate``, the zoo, ``reproduce`` and the
+    final evaluation of ``advscale train`` all count through it. ``x``, ``y``:
+    arrays, batched here by ``batch_size``; or ``x`` an iterable of
+    ``(images, labels)`` batches (a ``tf.data.Dataset``) and ``y`` None.
+    ``model``: a classifier, or an ``AdversarialModel`` (its evaluation
+    logits, with float16's gradient scaling).
+
+    An image counts as robust when it is classified correctly both clean and
+    attacked, so with ``correct_only`` (the default, as in AutoAttack) the
+    attacks run only on the images classified correctly clean: the same
+    result for less work. Pass ``correct_only=False`` when the model's output
+    for an image depends on the rest of the batch (batch statistics at test
+    time).
+
+    With ``workdir``, each finished batch is saved and reused on rerun. The
+    returned seconds per attack include the time of batches saved by an
+    earlier, interrupted call.
+    """
+    if hasattr(model, "eval_model_fn"):
+        fn = model.eval_model_fn
+    else:
+        fn = lambda images: model(images, training=False)  # noqa: E731
+    compiled = _compile(fn, attacks)
+    stages = {name: _stage_names(atk) for name, atk in attacks.items()}
+    predict = tf.function(functools.partial(_predict, fn), reduce_retracing=True)
+    store = _SavedBatches(workdir, settings, correct_only) if workdir else None
     names = ["clean"] + list(attacks) + [stage_key(a, st) for a in attacks for st in stages[a]]
     out = {k: [] for k in names}
     seconds = {k: 0.0 for k in attacks}
-    n_batches = (len(x) + batch_size - 1) // batch_size
-    for b in range(n_batches):
-        path = os.path.join(batch_dir, f"batch_{b:05d}.npz") if batch_dir else None
-        if path and os.path.exists(path):
-            saved = np.load(path)
-            for k in names:
-                out[k].append(saved[k])
-            for k in attacks:  # the time they took then (older files: not saved)
-                if f"seconds__{k}" in saved.files:
-                    seconds[k] += float(saved[f"seconds__{k}"])
-            continue
-        xb = tf.constant(x[b * batch_size:(b + 1) * batch_size])
-        yb = tf.constant(y[b * batch_size:(b + 1) * batch_size])
-        clean = (predict(xb).numpy() == yb.numpy())
-        result = {"clean": clean}
-        if correct_only:
-            keep = np.flatnonzero(clean)
-            xa, ya = tf.gather(xb, keep), tf.gather(yb, keep)
+    batches, n_batches = _batches(x, y, batch_size)
+    for b, (xb, yb) in enumerate(batches):
+        saved = store.load(b, names, attacks) if store else None
+        if saved is None:
+            xb = tf.cast(xb, tf.float32)
+            yb = tf.reshape(tf.cast(yb, tf.int32), [-1])
+            result, seconds_b = _attack_batch(compiled, stages, predict, xb, yb, seed, b,
+                                              correct_only)
+            if store:
+                store.save(b, result, seconds_b)
         else:
-            keep, xa, ya = slice(None), xb, yb
-        seconds_b = {}
-        for i, (name, attack_fn) in enumerate(compiled.items()):
-            start = time.time()
-            result[name] = np.zeros_like(clean)
-            for st in stages[name]:
-                result[stage_key(name, st)] = np.zeros_like(clean)
-            if len(ya):
-                adv = attack_fn(xa, ya, tf.constant([seed * 1009 + i, b], tf.int64))
-                if stages[name]:
-                    adv, masks = adv
-                    for st, mask in zip(stages[name], masks):
-                        result[stage_key(name, st)][keep] = clean[keep] & mask.numpy()
-                result[name][keep] = clean[keep] & (predict(adv).numpy() == ya.numpy())
-            seconds_b[name] = time.time() - start
-            seconds[name] += seconds_b[name]
-        if path:
-            write_npz(path, **result, **{f"seconds__{k}": np.float64(seconds_b[k])
-                                          for k in attacks})
+            result, seconds_b = saved
         for k in names:
             out[k].append(result[k])
+        for k, v in seconds_b.items():
+            seconds[k] += v
         if verbose:
             accs = ", ".join(f"{k} {np.concatenate(out[k]).mean():.3f}" for k in names)
-            print(f"batch {b + 1}/{n_batches}: {accs}", flush=True)
+            print(f"batch {b + 1}/{n_batches or '?'}: {accs}", flush=True)
+    if not out["clean"]:
+        raise ValueError("run_attacks received no images")
     return {k: np.concatenate(v) for k, v in out.items()}, seconds
 
 
