@@ -44,6 +44,17 @@ def test_train_default_config_end_to_end(tmp_path):
     correct = np.concatenate(correct)
     assert len(correct) == 64
     assert metrics["results"]["clean_accuracy"] == pytest.approx(correct.mean(), abs=1e-6)
+    # Its robust accuracy is what evaluate.run_attacks (advscale eval's
+    # function) counts for the same attack, images, batches and seed; the
+    # run's batches are kept for a resumed final evaluation.
+    from tf_advscale import evaluate
+    x = np.concatenate([np.asarray(x) for x, _ in test])
+    y = np.concatenate([np.asarray(y) for _, y in test])
+    again, _ = evaluate.run_attacks(model, x, y, {"eval_attack": model.eval_attack},
+                                    batch_size=64, seed=config["seed"], verbose=False)
+    assert metrics["results"]["adv_accuracy"] == pytest.approx(again["eval_attack"].mean(),
+                                                               abs=1e-6)
+    assert sorted(os.listdir(work / "final_eval" / "model" / "batches")) == ["batch_00000.npz"]
 
 
 def test_unknown_config_key_is_a_clear_error(tmp_path):

@@ -9,7 +9,9 @@ Everything lands in the work directory:
     best.keras       best validation checkpoint (robust accuracy if attacked)
     final.keras      the model after the last epoch
     history.csv      per-epoch metrics;  tb/  TensorBoard logs
-    metrics.json     final test metrics, written last and atomically
+    metrics.json     final test metrics, written last and atomically, counted by
+                     ``evaluate.run_attacks`` (as ``advscale eval`` counts)
+    final_eval/      the final evaluation's finished batches (it resumes)
     run.log          the runner's messages (resuming, final evaluation),
                      timestamped; they also go to the console
 
@@ -33,6 +35,7 @@ from tf_advscale import callbacks as callbacks_lib
 from tf_advscale import checkpoint as ckpt_lib
 from tf_advscale import data as data_lib
 from tf_advscale import distribute, recipe
+from tf_advscale import evaluate as evaluate_lib
 from tf_advscale.files import save_model_atomic, source_commit, to_json, write_json  # noqa: F401
 from tf_advscale.config import ConfigError, merge
 from tf_advscale.layers import mixbn
@@ -118,23 +121,54 @@ def _differences(a, b, prefix=""):
         yield f"{prefix[:-1]} ({a!r} -> {b!r})"
 
 
-def evaluate(model, test_ds, route=None, verbose=0):
-    """Clean and eval-attack accuracy; for MixBN models per route. ``verbose``:
-    Keras' progress bar, with the running accuracies."""
-    if not model.has_mixbn:
-        r = model.evaluate(test_ds, verbose=verbose, return_dict=True)
-        return {"clean_accuracy": r["clean_accuracy"],
-                "adv_accuracy": r["adv_accuracy"] if model.eval_attack is not None else None}
+def final_evaluation(model, test_ds, config, workdir, verbose=0):
+    """Clean and eval-attack accuracy on the test set, per route for MixBN
+    models, counted by ``evaluate.run_attacks``: the function ``advscale
+    eval``, the zoo and ``reproduce`` use, so a robust image is one classified
+    correctly both clean and attacked. Resumable: finished batches are kept in
+    ``WORKDIR/final_eval/ROUTE``."""
+    attacks = {} if model.eval_attack is None else {"eval_attack": model.eval_attack}
+    routes = ("adversarial", "clean") if model.has_mixbn else ("model",)
     out = {}
-    for domain in ("adversarial", "clean"):
-        mixbn.set_route(model.model, domain)
-        r = model.evaluate(test_ds, verbose=verbose, return_dict=True)
-        out[f"route_{domain}"] = {
-            "clean_accuracy": r["clean_accuracy"],
-            "adv_accuracy": r["adv_accuracy"] if model.eval_attack is not None else None}
-    mixbn.set_route(model.model, route or "adversarial")
-    out.update(out[f"route_{route or 'adversarial'}"])
+    for route in routes:
+        if model.has_mixbn:
+            mixbn.set_route(model.model, route)
+        settings = {"attacks": {k: repr(v) for k, v in attacks.items()}, "route": route,
+                    "seed": config["seed"], "data": config["data"], "eval": config["eval"]}
+        correct, _ = evaluate_lib.run_attacks(
+            model, test_ds, None, attacks, seed=config["seed"],
+            workdir=os.path.join(workdir, "final_eval", route), settings=settings,
+            verbose=bool(verbose))
+        out[f"route_{route}"] = {
+            "clean_accuracy": float(correct["clean"].mean()),
+            "adv_accuracy": float(correct["eval_attack"].mean()) if attacks else None}
+    if not model.has_mixbn:
+        return out["route_model"]
+    route = config["eval"]["route"] or "adversarial"
+    mixbn.set_route(model.model, route)
+    out.update(out[f"route_{route}"])
     return out
+
+
+def _metrics(model, config, test_info, results, train_seconds, eval_seconds, commit):
+    """The record ``metrics.json`` holds: results, what produced them, versions."""
+    return {
+        "results": results,
+        "test_images": test_info["num_examples"],
+        "dataset": f"{test_info['dataset']} ({test_info['source']})",
+        "eval_attack": repr(model.eval_attack),
+        "evaluation": "tf_advscale.evaluate.run_attacks: robust = correct clean and attacked, "
+                      "per image; the attack runs on the images correct clean",
+        "train_attack": repr(model.attack),
+        "params": count_params(model.model),
+        "train_seconds": round(train_seconds, 1),
+        "eval_seconds": round(eval_seconds, 1),
+        "epochs": config["optimizer"]["epochs"],
+        "package_version": tf_advscale.__version__,
+        "commit": commit,
+        "tensorflow": tf.__version__, "keras": keras.__version__,
+        "machine": f"{platform.machine()} {os.cpu_count()} cpus",
+    }
 
 
 def _truncate_history(path, epoch):
@@ -300,21 +334,8 @@ def _run(config, workdir, verbose):
 
     start = time.time()
     _log.info("Final evaluation on %s test images", f"{test_info['num_examples']:,}")
-    results = evaluate(model, test, config["eval"]["route"], verbose=verbose)
-    metrics = {
-        "results": results,
-        "test_images": test_info["num_examples"],
-        "dataset": f"{test_info['dataset']} ({test_info['source']})",
-        "eval_attack": repr(model.eval_attack),
-        "train_attack": repr(model.attack),
-        "params": count_params(model.model),
-        "train_seconds": round(train_time, 1),
-        "eval_seconds": round(time.time() - start, 1),
-        "epochs": config["optimizer"]["epochs"],
-        "package_version": tf_advscale.__version__,
-        "commit": commits.describe(),
-        "tensorflow": tf.__version__, "keras": keras.__version__,
-        "machine": f"{platform.machine()} {os.cpu_count()} cpus",
-    }
+    results = final_evaluation(model, test, config, workdir, verbose=verbose)
+    metrics = _metrics(model, config, test_info, results, train_time, time.time() - start,
+                       commits.describe())
     write_json(os.path.join(workdir, "metrics.json"), metrics)
     return model, metrics
