@@ -237,18 +237,6 @@ def test_adversarial_training_gains_robustness(sample):
     assert after > before + 0.2
 
 
-def test_cyclic_schedule_is_wong_et_al_triangle():
-    from tf_advscale.schedules import LRSchedule
-    steps_per_epoch, epochs = 10, 15
-    s = LRSchedule(0.2, steps_per_epoch, epochs, "cyclic")
-    for step in (0, 5, 59, 60, 61, 100, 149):
-        t = step // steps_per_epoch + (step % steps_per_epoch + 1) / steps_per_epoch
-        want = np.interp(t, [0, 6, 15], [0, 0.2, 0])  # peak at epochs * 2 // 5
-        assert abs(float(s(step)) - want) < 1e-6, step
-    with pytest.raises(ValueError, match="peak_epoch=15"):
-        LRSchedule(0.2, 10, 15, "cyclic", peak_epoch=15)
-
-
 class SubclassedNet(keras.Model):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)

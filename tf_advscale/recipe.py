@@ -11,7 +11,7 @@ to both. Config keys are constructor arguments:
         precision                          the dtype policy the model is built under
                                            (mixed_float16: a dynamic loss scale)
         catastrophic_overfitting           a callback (``overfitting_monitor``) on held-out data
-    config["optimizer"] keras SGD with an ``LRSchedule``
+    config["optimizer"] keras SGD; its learning rate ``schedules.learning_rate``
 
 A trainer key that is neither an ``AdversarialModel`` argument nor listed
 above is an error here, not a key that some caller silently drops.
@@ -22,11 +22,10 @@ import inspect
 import keras
 import tensorflow as tf
 
-from tf_advscale import distribute
+from tf_advscale import distribute, schedules
 from tf_advscale.config import ConfigError
 from tf_advscale.models import resnet
 from tf_advscale.callbacks import CatastrophicOverfittingMonitor
-from tf_advscale.schedules import LRSchedule
 from tf_advscale.training import AdversarialModel
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -92,8 +91,10 @@ def _optimizer(config, steps_per_epoch):
     o = config["optimizer"]
     if o["name"] != "sgd":
         raise ConfigError(f"optimizer.name: only 'sgd' is supported. Received: {o['name']!r}")
-    schedule = LRSchedule(o["learning_rate"], steps_per_epoch, o["epochs"], o["schedule"],
-                          o["warmup_epochs"], o["decay_epochs"], o["peak_epoch"])
+    schedule = schedules.learning_rate(
+        o["learning_rate"], steps_per_epoch, o["epochs"], o["schedule"],
+        warmup_epochs=o["warmup_epochs"], decay_epochs=o["decay_epochs"],
+        peak_epoch=o["peak_epoch"])
     optimizer = keras.optimizers.SGD(schedule, momentum=o["momentum"], nesterov=o["nesterov"])
     if config["trainer"]["precision"] == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)  # dynamic loss scale
