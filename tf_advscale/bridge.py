@@ -62,6 +62,165 @@ def _np(v):
     return np.asarray(keras.ops.convert_to_numpy(v), dtype=np.float32)
 
 
+def _same_pads(x, kernel, strides):
+    """The ``F.pad`` widths (left, right, top, bottom) of Keras' "same" padding
+    of the NCHW tensor ``x``."""
+    (t, b), (l, r) = (_same_pad(x.shape[2], kernel[0], strides[0]),
+                      _same_pad(x.shape[3], kernel[1], strides[1]))
+    return l, r, t, b
+
+
+def _conv2d(op, layer):
+    """The convolution of ``layer``, its kernel (HWIO -> OIHW) and bias held by ``op``."""
+    torch = _torch()
+    nn, F = torch.nn, torch.nn.functional
+    if layer.dilation_rate != (1, 1) or layer.groups != 1:
+        raise ValueError(f"{layer.name}: dilated or grouped convs are not "
+                         "supported by the twin")
+    op.weight = nn.Parameter(torch.from_numpy(
+        _np(layer.kernel).transpose(3, 2, 0, 1).copy()))
+    op.bias = nn.Parameter(torch.from_numpy(_np(layer.bias))) \
+        if layer.use_bias else None
+    k, s, same = layer.kernel_size, layer.strides, layer.padding == "same"
+
+    def conv(x):
+        if same:
+            x = F.pad(x, _same_pads(x, k, s))
+        return F.conv2d(x, op.weight, op.bias, s)
+    return conv
+
+
+def _dense(op, layer):
+    """The affine map of ``layer``, its kernel (transposed) and bias held by ``op``."""
+    torch = _torch()
+    nn, F = torch.nn, torch.nn.functional
+    op.weight = nn.Parameter(torch.from_numpy(_np(layer.kernel).T.copy()))
+    op.bias = nn.Parameter(torch.from_numpy(_np(layer.bias))) \
+        if layer.use_bias else None
+    return lambda x: F.linear(x, op.weight, op.bias)
+
+
+def _mixbn(op, layer, route):
+    """The inference batch norm of ``layer``'s ``route`` (default: its route in force)."""
+    index = layer.domain_index(route) if route else layer.domains.index(layer.route)
+    row = lambda v, sep: _np(v)[index if sep else 0]  # noqa: E731
+    return _bn(op, layer, row(layer.gamma, layer.separate_affine) if layer.scale else None,
+               row(layer.beta, layer.separate_affine) if layer.center else None,
+               row(layer.moving_mean, layer.separate_stats),
+               row(layer.moving_variance, layer.separate_stats))
+
+
+def _batch_norm(op, layer):
+    """The inference batch norm of the channel-last ``layer``."""
+    if layer.axis not in (-1, 3) and layer.axis != [3]:
+        raise ValueError(f"{layer.name}: only channel-last BN is supported")
+    return _bn(op, layer, _np(layer.gamma) if layer.scale else None,
+               _np(layer.beta) if layer.center else None,
+               _np(layer.moving_mean), _np(layer.moving_variance))
+
+
+def _bn(op, layer, gamma, beta, mean, var):
+    """Batch norm with these moving statistics and affine parameters, held by ``op``."""
+    torch = _torch()
+    nn, F = torch.nn, torch.nn.functional
+    op.weight = nn.Parameter(torch.from_numpy(gamma.copy())) if gamma is not None \
+        else None
+    op.bias = nn.Parameter(torch.from_numpy(beta.copy())) if beta is not None \
+        else None
+    op.register_buffer("running_mean", torch.from_numpy(mean.copy()))
+    op.register_buffer("running_var", torch.from_numpy(var.copy()))
+    eps = layer.epsilon
+    return lambda x: F.batch_norm(x, op.running_mean, op.running_var, op.weight,
+                                  op.bias, False, 0.0, eps)
+
+
+def _group_norm(op, layer):
+    """The group norm of ``layer``, its affine parameters held by ``op``."""
+    torch = _torch()
+    nn, F = torch.nn, torch.nn.functional
+    op.weight = nn.Parameter(torch.from_numpy(_np(layer.gamma))) \
+        if layer.scale else None
+    op.bias = nn.Parameter(torch.from_numpy(_np(layer.beta))) \
+        if layer.center else None
+    groups, eps = layer.groups, layer.epsilon
+    return lambda x: F.group_norm(x, groups, op.weight, op.bias, eps)
+
+
+def _activation(layer):
+    """The PyTorch function of the ``Activation`` layer (relu, silu/swish, linear)."""
+    F = _torch().nn.functional
+    name = keras.activations.serialize(layer.activation)
+    name = name if isinstance(name, str) else name.get("config", name)
+    acts = {"relu": F.relu, "silu": F.silu, "swish": F.silu, "linear": lambda x: x}
+    if name not in acts:
+        raise ValueError(f"{layer.name}: activation {name!r} is not supported")
+    return acts[name]
+
+
+def _max_pool(layer):
+    """The max pooling of ``layer``, padded (with -inf) as Keras pads."""
+    F = _torch().nn.functional
+    k, s, same = layer.pool_size, layer.strides, layer.padding == "same"
+
+    def pool(x):
+        if same:
+            x = F.pad(x, _same_pads(x, k, s), value=float("-inf"))
+        return F.max_pool2d(x, k, s)
+    return pool
+
+
+def _standardize(op, layer):
+    """``(x - mean) / std`` of ``layer``, the statistics held by ``op`` as buffers."""
+    torch = _torch()
+    mean = torch.tensor(np.reshape(np.asarray(layer.mean, np.float32), (1, -1, 1, 1)))
+    std = torch.tensor(np.reshape(np.asarray(layer.std, np.float32), (1, -1, 1, 1)))
+    op.register_buffer("mean", mean)
+    op.register_buffer("std", std)
+    return lambda x: (x - op.mean) / op.std
+
+
+def _convert(op, layer, route, graph):
+    """The PyTorch function computing ``layer``; its weights go onto the module
+    ``op``, and a nested model becomes a ``graph`` (``op.block``)."""
+    F = _torch().nn.functional
+    if isinstance(layer, keras.layers.Conv2D) and not isinstance(
+            layer, (keras.layers.DepthwiseConv2D, keras.layers.Conv2DTranspose)):
+        return _conv2d(op, layer)
+    if isinstance(layer, keras.layers.Dense):
+        return _dense(op, layer)
+    if isinstance(layer, MixBN):
+        return _mixbn(op, layer, route)
+    if isinstance(layer, keras.layers.BatchNormalization):
+        return _batch_norm(op, layer)
+    if isinstance(layer, keras.layers.GroupNormalization):
+        return _group_norm(op, layer)
+    if isinstance(layer, keras.layers.ReLU):
+        return F.relu
+    if isinstance(layer, keras.layers.Activation):
+        return _activation(layer)
+    if isinstance(layer, keras.layers.Add):
+        return lambda *xs: sum(xs[1:], xs[0])
+    if isinstance(layer, keras.layers.ZeroPadding2D):
+        (t, b), (l, r) = layer.padding
+        return lambda x: F.pad(x, (l, r, t, b))
+    if isinstance(layer, keras.layers.MaxPooling2D):
+        return _max_pool(layer)
+    if isinstance(layer, keras.layers.GlobalAveragePooling2D):
+        return lambda x: x.mean(dim=(2, 3))
+    if isinstance(layer, keras.layers.Identity):
+        return lambda x: x
+    if isinstance(layer, Standardize):
+        return _standardize(op, layer)
+    if isinstance(layer, Recompute):
+        op.block = graph(layer.block)
+        return op.block
+    if isinstance(layer, keras.Model):
+        op.block = graph(layer)
+        return op.block
+    raise ValueError(f"The PyTorch twin does not support layer {layer.name!r} "
+                     f"({type(layer).__name__})")
+
+
 def torch_twin(model, route=None):
     """A ``torch.nn.Module`` computing ``model``'s logits (NCHW input in [0, 1]).
 
@@ -71,10 +230,10 @@ def torch_twin(model, route=None):
     """
     torch = _torch()
     nn = torch.nn
-    F = torch.nn.functional
     if hasattr(model, "eval_model_fn") and hasattr(model, "model"):
         model = model.model
 
+    # The module classes are made here: torch is imported only when a twin is.
     class Op(nn.Module):
         """One Keras layer, with its weights as PyTorch parameters/buffers."""
 
@@ -82,107 +241,7 @@ def torch_twin(model, route=None):
             super().__init__()
             self.kind = type(layer).__name__
             self.layer_name = layer.name
-            self.fn = self._build(layer)
-
-        def _build(self, layer):
-            if isinstance(layer, keras.layers.Conv2D) and not isinstance(
-                    layer, (keras.layers.DepthwiseConv2D, keras.layers.Conv2DTranspose)):
-                if layer.dilation_rate != (1, 1) or layer.groups != 1:
-                    raise ValueError(f"{layer.name}: dilated or grouped convs are not "
-                                     "supported by the twin")
-                self.weight = nn.Parameter(torch.from_numpy(
-                    _np(layer.kernel).transpose(3, 2, 0, 1).copy()))
-                self.bias = nn.Parameter(torch.from_numpy(_np(layer.bias))) \
-                    if layer.use_bias else None
-                k, s, same = layer.kernel_size, layer.strides, layer.padding == "same"
-
-                def conv(x):
-                    if same:
-                        (t, b), (l, r) = (_same_pad(x.shape[2], k[0], s[0]),
-                                          _same_pad(x.shape[3], k[1], s[1]))
-                        x = F.pad(x, (l, r, t, b))
-                    return F.conv2d(x, self.weight, self.bias, s)
-                return conv
-            if isinstance(layer, keras.layers.Dense):
-                self.weight = nn.Parameter(torch.from_numpy(_np(layer.kernel).T.copy()))
-                self.bias = nn.Parameter(torch.from_numpy(_np(layer.bias))) \
-                    if layer.use_bias else None
-                return lambda x: F.linear(x, self.weight, self.bias)
-            if isinstance(layer, MixBN):
-                index = layer.domain_index(route) if route else layer.domains.index(layer.route)
-                row = lambda v, sep: _np(v)[index if sep else 0]  # noqa: E731
-                return self._bn(layer, row(layer.gamma, layer.separate_affine) if layer.scale
-                                else None,
-                                row(layer.beta, layer.separate_affine) if layer.center
-                                else None,
-                                row(layer.moving_mean, layer.separate_stats),
-                                row(layer.moving_variance, layer.separate_stats))
-            if isinstance(layer, keras.layers.BatchNormalization):
-                if layer.axis not in (-1, 3) and layer.axis != [3]:
-                    raise ValueError(f"{layer.name}: only channel-last BN is supported")
-                return self._bn(layer, _np(layer.gamma) if layer.scale else None,
-                                _np(layer.beta) if layer.center else None,
-                                _np(layer.moving_mean), _np(layer.moving_variance))
-            if isinstance(layer, keras.layers.GroupNormalization):
-                self.weight = nn.Parameter(torch.from_numpy(_np(layer.gamma))) \
-                    if layer.scale else None
-                self.bias = nn.Parameter(torch.from_numpy(_np(layer.beta))) \
-                    if layer.center else None
-                groups, eps = layer.groups, layer.epsilon
-                return lambda x: F.group_norm(x, groups, self.weight, self.bias, eps)
-            if isinstance(layer, keras.layers.ReLU):
-                return F.relu
-            if isinstance(layer, keras.layers.Activation):
-                name = keras.activations.serialize(layer.activation)
-                name = name if isinstance(name, str) else name.get("config", name)
-                acts = {"relu": F.relu, "silu": F.silu, "swish": F.silu, "linear": lambda x: x}
-                if name not in acts:
-                    raise ValueError(f"{layer.name}: activation {name!r} is not supported")
-                return acts[name]
-            if isinstance(layer, keras.layers.Add):
-                return lambda *xs: sum(xs[1:], xs[0])
-            if isinstance(layer, keras.layers.ZeroPadding2D):
-                (t, b), (l, r) = layer.padding
-                return lambda x: F.pad(x, (l, r, t, b))
-            if isinstance(layer, keras.layers.MaxPooling2D):
-                k, s, same = layer.pool_size, layer.strides, layer.padding == "same"
-
-                def pool(x):
-                    if same:
-                        (t, b), (l, r) = (_same_pad(x.shape[2], k[0], s[0]),
-                                          _same_pad(x.shape[3], k[1], s[1]))
-                        x = F.pad(x, (l, r, t, b), value=float("-inf"))
-                    return F.max_pool2d(x, k, s)
-                return pool
-            if isinstance(layer, keras.layers.GlobalAveragePooling2D):
-                return lambda x: x.mean(dim=(2, 3))
-            if isinstance(layer, keras.layers.Identity):
-                return lambda x: x
-            if isinstance(layer, Standardize):
-                mean = torch.tensor(np.reshape(np.asarray(layer.mean, np.float32), (1, -1, 1, 1)))
-                std = torch.tensor(np.reshape(np.asarray(layer.std, np.float32), (1, -1, 1, 1)))
-                self.register_buffer("mean", mean)
-                self.register_buffer("std", std)
-                return lambda x: (x - self.mean) / self.std
-            if isinstance(layer, Recompute):
-                self.block = Graph(layer.block)
-                return self.block
-            if isinstance(layer, keras.Model):
-                self.block = Graph(layer)
-                return self.block
-            raise ValueError(f"The PyTorch twin does not support layer {layer.name!r} "
-                             f"({type(layer).__name__})")
-
-        def _bn(self, layer, gamma, beta, mean, var):
-            self.weight = nn.Parameter(torch.from_numpy(gamma.copy())) if gamma is not None \
-                else None
-            self.bias = nn.Parameter(torch.from_numpy(beta.copy())) if beta is not None \
-                else None
-            self.register_buffer("running_mean", torch.from_numpy(mean.copy()))
-            self.register_buffer("running_var", torch.from_numpy(var.copy()))
-            eps = layer.epsilon
-            return lambda x: F.batch_norm(x, self.running_mean, self.running_var, self.weight,
-                                          self.bias, False, 0.0, eps)
+            self.fn = _convert(self, layer, route, Graph)
 
         def forward(self, *xs):
             return self.fn(*xs)

@@ -65,7 +65,7 @@ def _eval(args):
     args.dataset, args.epsilon, origin = eval_defaults(args.model, args.dataset, args.epsilon)
     print(f"advscale eval: {args.dataset}, epsilon {epsilon_fraction(args.epsilon)} "
           f"(from {origin})", flush=True)
-    report = evaluate(
+    evaluate(
         args.model, dataset=args.dataset, split=args.split, n=args.n, seed=args.seed,
         source=args.source, path=args.path, epsilon=args.epsilon,
         attacks=[a for a in args.attacks.split(",") if a],
@@ -137,74 +137,94 @@ def zoo_summary(meta, where):
     return "\n".join(lines)
 
 
-def _zoo(args):
+def _zoo_list(args):
+    """Prints ``advscale zoo list``'s table; returns 1 if an entry is broken, else 0."""
     from tf_advscale import zoo
-    if args.action == "list":
-        if args.markdown:
-            print("| name | data | epsilon | route | clean | PGD-20 | APGD-CE | worst case "
-                  "| test images | training time |")
-            print("|---|---|---|---|---|---|---|---|---|---|")
-        bad = []
-        for name in zoo.list_models():
-            try:  # one broken entry must not hide the others
-                rows = _zoo_rows(zoo.info(name), args.markdown)
-            except (zoo.ZooError, KeyError, TypeError, ValueError) as e:
-                bad.append(name)
-                print(f"advscale zoo list: {name} is broken and was left out: "
-                      f"{type(e).__name__}: {e}", file=sys.stderr)
-                continue
-            if rows:
-                print("\n".join(rows))
-        if bad:
-            print(f"advscale zoo list: {len(bad)} broken entr{'y' if len(bad) == 1 else 'ies'}: "
-                  f"{bad}", file=sys.stderr)
-            return 1
-        return 0
-    if not args.name:
-        raise ValueError(f"advscale zoo {args.action} needs a NAME (see `advscale zoo list`)")
-    if args.action == "info":
-        meta = zoo.info(args.name)
-        print(json.dumps(meta, indent=2) if args.json else zoo_summary(meta, zoo.model_path(
-            args.name) if not (meta.get("source") or {}).get("url") else meta["source"]["url"]))
-        return 0
-    if args.action == "import":
-        from tf_advscale.evaluate import epsilon_fraction
-        from tf_advscale.torch_import import import_torch
-        if not (args.checkpoint and args.import_name):
-            raise ValueError("advscale zoo import ARCH needs --checkpoint FILE.pt and --name NAME")
-        directory = import_torch(args.name, args.checkpoint, args.import_name,
-                                 dataset=args.dataset or "cifar10",
-                                 epsilon=epsilon_fraction(args.epsilon) if args.epsilon
-                                 else "8/255", norm=args.norm,
-                                 preprocess=args.preprocess, activation=args.activation,
-                                 zoo_dir=args.zoo_dir)
-        meta = zoo.read_metadata(directory)
-        print(json.dumps({"entry": directory, "params": meta["params"],
-                          "verified_against_pytorch": meta["imported"]
-                          ["verified_against_pytorch"]}, indent=2))
-        return 0
-    if args.action == "publish":
-        from tf_advscale.zoo_publish import publish
-        if not (args.workdir and args.train_command):
-            raise ValueError("advscale zoo publish NAME needs --workdir and --train-command")
-        meta = publish(args.workdir, args.name, args.train_command, out_dir=args.out or "zoo",
-                       n=args.n, epsilon=args.epsilon, dataset_label=args.dataset_label)
-        print(json.dumps(meta["evaluation"]["results"], indent=2))
-        return 0
-    if args.action == "reevaluate":
-        from tf_advscale.zoo_publish import reevaluate
-        meta = reevaluate(os.path.join(args.out or "zoo", args.name), scratch=args.workdir,
-                          n=args.n, curve_n=args.curve_n or 500, source=args.source,
-                          path=args.path)
-        print(json.dumps(meta["evaluation"]["results"], indent=2))
-        return 0
-    if args.action == "relabel":
-        from tf_advscale.zoo_publish import relabel
-        if not args.dataset_label:
-            raise ValueError("advscale zoo relabel NAME needs --dataset-label")
-        meta = relabel(os.path.join(args.out or "zoo", args.name), args.dataset_label)
-        print(f"{args.name}: dataset {meta['dataset']!r} (source {meta['dataset_source']!r})")
-        return 0
+    if args.markdown:
+        print("| name | data | epsilon | route | clean | PGD-20 | APGD-CE | worst case "
+              "| test images | training time |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+    bad = []
+    for name in zoo.list_models():
+        try:  # one broken entry must not hide the others
+            rows = _zoo_rows(zoo.info(name), args.markdown)
+        except (zoo.ZooError, KeyError, TypeError, ValueError) as e:
+            bad.append(name)
+            print(f"advscale zoo list: {name} is broken and was left out: "
+                  f"{type(e).__name__}: {e}", file=sys.stderr)
+            continue
+        if rows:
+            print("\n".join(rows))
+    if bad:
+        print(f"advscale zoo list: {len(bad)} broken entr{'y' if len(bad) == 1 else 'ies'}: "
+              f"{bad}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _zoo_info(args):
+    """Prints an entry's summary, or all its metadata with ``--json``; returns 0."""
+    from tf_advscale import zoo
+    meta = zoo.info(args.name)
+    print(json.dumps(meta, indent=2) if args.json else zoo_summary(meta, zoo.model_path(
+        args.name) if not (meta.get("source") or {}).get("url") else meta["source"]["url"]))
+    return 0
+
+
+def _zoo_import(args):
+    """Imports a PyTorch checkpoint as a new entry and prints it; returns 0."""
+    from tf_advscale import zoo
+    from tf_advscale.evaluate import epsilon_fraction
+    from tf_advscale.torch_import import import_torch
+    if not (args.checkpoint and args.import_name):
+        raise ValueError("advscale zoo import ARCH needs --checkpoint FILE.pt and --name NAME")
+    directory = import_torch(args.name, args.checkpoint, args.import_name,
+                             dataset=args.dataset or "cifar10",
+                             epsilon=epsilon_fraction(args.epsilon) if args.epsilon
+                             else "8/255", norm=args.norm,
+                             preprocess=args.preprocess, activation=args.activation,
+                             zoo_dir=args.zoo_dir)
+    meta = zoo.read_metadata(directory)
+    print(json.dumps({"entry": directory, "params": meta["params"],
+                      "verified_against_pytorch": meta["imported"]
+                      ["verified_against_pytorch"]}, indent=2))
+    return 0
+
+
+def _zoo_publish(args):
+    """Publishes a training run as a new entry and prints its results; returns 0."""
+    from tf_advscale.zoo_publish import publish
+    if not (args.workdir and args.train_command):
+        raise ValueError("advscale zoo publish NAME needs --workdir and --train-command")
+    meta = publish(args.workdir, args.name, args.train_command, out_dir=args.out or "zoo",
+                   n=args.n, epsilon=args.epsilon, dataset_label=args.dataset_label)
+    print(json.dumps(meta["evaluation"]["results"], indent=2))
+    return 0
+
+
+def _zoo_reevaluate(args):
+    """Re-measures a published entry and prints its results; returns 0."""
+    from tf_advscale.zoo_publish import reevaluate
+    meta = reevaluate(os.path.join(args.out or "zoo", args.name), scratch=args.workdir,
+                      n=args.n, curve_n=args.curve_n or 500, source=args.source,
+                      path=args.path)
+    print(json.dumps(meta["evaluation"]["results"], indent=2))
+    return 0
+
+
+def _zoo_relabel(args):
+    """Renames a published entry's data and prints the new name; returns 0."""
+    from tf_advscale.zoo_publish import relabel
+    if not args.dataset_label:
+        raise ValueError("advscale zoo relabel NAME needs --dataset-label")
+    meta = relabel(os.path.join(args.out or "zoo", args.name), args.dataset_label)
+    print(f"{args.name}: dataset {meta['dataset']!r} (source {meta['dataset_source']!r})")
+    return 0
+
+
+def _zoo_eval(args):
+    """Evaluates an entry and prints its summary and curves; returns 0."""
+    from tf_advscale import zoo
     from tf_advscale.evaluate import evaluate, summary
     model, meta = zoo.load(args.name, route=args.route)
     if "recipe" in meta:
@@ -227,6 +247,18 @@ def _zoo(args):
                       None if suspected is None else not suspected,
                       **({"curves": curves} if curves else {})}, indent=2))
     return 0
+
+
+_ZOO_ACTIONS = {"info": _zoo_info, "import": _zoo_import, "publish": _zoo_publish,
+               "reevaluate": _zoo_reevaluate, "relabel": _zoo_relabel, "eval": _zoo_eval}
+
+
+def _zoo(args):
+    if args.action == "list":
+        return _zoo_list(args)
+    if not args.name:
+        raise ValueError(f"advscale zoo {args.action} needs a NAME (see `advscale zoo list`)")
+    return _ZOO_ACTIONS.get(args.action, _zoo_eval)(args)
 
 
 def _reproduce(args):

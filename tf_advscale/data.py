@@ -151,6 +151,20 @@ def _is_image(contents):
     return tf.reduce_any(tf.stack([tf.strings.substr(head, 0, len(m)) == m for m in _MAGIC]))
 
 
+def _folder_decoder(channels):
+    """The map ``(image file path, label) -> (decoded image, label)``."""
+    def decode(path, label):
+        contents = tf.io.read_file(path)
+        # A file that is no image fails here, naming itself (the decoder's own
+        # error does not say which file it was).
+        check = tf.debugging.Assert(_is_image(contents), [
+            "not a JPEG/PNG/GIF/BMP image (by its first bytes):", path])
+        with tf.control_dependencies([check]):
+            image = tf.io.decode_image(contents, channels=channels, expand_animations=False)
+        return image, label
+    return decode
+
+
 def _to_float(image):
     return tf.image.convert_image_dtype(image, tf.float32)
 
@@ -297,6 +311,122 @@ def _select(n, subset, seed):
     return ids
 
 
+def _check_load_args(source, split, batch_size):
+    """Raises ``DataError`` unless ``load`` can read ``split`` from ``source``
+    in batches of ``batch_size``."""
+    _check_choice("source", source, SOURCES)
+    if source in ("idx", "sample") and split not in SPLITS:
+        _check_choice("split", split, SPLITS)
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise DataError(f"batch_size must be a positive int. Received: batch_size={batch_size!r}")
+
+
+def _tfds_split(dataset, split, classes, data_dir, manual_dir, download):
+    """``(tf.data.Dataset, size, class names)`` of a tensorflow-datasets split,
+    whose classes must be ``classes`` where those are known."""
+    builder = _tfds_builder(dataset, data_dir, manual_dir, download)
+    ds_info = builder.info
+    names = ds_info.features["label"].names
+    if classes and tuple(names) != tuple(classes):
+        raise DataError(f"tfds {dataset} classes {names} differ from {classes}")
+    ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
+    return ds, int(ds_info.splits[split].num_examples), tuple(names)
+
+
+def _examples(dataset, split, source, path, known, data_dir, manual_dir, download):
+    """``(examples, n, classes, decode)`` of a split: ``examples`` is the pair
+    ``(images or image files, labels)`` of arrays, or (tfds) a
+    ``tf.data.Dataset``; ``decode`` reads an image file (folder), else None."""
+    classes, decode = known.get("classes"), None
+    if source == "sample":
+        images, labels = load_sample(split)
+        examples, n = (images, labels), len(labels)
+    elif source == "idx":
+        images, labels = load_idx(path or known.get("idx_dir") or ".", split)
+        examples, n = (images, labels), len(labels)
+    elif source == "folder":
+        root = path or known.get("folder")
+        if root is None:
+            raise DataError(f"source='folder' needs path=DIR for dataset {dataset!r}")
+        files, labels, classes = folder_files(root, split, classes)
+        examples, n = (files, labels), len(labels)
+        decode = _folder_decoder(known.get("shape", (None, None, 3))[-1])
+    else:
+        examples, n, classes = _tfds_split(dataset, split, classes, data_dir, manual_dir,
+                                           download)
+    if n == 0:
+        raise DataError(f"{dataset}/{split} from {source} is empty")
+    return examples, n, classes, decode
+
+
+def _subset(examples, n, ids):
+    """A ``tf.data.Dataset`` of the ``examples`` at ``ids`` (None: all ``n``)."""
+    if isinstance(examples, tuple):
+        if ids is not None:
+            examples = tuple(e[ids] for e in examples)
+        return tf.data.Dataset.from_tensor_slices(examples)
+    if ids is not None:
+        keep = tf.constant(np.isin(np.arange(n), ids))
+        examples = examples.enumerate().filter(lambda i, xy: keep[i]).map(lambda i, xy: xy)
+    return examples
+
+
+def _is_large(known, image_size):
+    """Whether images are ImageNet-sized (Inception crops to train, center crops to test)."""
+    return image_size is not None or (known.get("shape", (32,))[0] or 0) >= 64
+
+
+def _decoded(ds, decode, known, image_size, augment, cache, num_parallel_calls):
+    """``ds`` with int32 labels and uint8 images: decoded, center-cropped for
+    evaluation when large, and cached where that is kept."""
+    large = _is_large(known, image_size)
+    ds = ds.map(lambda x, y: (x, tf.cast(y, tf.int32)))
+    if decode is not None:
+        ds = ds.map(decode, num_parallel_calls=num_parallel_calls)
+    if large and not augment:
+        size = image_size or known["shape"][0]
+        ds = ds.map(lambda x, y: (tf.cast(_center_crop(x, size), tf.uint8), y),
+                    num_parallel_calls=num_parallel_calls)
+    if cache and not (large and augment):
+        ds = ds.cache()
+    return ds
+
+
+def _batched(ds, n, known, image_size, batch_size, shuffle, augment, seed, cache, repeat,
+             drop_remainder, epochs, start_epoch, start_step, prefetch, num_parallel_calls):
+    """The deterministic stream of float batches of ``ds`` (``n`` decoded
+    examples): one per-epoch stream with ``epochs``, else a reshuffled one."""
+    large = _is_large(known, image_size)
+    size = image_size or known.get("shape", (224,))[0]
+    if epochs is not None and cache and not large:
+        ds = _materialize(ds)  # a cache inside the per-epoch flat_map is not reused
+    if epochs is not None:
+        ds = _epoch_stream(ds, n, batch_size, shuffle, augment, seed, epochs,
+                           start_epoch, start_step, large, size, num_parallel_calls)
+    else:
+        ds = _single_stream(ds, n, batch_size, shuffle, augment, seed, repeat,
+                            drop_remainder, large, size, num_parallel_calls)
+    if prefetch:
+        ds = ds.prefetch(prefetch)
+    options = tf.data.Options()
+    options.deterministic = True
+    options.threading.private_threadpool_size = max(1, int(num_parallel_calls))
+    return ds.with_options(options)
+
+
+def _load_info(dataset, split, source, classes, known, image_size, ids, num_examples,
+               batch_size, whole_batches):
+    """``load``'s ``info`` dict."""
+    shape = known.get("shape") if image_size is None else (image_size, image_size,
+                                                           known.get("shape", (0, 0, 3))[-1])
+    return {"dataset": dataset, "split": split, "source": source, "classes": classes,
+            "num_classes": len(classes) if classes else None, "num_examples": num_examples,
+            "shape": tuple(shape) if shape else None,
+            "ids": None if ids is None else [int(i) for i in ids],
+            "steps_per_epoch": num_examples // batch_size if whole_batches
+            else -(-num_examples // batch_size)}
+
+
 def load(dataset="fashion_mnist", split="train", source=None, path=None, batch_size=128,
          shuffle=None, augment=None, seed=0, image_size=None, drop_remainder=None,
          cache=True, subset=None, subset_seed=None, repeat=False, num_parallel_calls=1,
@@ -337,102 +467,23 @@ def load(dataset="fashion_mnist", split="train", source=None, path=None, batch_s
     """
     known = DATASETS.get(dataset, {})
     source = source or known.get("default_source") or "tfds"
-    _check_choice("source", source, SOURCES)
-    if source in ("idx", "sample") and split not in SPLITS:
-        _check_choice("split", split, SPLITS)
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise DataError(f"batch_size must be a positive int. Received: batch_size={batch_size!r}")
+    _check_load_args(source, split, batch_size)
     training = split.startswith("train")
     shuffle = training if shuffle is None else shuffle
     augment = training if augment is None else augment
     drop_remainder = training if drop_remainder is None else drop_remainder
-    classes = known.get("classes")
     seed = 0 if seed is None else int(seed)
-
-    decode = None
-    if source == "sample":
-        images, labels = load_sample(split)
-        elements = (images, labels)
-    elif source == "idx":
-        images, labels = load_idx(path or known.get("idx_dir") or ".", split)
-        elements = (images, labels)
-    elif source == "folder":
-        root = path or known.get("folder")
-        if root is None:
-            raise DataError(f"source='folder' needs path=DIR for dataset {dataset!r}")
-        files, labels, classes = folder_files(root, split, classes)
-        elements = (files, labels)
-        channels = known.get("shape", (None, None, 3))[-1]
-
-        def decode(path, label):
-            contents = tf.io.read_file(path)
-            # A file that is no image fails here, naming itself (the decoder's own
-            # error does not say which file it was).
-            check = tf.debugging.Assert(_is_image(contents), [
-                "not a JPEG/PNG/GIF/BMP image (by its first bytes):", path])
-            with tf.control_dependencies([check]):
-                image = tf.io.decode_image(contents, channels=channels, expand_animations=False)
-            return image, label
-    else:
-        builder = _tfds_builder(dataset, data_dir, manual_dir, download)
-        ds_info = builder.info
-        names = ds_info.features["label"].names
-        if classes and tuple(names) != tuple(classes):
-            raise DataError(f"tfds {dataset} classes {names} differ from {classes}")
-        classes = tuple(names)
-        source_ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
-        n = int(ds_info.splits[split].num_examples)
-        elements = None
-
-    n = len(elements[1]) if elements is not None else n
-    if n == 0:
-        raise DataError(f"{dataset}/{split} from {source} is empty")
+    examples, n, classes, decode = _examples(dataset, split, source, path, known, data_dir,
+                                             manual_dir, download)
     ids = _select(n, subset, subset_seed if subset_seed is not None else seed)
-    if elements is not None:
-        if ids is not None:
-            elements = tuple(e[ids] for e in elements)
-        ds = tf.data.Dataset.from_tensor_slices(elements)
-    else:
-        ds = source_ds
-        if ids is not None:
-            keep = tf.constant(np.isin(np.arange(n), ids))
-            ds = ds.enumerate().filter(lambda i, xy: keep[i]).map(lambda i, xy: xy)
     num_examples = n if ids is None else len(ids)
-
-    ds = ds.map(lambda x, y: (x, tf.cast(y, tf.int32)))
-    large = image_size is not None or (known.get("shape", (32,))[0] or 0) >= 64
-    if decode is not None:
-        ds = ds.map(decode, num_parallel_calls=num_parallel_calls)
-    if large and not augment:
-        size = image_size or known["shape"][0]
-        ds = ds.map(lambda x, y: (tf.cast(_center_crop(x, size), tf.uint8), y),
-                    num_parallel_calls=num_parallel_calls)
-    if cache and not (large and augment):
-        ds = ds.cache()
-    size = image_size or known.get("shape", (224,))[0]
-    if epochs is not None and cache and not large:
-        ds = _materialize(ds)  # a cache inside the per-epoch flat_map is not reused
-    if epochs is not None:
-        ds = _epoch_stream(ds, num_examples, batch_size, shuffle, augment, seed, epochs,
-                           start_epoch, start_step, large, size, num_parallel_calls)
-    else:
-        ds = _single_stream(ds, num_examples, batch_size, shuffle, augment, seed, repeat,
-                            drop_remainder, large, size, num_parallel_calls)
-    if prefetch:
-        ds = ds.prefetch(prefetch)
-    options = tf.data.Options()
-    options.deterministic = True
-    options.threading.private_threadpool_size = max(1, int(num_parallel_calls))
-    ds = ds.with_options(options)
-    shape = known.get("shape") if image_size is None else (image_size, image_size,
-                                                           known.get("shape", (0, 0, 3))[-1])
-    info = {"dataset": dataset, "split": split, "source": source, "classes": classes,
-            "num_classes": len(classes) if classes else None, "num_examples": num_examples,
-            "shape": tuple(shape) if shape else None,
-            "ids": None if ids is None else [int(i) for i in ids],
-            "steps_per_epoch": num_examples // batch_size if drop_remainder or epochs
-            else -(-num_examples // batch_size)}
-    return ds, info
+    ds = _decoded(_subset(examples, n, ids), decode, known, image_size, augment, cache,
+                  num_parallel_calls)
+    ds = _batched(ds, num_examples, known, image_size, batch_size, shuffle, augment, seed,
+                  cache, repeat, drop_remainder, epochs, start_epoch, start_step, prefetch,
+                  num_parallel_calls)
+    return ds, _load_info(dataset, split, source, classes, known, image_size, ids,
+                          num_examples, batch_size, drop_remainder or epochs)
 
 
 def as_numpy(dataset="fashion_mnist", split="test", **kwargs):

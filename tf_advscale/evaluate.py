@@ -312,17 +312,7 @@ def evaluate(model, x=None, y=None, dataset=None, split="test", n=None, ids=None
     """
     model_name = name or (os.path.basename(model) if isinstance(model, str) else None)
     model = resolve_model(model, route)
-    if x is None:
-        if dataset is None:
-            raise ValueError("evaluate needs x and y, or dataset=NAME")
-        subset = ids if ids is not None else n
-        x, y, info = data_lib.as_numpy(dataset, split, source=source, path=path,
-                                       subset=subset, seed=seed)
-        data_desc = {"dataset": dataset, "split": split, "source": info["source"],
-                     "n": int(len(y)), "ids": info["ids"], "subset_seed": seed}
-    else:
-        x, y = np.asarray(x, np.float32), np.asarray(y, np.int32)
-        data_desc = {"dataset": "arrays", "n": int(len(y))}
+    x, y, data_desc = _evaluation_data(x, y, dataset, split, n, ids, seed, source, path)
     _check_images(x)
     num_classes = int(model.output.shape[-1])
     built = {str(a) if not isinstance(a, attacks_lib.Attack) else repr(a):
@@ -334,26 +324,65 @@ def evaluate(model, x=None, y=None, dataset=None, split="test", n=None, ids=None
                                    os.path.join(workdir, "main") if workdir else None,
                                    settings, verbose)
     attack_acc = {k: float(correct[k].mean()) for k in built}
-    worst = np.logical_and.reduce([correct["clean"]] + [correct[k] for k in built])
 
-    # Curves and the masking checks run on curve_n of the images, drawn with
-    # the seed: test sets stored by class would give one class as the first ones.
-    m = min(len(y), curve_n or len(y))
-    if m < len(y):
-        curve_ids = data_lib._select(len(y), m, seed)  # the seeded draw of ``n=``
-        subset = f"drawn with seed {seed}"
+    curve_ids, subset = _curve_subset(len(y), curve_n, seed)
+    m = len(curve_ids)
+    acc_under = functools.partial(_accuracy_under, model, x[curve_ids], y[curve_ids],
+                                  batch_size, seed, workdir,
+                                  {"data": data_desc, "m": m, "subset": subset, "seed": seed})
+    curves, steps_acc = _curves(acc_under, steps_curve, eps_curve, epsilon, m, subset)
+    passed = None
+    if checks:
+        sub_attack_acc = attack_acc if m == len(y) else \
+            {k: float(correct[k][curve_ids].mean()) for k in built}
+        passed = _masking_checks(acc_under, sub_attack_acc, steps_acc, epsilon, large_epsilon)
+
+    report = _report(model, model_name, route, data_desc, epsilon, built, correct, seconds,
+                     attack_acc, curves, passed, seed)
+    if workdir:
+        write_report(report, workdir)
+    return report
+
+
+def _evaluation_data(x, y, dataset, split, n, ids, seed, source, path):
+    """``(x, y, data description)``: the arrays given, or those read from ``dataset``."""
+    if x is None:
+        if dataset is None:
+            raise ValueError("evaluate needs x and y, or dataset=NAME")
+        subset = ids if ids is not None else n
+        x, y, info = data_lib.as_numpy(dataset, split, source=source, path=path,
+                                       subset=subset, seed=seed)
+        data_desc = {"dataset": dataset, "split": split, "source": info["source"],
+                     "n": int(len(y)), "ids": info["ids"], "subset_seed": seed}
     else:
-        curve_ids, subset = np.arange(m), "all"
-    xc, yc = x[curve_ids], y[curve_ids]
+        x, y = np.asarray(x, np.float32), np.asarray(y, np.int32)
+        data_desc = {"dataset": "arrays", "n": int(len(y))}
+    return x, y, data_desc
 
-    def acc_under(attack_map, sub):
-        c, _ = run_attacks(model, xc, yc, attack_map, batch_size, seed,
-                           os.path.join(workdir, sub) if workdir else None,
-                           {"attacks": {k: repr(v) for k, v in attack_map.items()},
-                            "data": data_desc, "m": m, "subset": subset, "seed": seed},
-                           verbose=False)
-        return {k: float(c[k].mean()) for k in attack_map}
 
+def _curve_subset(n, curve_n, seed):
+    """``(ids, description)`` of the ``curve_n`` of ``n`` images the curves and
+    the masking checks run on, drawn with the seed: test sets stored by class
+    would give one class as the first ones."""
+    m = min(n, curve_n or n)
+    if m < n:  # the seeded draw of ``n=``
+        return data_lib._select(n, m, seed), f"drawn with seed {seed}"
+    return np.arange(m), "all"
+
+
+def _accuracy_under(model, x, y, batch_size, seed, workdir, settings, attack_map, sub):
+    """``{name: accuracy}`` of ``model`` under each attack of ``attack_map``,
+    resumable in ``workdir/sub``."""
+    c, _ = run_attacks(model, x, y, attack_map, batch_size, seed,
+                       os.path.join(workdir, sub) if workdir else None,
+                       {"attacks": {k: repr(v) for k, v in attack_map.items()}, **settings},
+                       verbose=False)
+    return {k: float(c[k].mean()) for k in attack_map}
+
+
+def _curves(acc_under, steps_curve, eps_curve, epsilon, m, subset):
+    """``(curves, steps accuracies)``: the report's accuracy over PGD steps and
+    over epsilon, each where asked for (steps accuracies: None if not)."""
     curves = {}
     steps_acc = None
     if steps_curve:
@@ -366,19 +395,25 @@ def evaluate(model, x=None, y=None, dataset=None, split="test", n=None, ids=None
         eps_acc = acc_under({str(e): attacks_lib.make("pgd-20", e) for e in eps_curve}, "eps")
         curves["epsilon"] = {"attack": "pgd-20", "n": m, "subset": subset,
                              "accuracy": {str(k): v for k, v in eps_acc.items()}}
-    passed = None
-    if checks:
-        extra = acc_under({"restarts-1": attacks_lib.make("pgd-20", epsilon),
-                           "restarts-3": attacks_lib.make("pgd-20-r3", epsilon),
-                           "large-eps": attacks_lib.make("pgd-20", large_epsilon),
-                           "noise": attacks_lib.make("noise", epsilon)}, "checks")
-        sub_attack_acc = attack_acc if m == len(y) else \
-            {k: float(correct[k][curve_ids].mean()) for k in built}
-        passed = sanity_checks(sub_attack_acc, steps_acc,
-                               (extra["restarts-1"], extra["restarts-3"]),
-                               (large_epsilon, extra["large-eps"]), extra["noise"])
+    return curves, steps_acc
 
-    report = {
+
+def _masking_checks(acc_under, attack_acc, steps_acc, epsilon, large_epsilon):
+    """The ``sanity_checks`` of these accuracies, after the restarts, large-epsilon
+    and noise attacks they compare with."""
+    extra = acc_under({"restarts-1": attacks_lib.make("pgd-20", epsilon),
+                       "restarts-3": attacks_lib.make("pgd-20-r3", epsilon),
+                       "large-eps": attacks_lib.make("pgd-20", large_epsilon),
+                       "noise": attacks_lib.make("noise", epsilon)}, "checks")
+    return sanity_checks(attack_acc, steps_acc, (extra["restarts-1"], extra["restarts-3"]),
+                         (large_epsilon, extra["large-eps"]), extra["noise"])
+
+
+def _report(model, model_name, route, data_desc, epsilon, built, correct, seconds, attack_acc,
+            curves, passed, seed):
+    """The report dict of an evaluation (see the module doc)."""
+    worst = np.logical_and.reduce([correct["clean"]] + [correct[k] for k in built])
+    return {
         "model": {"name": model_name or model.name, "route": route if mixbn.mixbn_layers(model) else None,
                   "params": count_params(model)},
         "data": data_desc,
@@ -407,11 +442,8 @@ def evaluate(model, x=None, y=None, dataset=None, split="test", n=None, ids=None
                             (f"{100 * attack_acc[k]:.2f}" for k, v in built.items()
                              if isinstance(v, attacks_lib.AutoAttack)), None),
                         "worst_case_acc": f"{100 * float(worst.mean()):.2f}",
-                        "n_test_images": int(len(y))},
+                        "n_test_images": data_desc["n"]},
     }
-    if workdir:
-        write_report(report, workdir)
-    return report
 
 
 def _check_images(x):

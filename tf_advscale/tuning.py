@@ -19,7 +19,6 @@ images per second.
 
 import time
 
-import keras
 import keras_tuner
 
 from tf_advscale import config as config_lib

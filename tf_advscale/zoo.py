@@ -215,7 +215,6 @@ def load(name, route=None, cache_dir=None):
 
 def load_entry(directory, route=None, cache_dir=None):
     """``load`` for the entry in ``directory`` (e.g. one being published)."""
-    import tf_advscale  # noqa: F401  (registers the package's layers)
     from tf_advscale.layers import mixbn
     from tf_advscale.models import count_params
 

@@ -53,12 +53,7 @@ def publish(workdir, name, train_command, out_dir="zoo", n=None, curve_n=500, ep
     trained = keras.saving.load_model(os.path.join(workdir, "final.keras"), safe_mode=True)
     classifier = trained.model
     routes = _routes(classifier)
-    if epsilon is None:
-        spec = config["eval_attack"] or config["attack"]
-        if not spec or "epsilon" not in spec:
-            raise ValueError(f"{workdir} was trained without an attack: pass epsilon=")
-        epsilon = spec["epsilon"]
-    epsilon = float(epsilon)
+    epsilon = _epsilon(config, workdir, epsilon)
 
     entry = os.path.join(out_dir, name)
     os.makedirs(entry, exist_ok=True)
@@ -72,8 +67,30 @@ def publish(workdir, name, train_command, out_dir="zoo", n=None, curve_n=500, ep
     if routes[0]:
         mixbn.set_route(classifier, "adversarial")
 
+    meta = _metadata(name, classifier, routes, config, metrics, train_command, dataset_label,
+                     epsilon, evaluation, model_file)
+    meta["robustbench"] = robustbench_fields(meta)
+    write_json(os.path.join(entry, zoo.METADATA), meta)
+    _write_card(entry, meta)
+    return meta
+
+
+def _epsilon(config, workdir, epsilon):
+    """The threat model's L-inf radius as a float: ``epsilon``, else the run's
+    evaluation attack's (else its training attack's)."""
+    if epsilon is None:
+        spec = config["eval_attack"] or config["attack"]
+        if not spec or "epsilon" not in spec:
+            raise ValueError(f"{workdir} was trained without an attack: pass epsilon=")
+        epsilon = spec["epsilon"]
+    return float(epsilon)
+
+
+def _metadata(name, classifier, routes, config, metrics, train_command, dataset_label,
+              epsilon, evaluation, model_file):
+    """A published entry's metadata, but for its ``robustbench`` record."""
     m, t = config["model"], config["trainer"]
-    meta = {
+    return {
         "name": name,
         "architecture": {"family": m["family"], "depth": m["depth"], "width": m["width"],
                          "norm": m["norm"], "preact": m["preact"],
@@ -98,10 +115,6 @@ def publish(workdir, name, train_command, out_dir="zoo", n=None, curve_n=500, ep
         "source": {"file": zoo.MODEL, "sha256": sha256(model_file),
                    "bytes": os.path.getsize(model_file)},
     }
-    meta["robustbench"] = robustbench_fields(meta)
-    write_json(os.path.join(entry, zoo.METADATA), meta)
-    _write_card(entry, meta)
-    return meta
 
 
 def _routes(classifier):
@@ -243,7 +256,15 @@ def _data_line(meta):
 
 def render_card(entry, meta):
     """The model card of the entry ``entry`` (its directory), from its metadata."""
-    ev, rec, tr = meta["evaluation"], meta["recipe"], meta["training"]
+    ev = meta["evaluation"]
+    return "\n".join(_card_results(meta) + _card_attacks(ev)
+                     + ["", "## Attack-strength curve", ""] + _card_curves(entry, ev)
+                     + _card_making(meta))
+
+
+def _card_results(meta):
+    """The card's lines from its title to the table of results per route."""
+    ev = meta["evaluation"]
     lines = [f"# {meta['name']}", "",
              f"{meta['architecture']['family'].upper()} ResNet-{meta['architecture']['depth']} "
              f"({meta['architecture']['norm']}), {meta['params']:,} parameters, trained on "
@@ -256,6 +277,11 @@ def render_card(entry, meta):
         lines.append(f"| {route} | {_pct_text(r['clean'])} | {_pct_text(r.get('pgd-20'))} | "
                      f"{_pct_text(r.get('apgd-ce'))} | {_pct_text(r['worst_case'])} | "
                      f"{_check_word(r['sanity_checks_passed'])} |")
+    return lines
+
+
+def _card_attacks(ev):
+    """The card's lines on the attacks and the check set."""
     # The card is also rewritten from metadata.json, whose keys are sorted: order here.
     attacks = sorted(ev["attacks"], key=lambda k: (k not in ATTACKS, ATTACKS.index(k)
                                                    if k in ATTACKS else 0, k))
@@ -265,10 +291,14 @@ def render_card(entry, meta):
         + ", ".join([f"clean {_pct_text(r['clean'])}"] + [f"{k.upper()} {_pct_text(r[k])}"
                                                       for k in cs["attacks"]])
         for route, r in cs["results"].items())
-    lines += ["", "Attacks: " + "; ".join(f"{k}: {ev['attacks'][k]}" for k in attacks) + ".",
-              f"Check set (re-measured by the zoo's tests, which allow 2 points): {cs['n']} test "
-              f"images drawn with seed {cs['seed']}: {measured}.", "",
-              "## Attack-strength curve", ""]
+    return ["", "Attacks: " + "; ".join(f"{k}: {ev['attacks'][k]}" for k in attacks) + ".",
+            f"Check set (re-measured by the zoo's tests, which allow 2 points): {cs['n']} test "
+            f"images drawn with seed {cs['seed']}: {measured}."]
+
+
+def _card_curves(entry, ev):
+    """The card's lines on each route's steps curve: its plot and its points."""
+    lines = []
     for route in ev["results"]:
         png = f"steps_curve{'_' + route if route != 'default' else ''}.png"
         if os.path.exists(os.path.join(entry, png)):
@@ -286,22 +316,27 @@ def render_card(entry, meta):
             if subset is None:
                 lines.append("This curve predates curves on a seeded draw of the test set: "
                              "`advscale zoo eval` does not redo it.")
+    return lines
+
+
+def _card_making(meta):
+    """The card's lines on how the model was trained and evaluated, and how to use it."""
+    ev, rec, tr = meta["evaluation"], meta["recipe"], meta["training"]
     recipe = ("standard training (no attack)" if str(rec["attack"]).startswith("NoAttack")
               else f"training attack {rec['attack']}, clean portion {rec['clean_portion']}, "
                    f"mixing {rec['mixing']}")
     command = f"`{ev['command']}`"
     if meta.get("mixbn_routes"):
         command = " and ".join(f"`{ev['command']} --route {r}`" for r in meta["mixbn_routes"])
-    lines += ["", "## How it was made", "",
-              f"Trained with `{rec['train_command']}` ({rec['epochs']} epochs, {recipe}, "
-              f"seed {rec['seed']}) on {tr['hardware']} in {tr['train_seconds']} s "
-              f"(tf_advscale {tr['package_version']}, commit {tr['commit'] or 'not recorded'}, "
-              f"TensorFlow {tr['tensorflow']}, Keras {tr['keras']}). The whole config as it "
-              "ran is `recipe.config` in `metadata.json`.", "",
-              f"Evaluated with {command} (tf_advscale {ev['package_version']}, commit "
-              f"{ev['commit']}, {ev['date']}).", "", _data_line(meta), "",
-              "## Use", "", "```python", "from tf_advscale import zoo",
-              f"model, meta = zoo.load({meta['name']!r})  # images in [0, 1] -> logits", "```",
-              "", f"File: `{meta['source']['file']}`, sha256 `{meta['source']['sha256']}`, "
-              f"{meta['source']['bytes']:,} bytes.", ""]
-    return "\n".join(lines)
+    return ["", "## How it was made", "",
+            f"Trained with `{rec['train_command']}` ({rec['epochs']} epochs, {recipe}, "
+            f"seed {rec['seed']}) on {tr['hardware']} in {tr['train_seconds']} s "
+            f"(tf_advscale {tr['package_version']}, commit {tr['commit'] or 'not recorded'}, "
+            f"TensorFlow {tr['tensorflow']}, Keras {tr['keras']}). The whole config as it "
+            "ran is `recipe.config` in `metadata.json`.", "",
+            f"Evaluated with {command} (tf_advscale {ev['package_version']}, commit "
+            f"{ev['commit']}, {ev['date']}).", "", _data_line(meta), "",
+            "## Use", "", "```python", "from tf_advscale import zoo",
+            f"model, meta = zoo.load({meta['name']!r})  # images in [0, 1] -> logits", "```",
+            "", f"File: `{meta['source']['file']}`, sha256 `{meta['source']['sha256']}`, "
+            f"{meta['source']['bytes']:,} bytes.", ""]
