@@ -15,6 +15,7 @@ def _run(*args, cwd=ROOT):
                           capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_train_default_config_end_to_end(tmp_path):
     work = tmp_path / "run"
     r = _run("train", "--workdir", str(work), "--set", "optimizer.epochs=1",
@@ -89,6 +90,7 @@ def _entry_point(*args):
                           capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_models_lists_the_registry():
     r = _entry_point("models")
     assert r.returncode == 0, r.stderr[-3000:]
@@ -145,6 +147,7 @@ def test_reproduce_choices_are_the_experiments():
     assert advscale_cli.REPRODUCE_EXPERIMENTS == tuple(reproduce.EXPERIMENTS)
 
 
+@pytest.mark.slow
 def test_accelerator_benchmark_runs_at_its_tiny_size(tmp_path):
     """benchmarks/accelerator.sh, the GPU script, end to end on the CPU at --tiny."""
     import json

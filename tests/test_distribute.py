@@ -20,6 +20,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 HELPERS = ROOT / "tests" / "helpers"
 
 
+@pytest.mark.slow
 def test_mirrored_step_equals_the_single_device_step():
     # A fresh process: TensorFlow's collectives do not survive a second
     # MirroredStrategy in one process (the MixBN layer tests create one).
@@ -64,6 +65,7 @@ def _two_workers(script, arg, logs):
     return [p.read_text() for p in paths]
 
 
+@pytest.mark.slow
 def test_fit_under_multi_worker_mirrored_strategy_on_two_workers(tmp_path):
     _two_workers(HELPERS / "multiworker_fit.py", tmp_path, tmp_path)
     w0, w1 = (np.load(tmp_path / f"worker{i}.npz") for i in range(2))
@@ -98,6 +100,7 @@ def _final_weights(workdir):
             [np.array(v) for v in model.weights])
 
 
+@pytest.mark.slow
 def test_multi_worker_run_resumes_every_worker_from_the_same_step(tmp_path):
     """A worker killed between the chief's checkpoint and its own: on restart
     both resume from the newest step they both hold, and end as an

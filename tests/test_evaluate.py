@@ -39,6 +39,7 @@ def _eval(model, workdir, n=100, **kw):
                     workdir=str(workdir), verbose=False, **kw)
 
 
+@pytest.mark.slow
 def test_report_worst_case_and_files(robust_model, tmp_path):
     r = _eval(robust_model, tmp_path)
     accs = [v["accuracy"] for v in r["attacks"].values()]
@@ -54,6 +55,7 @@ def test_report_worst_case_and_files(robust_model, tmp_path):
     assert "worst case" in markdown(r)
 
 
+@pytest.mark.slow
 def test_interrupted_evaluation_resumes_with_the_same_numbers(robust_model, tmp_path):
     full = _eval(robust_model, tmp_path / "full", steps_curve=None, eps_curve=None)
     # Simulate a crash after the first batch: drop the later batch files.
@@ -80,6 +82,7 @@ class Quantize(keras.layers.Layer):
         return tf.stop_gradient(tf.round(x * 3.0) / 3.0)
 
 
+@pytest.mark.slow
 def test_gradient_masked_model_is_flagged(robust_model, tmp_path):
     inner = keras.saving.load_model(robust_model)
     inputs = keras.Input((28, 28, 1))
@@ -158,6 +161,7 @@ def test_attack_names_and_errors():
                  y=np.zeros(2), attacks=["pgd-1"])
 
 
+@pytest.mark.slow
 def test_cli_eval(robust_model, tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     r = subprocess.run([sys.executable, "-m", "tf_advscale.cli", "eval", "--model", robust_model,

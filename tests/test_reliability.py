@@ -38,6 +38,7 @@ def _final_state(workdir):
         return os.path.basename(ckpts[0]), {k: f[k] for k in f.files}
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     _train(straight)

@@ -157,8 +157,8 @@ def _results(workdir, name):
     return {k: r[k] for k in ("rows", "findings", "table") if k in r}
 
 
-# Minutes of subprocess training: kept out of the default run (-m slow).
-@pytest.mark.slow
+# Minutes of subprocess training, over CI's budget: run by hand (-m long).
+@pytest.mark.long
 def test_clean_portion_killed_then_rerun_gives_the_same_results(tmp_path):
     """The tiny clean-portion experiment (2 portions x 2 seeds), killed while
     its third run trains, then rerun, equals an uninterrupted one."""
@@ -195,8 +195,8 @@ def test_clean_portion_killed_then_rerun_gives_the_same_results(tmp_path):
     assert "attack_strength" in (tmp_path / "R.md").read_text()
 
 
-# Minutes of subprocess training: kept out of the default run (-m slow).
-@pytest.mark.slow
+# Minutes of subprocess training, over CI's budget: run by hand (-m long).
+@pytest.mark.long
 def test_diagnosis_and_consistent_bn_run_end_to_end(tmp_path):
     plan = _plan(tmp_path, seeds=[0])
     d = reproduce.run_experiment(plan, "diagnosis")
@@ -228,6 +228,7 @@ def test_batch_statistics_leave_moving_statistics_alone():
         np.testing.assert_array_equal(b, np.array(v))
 
 
+@pytest.mark.slow
 def test_depth_search_experiment_runs_two_trials_with_the_robust_objective(tmp_path):
     plan = _plan(tmp_path, seeds=[0, 1])
     r = reproduce.run_experiment(plan, "depth_search")
@@ -254,6 +255,7 @@ def test_crossing_verdict(d_lo, d_hi, expected):
     assert reproduce._crossing_verdict(d_lo, 1.0, d_hi, 1.0) == expected
 
 
+@pytest.mark.slow
 def test_a_finished_run_of_another_config_is_not_reused(tmp_path):
     from tf_advscale.config import ConfigError
     plan = _plan(tmp_path, seeds=[0])

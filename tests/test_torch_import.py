@@ -64,7 +64,7 @@ SLOW = [("wrn-28-10", lambda: torch_models.wide_resnet(28, 10), "relu"),
         ("wrn-70-16", lambda: torch_models.wide_resnet(70, 16, activation="silu"), "silu")]
 
 
-@pytest.mark.parametrize("arch,make,act", ARCHS + [pytest.param(*a, marks=pytest.mark.slow)
+@pytest.mark.parametrize("arch,make,act", ARCHS + [pytest.param(*a, marks=pytest.mark.long)
                                                     for a in SLOW])
 def test_import_matches_pytorch_logits(tmp_path, arch, make, act):
     net = _random_state(make())
@@ -140,6 +140,7 @@ def test_writes_only_to_a_zoo_directory_it_is_given(tmp_path, monkeypatch):
     assert meta["imported"]["verified_against_pytorch"] is None
 
 
+@pytest.mark.slow
 def test_advscale_zoo_import_command(tmp_path):
     import subprocess
     import sys

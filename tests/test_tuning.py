@@ -134,6 +134,7 @@ def test_catastrophic_overfitting_monitor_reaches_the_trials(tiny_data):
     assert len(monitors) == 1 and monitors[0].images.shape[0] == 100
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["random", "bayesian", "hyperband"])
 def test_two_trial_search_runs_end_to_end(kind, tiny_data, tmp_path):
     train, val, info = tiny_data

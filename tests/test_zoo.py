@@ -243,6 +243,7 @@ def _data_available(meta):
     return True, ""
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", PUBLISHED)
 def test_published_entry_loads_and_matches_its_card(name):
     model, meta = zoo.load(name)  # sha256, size and parameter checks
@@ -264,8 +265,8 @@ def test_published_entry_loads_and_matches_its_card(name):
             assert abs(got - card[attack]) <= 0.02, (route, attack, got, card[attack])
 
 
-# Minutes of subprocess training: kept out of the default run (-m slow).
-@pytest.mark.slow
+# Minutes of subprocess training, over CI's budget: run by hand (-m long).
+@pytest.mark.long
 def test_publish_a_run_then_load_it_as_a_verified_entry(tmp_path, monkeypatch, capsys):
     """``advscale zoo publish`` end to end on a tiny MixBN run: metadata, card,
     curves per route, and an entry that ``zoo.load`` verifies and serves."""
