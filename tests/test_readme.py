@@ -40,6 +40,11 @@ def test_measured_results_table_equals_results_json():
         metrics, cell = _json(name), rows[config]
         assert re.findall(r"(\d+\.\d\d)%", cell) == _expected_percentages(metrics), config
         assert f"({metrics['epochs']} epochs, {metrics['train_seconds'] / 60:.1f} min" in cell
+        # Every "PGD-20" in the row names the step the run's eval attack took.
+        step = re.search(r"step_size=([0-9.e-]+)", metrics["eval_attack"] or "")
+        for after in cell.split("PGD-20")[1:]:
+            assert step and re.match(rf" \((epsilon [0-9.]+, )?step {float(step.group(1)):g}[,)]",
+                                     after), (config, after)
 
 
 def test_quick_start_numbers_equal_results_quickstart_json():
