@@ -8,6 +8,7 @@
                       [--steps-curve 10,20,50 --curve-n 500] [--no-checks] [--out DIR]
     advscale zoo publish NAME --workdir RUN --train-command CMD | reevaluate NAME
     advscale zoo relabel NAME --dataset-label L
+    advscale zoo import ARCH --checkpoint FILE.pt --name NAME | export NAME --out FILE.pt
     advscale reproduce EXPERIMENT [--dataset fmnist] | all | report
 
 With no ``--config`` the built-in default runs: PGD-7 adversarial training
@@ -88,9 +89,9 @@ def _add_eval(sub):
 def _add_zoo(sub):
     # One flat list of options shared by the zoo actions; each help says which read it.
     z = sub.add_parser("zoo", help="pretrained robust models: list | info NAME | eval NAME | "
-                                   "import ARCH")
-    z.add_argument("action",
-                   choices=["list", "info", "eval", "publish", "reevaluate", "relabel", "import"])
+                                   "import ARCH | export NAME")
+    z.add_argument("action", choices=["list", "info", "eval", "publish", "reevaluate", "relabel",
+                                      "import", "export"])
     z.add_argument("name", nargs="?", help="an entry; import: the architecture (preactresnet18, "
                                            "resnet18, wrn-28-10, wrn-34-10, wrn-34-20, wrn-70-16, wrn-16-4)")
     z.add_argument("--checkpoint", help="import: the PyTorch state dict (.pt / .pth)")
@@ -125,6 +126,7 @@ def _add_zoo(sub):
                         "reevaluate: 500)")
     z.add_argument("--no-checks", action="store_true", help="eval: " + NO_CHECKS)
     z.add_argument("--out", default=None, help="eval: resumable output directory; "
+                                                 "export: the PyTorch state dict to write; "
                                                  "publish, reevaluate, relabel: zoo directory "
                                                  "(default zoo/)")
     z.add_argument("--workdir", help="publish: the advscale train work directory; reevaluate: "

@@ -164,3 +164,84 @@ def test_advscale_zoo_import_command(tmp_path):
                             env={**checkout_env(), "TF_ADVSCALE_ZOO": str(tmp_path / "z")})
     assert listed.returncode == 0, listed.stderr[-2000:]
     assert "wrn-16-4.test_cifar10" in listed.stdout and "not evaluated" in listed.stdout
+
+
+@pytest.mark.parametrize("arch,make,act", ARCHS)
+def test_export_is_the_inverse_of_import(tmp_path, arch, make, act):
+    """Imported, then exported: the very tensors of the original state dict
+    (the mu/sigma buffers included); exported, then imported: the same logits."""
+    from tf_advscale.torch_import import export_torch
+    net = _random_state(make())
+    mu = torch.tensor([0.49, 0.48, 0.45]).reshape(1, 3, 1, 1)
+    sigma = torch.tensor([0.25, 0.24, 0.26]).reshape(1, 3, 1, 1)
+    path = _save(tmp_path, net, extra={"mu": mu, "sigma": sigma})
+    first = import_torch(arch, str(path), f"{arch}.a_cifar10", zoo_dir=str(tmp_path / "z"),
+                         activation=act)
+    model, _ = zoo.load_entry(first)
+    out = export_torch(model, arch, str(tmp_path / "exported.pt"))
+    original = torch.load(path, weights_only=True)
+    exported = torch.load(out, weights_only=True)
+    assert set(exported) == set(original)
+    for k, v in original.items():
+        assert torch.equal(exported[k], v), k
+    again, _ = zoo.load_entry(import_torch(arch, out, f"{arch}.b_cifar10",
+                                           zoo_dir=str(tmp_path / "z"), activation=act))
+    x = _test_images()
+    assert np.abs(again.predict(x, verbose=0) - model.predict(x, verbose=0)).max() < 1e-6
+
+
+def test_a_keras_model_exports_to_the_pytorch_definition(tmp_path):
+    """From the Keras side (the zoo's direction): a registry PreActResNet-18
+    with random weights and BN statistics and its own standardisation loads
+    strictly into the PyTorch definition, with logits within 1e-4."""
+    from tf_advscale.models import build_model
+    from tf_advscale.torch_import import export_torch
+    model = build_model("preactresnet18", num_classes=10, mean=[0.49, 0.48, 0.45],
+                        std=[0.25, 0.24, 0.26])
+    rng = np.random.default_rng(0)
+    for w in model.weights:  # BN statistics and scales away from their initial values
+        if "moving_variance" in w.path or "gamma" in w.path:
+            w.assign(rng.uniform(0.5, 1.5, w.shape).astype("float32"))
+        elif "moving_mean" in w.path or "beta" in w.path:
+            w.assign(rng.normal(0, 0.1, w.shape).astype("float32"))
+    state = torch.load(export_torch(model, "preactresnet18", str(tmp_path / "m.pt")),
+                       weights_only=True)
+    mu, sigma = state.pop("mu"), state.pop("sigma")
+    net = torch_models.preact_resnet18()
+    net.load_state_dict(state, strict=True)
+    net.eval()
+    x = _test_images()
+    with torch.no_grad():
+        theirs = net((torch.from_numpy(x.transpose(0, 3, 1, 2).copy()) - mu) / sigma).numpy()
+    assert np.abs(np.asarray(model.predict(x, verbose=0)) - theirs).max() < 1e-4
+
+
+def test_advscale_zoo_export_writes_what_was_imported(tmp_path, monkeypatch, capsys):
+    """``advscale zoo export NAME --out F.pt``: an imported entry's state dict
+    comes back tensor for tensor; an entry without a PyTorch layout (the
+    CIFAR ResNet-20s) and a missing --out are one-line errors."""
+    import advscale_cli
+    net = _random_state(torch_models.wide_resnet(16, 4))
+    path = _save(tmp_path, net)
+    import_torch("wrn-16-4", str(path), "wrn-16-4.x_cifar10", zoo_dir=str(tmp_path / "z"))
+    monkeypatch.setenv("TF_ADVSCALE_ZOO", str(tmp_path / "z"))
+    out = tmp_path / "exported.pt"
+    assert advscale_cli.main(["zoo", "export", "wrn-16-4.x_cifar10", "--out", str(out)]) == 0
+    exported, original = torch.load(out, weights_only=True), torch.load(path, weights_only=True)
+    assert set(exported) == set(original)
+    assert all(torch.equal(exported[k], v) for k, v in original.items())
+    assert advscale_cli.main(["zoo", "export", "wrn-16-4.x_cifar10"]) == 2
+    assert "needs --out FILE.pt" in capsys.readouterr().err
+    assert advscale_cli.main(["zoo", "export", "resnet20.pgd3_fmnist", "--out",
+                              str(tmp_path / "r20.pt")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no PyTorch layout for architecture" in err[0], err
+
+
+def test_export_refuses_a_mixbn_model():
+    from tf_advscale.models import build_model
+    from tf_advscale.torch_import import CheckpointError as Refused
+    from tf_advscale.torch_import import to_torch_state
+    model = build_model("preactresnet18", num_classes=10, norm="mixbn")
+    with pytest.raises(Refused, match=r"stage1_block1_preact_norm \(MixBN\) holds 6 weights, a PyTorch BatchNorm2d 4"):
+        to_torch_state(model, "preactresnet18")

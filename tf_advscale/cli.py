@@ -249,7 +249,22 @@ def _zoo_eval(args):
     return 0
 
 
-_ZOO_ACTIONS = {"info": _zoo_info, "import": _zoo_import, "publish": _zoo_publish,
+def _zoo_export(args):
+    """Writes an entry's weights as a PyTorch state dict; returns 0."""
+    from tf_advscale import zoo
+    from tf_advscale.torch_import import arch_of_entry, export_torch
+    if not args.out:
+        raise ValueError("advscale zoo export NAME needs --out FILE.pt")
+    model, meta = zoo.load(args.name)
+    arch = arch_of_entry(meta)
+    export_torch(model, arch, args.out)
+    print(f"wrote {args.out}: {args.name} as a state dict of tf_advscale.torch_models' {arch}"
+          " (mu/sigma: the input standardisation, to apply before it when present)")
+    return 0
+
+
+_ZOO_ACTIONS = {"info": _zoo_info, "import": _zoo_import, "export": _zoo_export,
+                "publish": _zoo_publish,
                "reevaluate": _zoo_reevaluate, "relabel": _zoo_relabel, "eval": _zoo_eval}
 
 

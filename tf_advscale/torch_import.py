@@ -293,3 +293,69 @@ def import_torch(arch, checkpoint, name, dataset="cifar10", epsilon="8/255", nor
                 + f"Not evaluated here yet: `advscale eval --model {path} --dataset {dataset} "
                   f"--epsilon {epsilon} --attacks autoattack`.\n")
     return directory
+
+
+def to_torch_state(model, arch):
+    """The state dict (numpy arrays, PyTorch names and layouts) of ``model``,
+    a Keras model of the registry architecture behind ``arch``: the inverse
+    of ``to_keras``. A model that standardises its input carries that as
+    ``mu``/``sigma`` buffers (shape 1 x C x 1 x 1), as RobustBench's do."""
+    if arch not in ARCHS:
+        raise CheckpointError(f"Unknown architecture {arch!r}. Known: {sorted(ARCHS)}")
+    family = ARCHS[arch][1]
+    state = {}
+    for layer, kind in _weight_layers(model):
+        prefix = torch_name(layer.name, family)
+        if prefix is None:
+            raise CheckpointError(f"no PyTorch name for layer {layer.name!r} of {arch}")
+        w = [np.asarray(v, np.float32) for v in layer.get_weights()]
+        if kind == "conv":
+            if len(w) != 1:
+                raise CheckpointError(f"{layer.name} has a bias; {arch}'s PyTorch convs have none")
+            state[f"{prefix}.weight"] = w[0].transpose(3, 2, 0, 1)  # HWIO -> OIHW
+        elif kind == "dense":
+            state[f"{prefix}.weight"], state[f"{prefix}.bias"] = w[0].T, w[1]
+        else:
+            if len(w) != 4:
+                raise CheckpointError(f"{layer.name} ({type(layer).__name__}) holds {len(w)} "
+                                      "weights, a PyTorch BatchNorm2d 4 (MixBN's routes have "
+                                      "no single PyTorch layout); refused")
+            for suffix, v in zip(("weight", "bias", "running_mean", "running_var"), w):
+                state[f"{prefix}.{suffix}"] = v
+            state[f"{prefix}.num_batches_tracked"] = np.array(0, np.int64)
+    covered = sum(len(layer.weights) for layer, _ in _weight_layers(model))
+    if covered != len(model.weights):
+        raise CheckpointError(f"{covered} of the model's {len(model.weights)} weights have a "
+                              f"place in {arch}'s PyTorch layout (MixBN and other norms have "
+                              "none); refused")
+    mean = np.ravel(np.asarray(model.backbone.mean, np.float32))
+    std = np.ravel(np.asarray(model.backbone.std, np.float32))
+    if not (np.all(mean == 0) and np.all(std == 1)):
+        state["mu"], state["sigma"] = mean.reshape(1, -1, 1, 1), std.reshape(1, -1, 1, 1)
+    return state
+
+
+def export_torch(model, arch, path):
+    """Saves ``model``'s weights as a PyTorch state dict at ``path`` (see
+    ``to_torch_state``); ``import_torch(arch, path, ...)`` reads it back, and
+    ``tf_advscale.torch_models``' definition of ``arch`` loads it strictly
+    once ``mu``/``sigma`` are popped (apply them to the input)."""
+    try:
+        import torch
+    except ImportError as e:
+        raise CheckpointError("writing a PyTorch checkpoint needs torch: "
+                              "pip install torch==2.13.0") from e
+    state = to_torch_state(model, arch)
+    # np.array, not np.ascontiguousarray: that makes num_batches_tracked 1-d.
+    torch.save({k: torch.from_numpy(np.array(v, order="C")) for k, v in state.items()}, path)
+    return path
+
+
+def arch_of_entry(meta):
+    """The importer's architecture name of a zoo entry (from its metadata)."""
+    registry = (meta.get("architecture") or {}).get("registry")
+    found = [a for a, (reg, _, _) in ARCHS.items() if reg == registry]
+    if not found:
+        known = sorted({reg for reg, _, _ in ARCHS.values()})
+        raise CheckpointError(f"no PyTorch layout for architecture {registry!r}. Known: {known}")
+    return found[0]
