@@ -24,6 +24,15 @@ Two torchattacks references:
     python benchmarks/validate_autoattack.py --model zoo:resnet20.mixbn_pgd3_cifar10jpeg \\
         --route adversarial --n 1000 --out results/validate_autoattack_resnet20_mixbn.json
 
+``--twin export`` attacks, instead of the bridge's twin, the PyTorch copy
+that ``advscale zoo export`` writes (``tf_advscale.torch_models``' definition
+of the entry's architecture, strictly loaded, its ``mu``/``sigma`` applied),
+and re-imports that file, writing the round trip's largest logit difference
+(issue: a robust entry exported to PyTorch and imported back):
+
+    python benchmarks/validate_autoattack.py --model zoo:preactresnet18.nfgsm_cifar10jpeg \
+        --twin export --n 200 --out results/roundtrip_preactresnet18_nfgsm.json
+
 ``--n 20 --quick`` runs every piece with short attacks (a smoke test, not a
 measurement: its JSON says so).
 """
@@ -56,6 +65,38 @@ def load_model(spec, route):
         model, meta = zoo.load(spec[4:], route=route)
         return model, meta
     return resolve_model(spec, route), None
+
+
+def exported_twin(model, meta, x, workdir):
+    """The PyTorch copy ``advscale zoo export`` writes, as a module taking
+    NCHW images in [0, 1]; and the largest |logit difference| between
+    ``model`` and the entry imported back from that file, on ``x``."""
+    import torch
+
+    from tf_advscale import torch_models
+    from tf_advscale.torch_import import ARCHS, arch_of_entry, export_torch, import_torch
+    arch = arch_of_entry(meta)
+    activation = (meta.get("architecture") or {}).get("activation", "relu")
+    path = export_torch(model, arch, os.path.join(workdir, "exported.pt"))
+    state = torch.load(path, weights_only=True)
+    mu, sigma = state.pop("mu", torch.zeros(1)), state.pop("sigma", torch.ones(1))
+    net = ARCHS[arch][2](torch_models, int(model.output.shape[-1]), activation)
+    net.load_state_dict(state, strict=True)
+    net.eval()
+
+    class Standardized(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, images):
+            return self.net((images - mu) / sigma)
+
+    back = import_torch(arch, path, f"{arch}.roundtrip_check", zoo_dir=workdir,
+                        activation=activation, check=False)
+    again, _ = zoo.load_entry(back)
+    diff = np.abs(again.predict(x, verbose=0) - model.predict(x, verbose=0)).max()
+    return Standardized().eval(), float(diff)
 
 
 def torch_reference(twin, x, y, eps, seed, quick, batch_size):
@@ -127,6 +168,9 @@ def main():
     p.add_argument("--shipped", action="store_true",
                    help="also run torchattacks.AutoAttack(version='standard') as shipped")
     p.add_argument("--quick", action="store_true", help="short attacks: a smoke test")
+    p.add_argument("--twin", choices=["bridge", "export"], default="bridge",
+                   help="the PyTorch copy attacked: the bridge's twin, or the state dict "
+                        "advscale zoo export writes (zoo entries of its architectures)")
     p.add_argument("--out", required=True)
     args = p.parse_args()
 
@@ -138,7 +182,7 @@ def main():
 
     model, meta = load_model(args.model, args.route)
     source, path = args.source, args.path
-    if meta is not None:  # where the entry's own data lives, unless told otherwise
+    if meta is not None and meta.get("recipe"):  # the entry's own data, unless told otherwise
         d = zoo.data_args(meta["recipe"]["config"], source, path)
         source, path = d["source"], d["path"]
     eps_text = args.epsilon or (meta["threat_model"]["epsilon"] if meta else "8/255")
@@ -148,7 +192,15 @@ def main():
     y = y.astype(np.int32)
     x_nchw = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
-    twin = bridge.torch_twin(model, route=args.route)
+    round_trip = None
+    if args.twin == "export":
+        if meta is None:
+            raise SystemExit("--twin export needs a zoo entry (--model zoo:NAME)")
+        import tempfile
+        with tempfile.TemporaryDirectory() as tmp:
+            twin, round_trip = exported_twin(model, meta, x, tmp)
+    else:
+        twin = bridge.torch_twin(model, route=args.route)
     keras_logits, torch_logits = bridge.keras_logits_and_twin_logits(model, x, twin)
     max_diff = float(np.abs(keras_logits - torch_logits).max())
 
@@ -176,7 +228,9 @@ def main():
         "data": f"{args.dataset} ({info['source']}) test, {len(y)} images drawn with seed "
                 f"{args.seed}",
         "epsilon": eps_text, "threat_model": "Linf",
+        "twin": args.twin,
         "twin_max_abs_logit_difference": max_diff,
+        "round_trip_max_abs_logit_difference": round_trip,
         "clean_accuracy": {"tf_advscale": float(correct["clean"].mean()),
                            "torchattacks": float(clean_t.mean())},
         "robust_accuracy_after_each_attack": {"tf_advscale": ours,
