@@ -121,6 +121,13 @@ def read_checkpoint(path):
             for k, v in obj.items()}
 
 
+def _arch(arch):
+    """``ARCHS[arch]``, or a one-line refusal listing the known names."""
+    if arch not in ARCHS:
+        raise CheckpointError(f"Unknown architecture {arch!r}. Known: {sorted(ARCHS)}")
+    return ARCHS[arch]
+
+
 def _classes(state, family):
     key = f"{_TOP_NAMES[family]['logits']}.weight"
     if key not in state:
@@ -133,9 +140,7 @@ def to_keras(arch, state, num_classes=None, preprocess="none", activation="relu"
     """The registry model ``arch`` with the state dict's weights; the set of
     (used tensor names) and the Standardize mean/std applied."""
     from tf_advscale.models import build_model
-    if arch not in ARCHS:
-        raise CheckpointError(f"Unknown architecture {arch!r}. Known: {sorted(ARCHS)}")
-    registered, family, _ = ARCHS[arch]
+    registered, family, _ = _arch(arch)
     k = _classes(state, family)
     if num_classes is not None and k != num_classes:
         raise CheckpointError(f"the checkpoint's classifier has {k} classes, the data set has "
@@ -300,9 +305,7 @@ def to_torch_state(model, arch):
     a Keras model of the registry architecture behind ``arch``: the inverse
     of ``to_keras``. A model that standardises its input carries that as
     ``mu``/``sigma`` buffers (shape 1 x C x 1 x 1), as RobustBench's do."""
-    if arch not in ARCHS:
-        raise CheckpointError(f"Unknown architecture {arch!r}. Known: {sorted(ARCHS)}")
-    family = ARCHS[arch][1]
+    family = _arch(arch)[1]
     state = {}
     for layer, kind in _weight_layers(model):
         prefix = torch_name(layer.name, family)
