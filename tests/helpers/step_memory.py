@@ -2,7 +2,7 @@
 to what is held between steps (weights, optimizer slots, the batch): the
 TensorFlow allocator's peak during the step minus its use before it, in
 bytes. That is the activation memory recomputation exists to cut.
-python step_memory.py DEPTH BATCH RECOMPUTE [standard|adversarial]
+python step_memory.py DEPTH BATCH RECOMPUTE [standard|adversarial [INTER_OP]]
 (adversarial: an AdversarialModel step with a PGD-2 attack in inference BN
 mode, the input gradients of which also go through the network).
 
@@ -10,8 +10,9 @@ Threads are pinned, 2 intra-op and 2 inter-op, so that the order the
 executor runs ops in, which sets the peak, is the same on every 2-core
 machine. Measured here (ResNet-56, batch 128, recomputed / not): 0.30
 (standard) and 0.29 (adversarial) with 2 inter-op threads, as with
-TensorFlow's default; with 1 inter-op thread, the configs' default, 0.75 and
-0.51: recomputation keeps less than half its saving there."""
+TensorFlow's default; with 1 inter-op thread, the configs' default, 0.71-0.84
+(varying from run to run) and 0.51-0.53: recomputation keeps less than half
+its saving there."""
 
 import os
 import sys
@@ -25,7 +26,8 @@ import tensorflow as tf  # noqa: E402
 from tf_advscale.models import resnet  # noqa: E402
 
 tf.config.threading.set_intra_op_parallelism_threads(2)
-tf.config.threading.set_inter_op_parallelism_threads(2)
+# The sixth argument, INTER_OP (default 2), reproduces the one-thread reading.
+tf.config.threading.set_inter_op_parallelism_threads(int(sys.argv[5]) if len(sys.argv) > 5 else 2)
 
 
 def main(depth, batch, recompute, mode="standard"):
