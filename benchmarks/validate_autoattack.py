@@ -99,21 +99,22 @@ def exported_twin(model, meta, x, workdir):
     return Standardized().eval(), float(diff)
 
 
-def torch_reference(twin, x, y, eps, seed, quick, batch_size):
+def torch_reference(twin, x, y, eps, seed, quick, batch_size, norm="linf"):
     """torchattacks' four attacks at AutoAttack's standard settings, in order,
     each on the images still robust: per-stage robust masks and seconds."""
     import torch
     import torchattacks
     steps, queries = (5, 20) if quick else (100, 5000)
     k = int(twin(torch.zeros(1, *x.shape[1:])).shape[-1])
+    tnorm = {"linf": "Linf", "l2": "L2"}[norm]
     made = {
-        "apgd-ce": torchattacks.APGD(twin, norm="Linf", eps=eps, steps=steps, n_restarts=1,
+        "apgd-ce": torchattacks.APGD(twin, norm=tnorm, eps=eps, steps=steps, n_restarts=1,
                                      loss="ce", seed=seed),
-        "apgd-t": torchattacks.APGDT(twin, norm="Linf", eps=eps, steps=steps, n_restarts=1,
+        "apgd-t": torchattacks.APGDT(twin, norm=tnorm, eps=eps, steps=steps, n_restarts=1,
                                      n_classes=k, seed=seed),
-        "fab-t": torchattacks.FAB(twin, norm="Linf", eps=eps, steps=steps, n_restarts=1,
+        "fab-t": torchattacks.FAB(twin, norm=tnorm, eps=eps, steps=steps, n_restarts=1,
                                   multi_targeted=True, n_classes=k, seed=seed),
-        "square": torchattacks.Square(twin, norm="Linf", eps=eps, n_queries=queries,
+        "square": torchattacks.Square(twin, norm=tnorm, eps=eps, n_queries=queries,
                                       n_restarts=1, p_init=0.8, seed=seed),
     }
     xt = torch.from_numpy(x)
@@ -137,11 +138,11 @@ def torch_reference(twin, x, y, eps, seed, quick, batch_size):
     return clean, after, seconds
 
 
-def shipped_class(twin, x, y, eps, seed, batch_size):
+def shipped_class(twin, x, y, eps, seed, batch_size, norm="linf"):
     import torch
     import torchattacks
     k = int(twin(torch.zeros(1, *x.shape[1:])).shape[-1])
-    aa = torchattacks.AutoAttack(twin, norm="Linf", eps=eps, version="standard", n_classes=k,
+    aa = torchattacks.AutoAttack(twin, norm={"linf": "Linf", "l2": "L2"}[norm], eps=eps, version="standard", n_classes=k,
                                  seed=seed)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
     start = time.time()
@@ -153,6 +154,11 @@ def shipped_class(twin, x, y, eps, seed, batch_size):
     return float(np.concatenate(ok).mean()), time.time() - start
 
 
+def _entry_norm(meta):
+    """A zoo entry's threat model as an attack norm ("Linf" -> "linf")."""
+    return str(meta["threat_model"].get("norm", "linf")).lower()
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="zoo:NAME or a .keras file")
@@ -162,7 +168,10 @@ def main():
     p.add_argument("--path", default=None, help="data folder (zoo entries: their own)")
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epsilon", default=None, help="default: the zoo entry's, else 8/255")
+    p.add_argument("--norm", choices=["linf", "l2"], default=None,
+                   help="threat model (default: the zoo entry's, else linf)")
+    p.add_argument("--epsilon", default=None,
+                   help="default: the zoo entry's, else 8/255 (linf) or 0.5 (l2)")
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--shipped", action="store_true",
@@ -185,7 +194,9 @@ def main():
     if meta is not None and meta.get("recipe"):  # the entry's own data, unless told otherwise
         d = zoo.data_args(meta["recipe"]["config"], source, path)
         source, path = d["source"], d["path"]
-    eps_text = args.epsilon or (meta["threat_model"]["epsilon"] if meta else "8/255")
+    norm = args.norm or (_entry_norm(meta) if meta else "linf")
+    eps_text = args.epsilon or (meta["threat_model"]["epsilon"] if meta and norm == _entry_norm(meta)
+                                else {"linf": "8/255", "l2": "0.5"}[norm])
     eps = float(fractions.Fraction(str(eps_text)))
     x, y, info = data.as_numpy(args.dataset, "test", source=source, path=path,
                                subset=args.n, seed=args.seed)
@@ -204,11 +215,12 @@ def main():
     keras_logits, torch_logits = bridge.keras_logits_and_twin_logits(model, x, twin)
     max_diff = float(np.abs(keras_logits - torch_logits).max())
 
-    aa = attacks.AutoAttack(eps, n_target_classes=min(9, keras_logits.shape[1] - 1))
+    aa = attacks.AutoAttack(eps, norm=norm, n_target_classes=min(9, keras_logits.shape[1] - 1))
     if args.quick:
-        short = [("apgd-ce", attacks.APGD(eps, 5)),
-                 ("apgd-t", attacks.APGD(eps, 5, loss="dlr_targeted")),
-                 ("fab-t", attacks.FAB(eps, 5)), ("square", attacks.Square(eps, 20))]
+        short = [("apgd-ce", attacks.APGD(eps, 5, norm=norm)),
+                 ("apgd-t", attacks.APGD(eps, 5, norm=norm, loss="dlr_targeted")),
+                 ("fab-t", attacks.FAB(eps, 5, norm=norm)),
+                 ("square", attacks.Square(eps, 20, norm=norm))]
         aa.attacks = lambda: short
     start = time.time()
     correct, ours_seconds = run_attacks(model, x, y, {"autoattack": aa}, args.batch_size,
@@ -217,7 +229,7 @@ def main():
     ours = {st: float(correct[stage_key("autoattack", st)].mean()) for st in STAGES}
 
     clean_t, after_t, theirs_seconds = torch_reference(twin, x_nchw, y, eps, args.seed,
-                                                       args.quick, args.batch_size)
+                                                       args.quick, args.batch_size, norm)
     theirs_s = sum(theirs_seconds.values())
     theirs = {st: float(after_t[st].mean()) for st in STAGES}
 
@@ -227,7 +239,7 @@ def main():
         "model": args.model, "route": args.route,
         "data": f"{args.dataset} ({info['source']}) test, {len(y)} images drawn with seed "
                 f"{args.seed}",
-        "epsilon": eps_text, "threat_model": "Linf",
+        "epsilon": eps_text, "threat_model": {"linf": "Linf", "l2": "L2"}[norm],
         "twin": args.twin,
         "twin_max_abs_logit_difference": max_diff,
         "round_trip_max_abs_logit_difference": round_trip,
@@ -248,7 +260,7 @@ def main():
         "machine": f"{platform.machine()} {os.cpu_count()} cpus",
     }
     if args.shipped:
-        acc, secs = shipped_class(twin, x_nchw, y, eps, args.seed, args.batch_size)
+        acc, secs = shipped_class(twin, x_nchw, y, eps, args.seed, args.batch_size, norm)
         result["torchattacks_autoattack_class"] = {
             "accuracy": acc, "seconds": round(secs, 1),
             "note": "torchattacks.AutoAttack(version='standard') as shipped: APGD, APGD-T "

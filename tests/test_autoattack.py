@@ -7,6 +7,7 @@ import tensorflow as tf
 from tf_advscale import attacks
 from tf_advscale.attacks.autoattack import STAGES, AutoAttack
 from tf_advscale.attacks.fab import FAB, project_to_hyperplane
+from tf_advscale.attacks.square import Square, pseudo_gaussian
 
 
 @pytest.fixture(scope="module")
@@ -184,8 +185,8 @@ def test_an_epsilon_in_pixel_levels_gets_the_attacks_own_message():
         attacks.make("apgd-tt", 0.1)
     with pytest.raises(ValueError, match="expected pgd-K"):
         attacks.make("pgd-x", 0.1)
-    with pytest.raises(ValueError, match="norm='l2'"):
-        attacks.make("autoattack-l2", 0.5)
+    with pytest.raises(ValueError, match="expected square"):
+        attacks.make("square-10-20", 0.1)
 
 
 def _short(eps):
@@ -213,3 +214,98 @@ def test_evaluate_reports_autoattack_and_each_stage_and_resumes(trained_small, t
                                                 report["attacks"]["pgd-5"]["accuracy"])
     again = evaluate(model, workdir=str(tmp_path), **kwargs)  # from the saved batches
     assert again["attacks"]["autoattack"]["after_each"] == aa["after_each"]
+
+
+# -- Square, L2 -------------------------------------------------------------------------
+
+def _pattern_by_loops(s):
+    """The L2 Square update's pattern, written from the paper's description:
+    on each half (top: s // 2 rows, bottom: the rest) nested rectangles around
+    the half's centre cell, the k-th adding 1 / (k + 1)^2 within k cells of
+    it, the half normalised; the bottom half negated; the whole normalised."""
+    def half(rows, cols):
+        out = np.zeros((rows, cols))
+        cr, cc = rows // 2, cols // 2
+        for k in range(max(cr, cc) + 1):
+            out[max(cr - k, 0):cr + k + 1, max(cc - k, 0):cc + k + 1] += 1.0 / (k + 1) ** 2
+        return out / np.linalg.norm(out)
+    top = s // 2
+    out = np.concatenate([half(top, s), -half(s - top, s)])
+    return out / np.linalg.norm(out)
+
+
+@pytest.mark.parametrize("s", [3, 4, 5, 9, 13, 29])
+def test_square_l2_pattern_is_the_papers(s):
+    p = pseudo_gaussian(s)
+    np.testing.assert_allclose(p, _pattern_by_loops(s), atol=1e-12)
+    assert p.shape == (s, s) and np.linalg.norm(p) == pytest.approx(1.0)
+    assert (p[: s // 2] > 0).all() and (p[s // 2:] < 0).all()
+
+
+def test_square_l2_stays_in_the_ball_and_the_box_and_repeats(trained_small):
+    model, x, y = trained_small
+    fn = lambda z: model(z, training=False)  # noqa: E731
+    eps = 1.5
+    square = Square(eps, 200, norm="l2")
+    seed = tf.constant([3, 4], tf.int64)
+    adv = square(fn, x, y, seed=seed).numpy()
+    assert adv.min() >= 0.0 and adv.max() <= 1.0
+    dist = np.linalg.norm((adv - x).reshape(len(x), -1), axis=1)
+    assert dist.max() <= eps * (1 + 1e-5)
+    assert np.abs(adv - x).max() > 0.1  # not an L-inf-sized change: mass moves into windows
+    clean = fn(x).numpy().argmax(1) == y
+    robust = fn(adv).numpy().argmax(1) == y
+    assert robust.sum() < clean.sum() and not (robust & ~clean).any()
+    np.testing.assert_array_equal(square(fn, x, y, seed=seed).numpy(), adv)
+    assert not np.array_equal(square(fn, x, y, seed=tf.constant([3, 5], tf.int64)).numpy(), adv)
+
+
+def test_square_l2_beats_its_own_start_and_random_noise_on_the_same_sphere(trained_small):
+    """The random search must lower the margin it starts from; and at equal L2
+    size it must break more images than random directions do."""
+    model, x, y = trained_small
+    fn = lambda z: model(z, training=False)  # noqa: E731
+    eps = 1.0
+    start = Square(eps, 1, norm="l2")(fn, x, y, seed=tf.constant([1, 2], tf.int64))
+    found = Square(eps, 300, norm="l2")(fn, x, y, seed=tf.constant([1, 2], tf.int64))
+    from tf_advscale.attacks.square import _margin
+    m0, m1 = _margin(fn(start), y).numpy(), _margin(fn(found), y).numpy()
+    assert (m1 <= m0 + 1e-6).all() and (m1 < m0 - 1e-6).sum() >= len(x) // 2
+    noise = np.random.default_rng(0).normal(size=x.shape).astype("float32")
+    noise *= eps / np.linalg.norm(noise.reshape(len(x), -1), axis=1)[:, None, None, None]
+    noisy = np.clip(x + noise, 0, 1)
+    assert ((fn(found).numpy().argmax(1) == y).sum() < (fn(noisy).numpy().argmax(1) == y).sum())
+
+
+def test_square_l2_is_named_and_composed_and_linf_configs_are_unchanged():
+    sq = attacks.make("square-500-l2", 0.5)
+    assert isinstance(sq, Square) and sq.norm == "l2" and sq.queries == 500
+    assert sq.get_config()["norm"] == "l2"
+    aa = attacks.make("autoattack-l2", 0.5)
+    assert aa.norm == "l2" and [a.norm for _, a in aa.attacks()] == ["l2"] * 4
+    # The L-inf attack's config, which saved evaluations fingerprint through
+    # its repr, carries no norm key: older evaluations resume.
+    assert "norm" not in attacks.make("square-100", 8 / 255).get_config()
+    assert repr(attacks.make("square-100", 8 / 255)) == (
+        "Square(epsilon=0.03137254901960784, queries=100, p_init=0.8, seed=None, "
+        "clip_min=0.0, clip_max=1.0)")
+    with pytest.raises(ValueError, match="norm must be one of"):
+        Square(0.5, norm="l1")
+
+
+def test_autoattack_l2_keeps_every_stage_in_the_l2_ball(trained_small):
+    model, x, y = trained_small
+    fn = lambda z: model(z, training=False)  # noqa: E731
+    eps = 1.0
+    aa = AutoAttack(eps, norm="l2", n_target_classes=2)
+    aa.attacks = lambda: [
+        ("apgd-ce", attacks.APGD(eps, 5, norm="l2")),
+        ("apgd-t", attacks.APGD(eps, 5, norm="l2", loss="dlr_targeted", n_target_classes=2)),
+        ("fab-t", FAB(eps, 5, norm="l2", n_target_classes=2)),
+        ("square", Square(eps, 30, norm="l2"))]
+    adv, after = aa.stages(fn, tf.constant(x), tf.constant(y), seed=tf.constant([5, 6], tf.int64))
+    dist = np.linalg.norm((adv.numpy() - x).reshape(len(x), -1), axis=1)
+    assert dist.max() <= eps * (1 + 1e-5) and adv.numpy().min() >= 0 and adv.numpy().max() <= 1
+    counts = [int(after[k].numpy().sum()) for k in STAGES]
+    assert counts == sorted(counts, reverse=True)
+    assert counts[-1] == int((fn(adv).numpy().argmax(1) == y).sum())

@@ -181,6 +181,12 @@ def test_eval_takes_epsilon_and_data_from_zoo_metadata(tmp_path):
     plain = str(tmp_path / "m.keras")
     assert eval_defaults(plain, None, None)[:2] == ("fashion_mnist", 0.1)
     assert eval_defaults(plain, "cifar10", None)[1] == 8 / 255
+    # L2 attacks: an L-inf entry's epsilon is not theirs; CIFAR's usual L2 radius
+    # is, and a data set without one asks for --epsilon.
+    assert eval_defaults(zoo_model, None, None, "l2")[:2] == ("cifar10", 0.5)
+    assert eval_defaults(fmnist, None, 1.5, "l2")[1] == 1.5
+    with pytest.raises(SystemExit, match="L2 attacks on fashion_mnist need --epsilon"):
+        eval_defaults(fmnist, None, None, "l2")
 
 
 def test_eval_help_shows_defaults():

@@ -297,3 +297,25 @@ def test_checks_false_skips_the_sanity_checks_and_keeps_the_numbers(tmp_path):
     assert summary(quick) == summary(full) and summary(full)["pgd-3"] < 0.9  # it attacks
     assert (tmp_path / "full" / "checks").is_dir() and not (tmp_path / "quick" / "checks").exists()
     assert "Not run" in (tmp_path / "quick" / "report.md").read_text()
+
+
+def test_an_l2_evaluation_reports_l2_and_curves_and_checks_with_l2_attacks(trained, sample,
+                                                                             tmp_path):
+    x, y = sample
+    report = evaluate(trained, x=x[:32], y=y[:32], epsilon=1.0,
+                      attacks=["pgd-10-l2", "square-50-l2"], steps_curve=[2, 5],
+                      eps_curve=[0.5, 1.0], batch_size=32, verbose=False,
+                      workdir=str(tmp_path))
+    assert report["threat_model"] == "L2" and report["robustbench"]["threat_model"] == "L2"
+    assert "L2 epsilon 1" in markdown(report)
+    assert report["attacks"]["pgd-10-l2"]["config"]["norm"] == "l2"
+    assert report["curves"]["steps"]["attack"].startswith("pgd-K-l2")
+    assert report["curves"]["epsilon"]["attack"] == "pgd-20-l2"
+    state = json.load(open(tmp_path / "checks" / "state.json"))["settings"]["attacks"]
+    assert all("norm='l2'" in v for v in state.values()), state
+    # The very large epsilon is L-inf 0.5's L2 size: 0.5 x sqrt(28 x 28 x 1) = 14.
+    large = next(c for c in report["sanity_checks"] if "large epsilon" in c["check"])
+    assert large["detail"]["epsilon"] == pytest.approx(14.0)
+    with pytest.raises(ValueError, match="mix L-inf and L2"):
+        evaluate(trained, x=x[:8], y=y[:8], epsilon=0.1, attacks=["pgd-5", "pgd-5-l2"],
+                 checks=False, verbose=False)

@@ -39,12 +39,15 @@ def _floats(text):
 
 # The usual L-inf radius per data set, when neither --epsilon nor zoo metadata says.
 DATASET_EPSILON = {"fashion_mnist": 0.1, "fashion_mnist_sample": 0.1, "mnist": 0.3}
+# The usual L2 radius (RobustBench's for CIFAR); other data sets need --epsilon.
+DATASET_EPSILON_L2 = {"cifar10": 0.5, "cifar100": 0.5}
 
 
-def eval_defaults(model, dataset, epsilon):
+def eval_defaults(model, dataset, epsilon, norm="linf"):
     """(dataset, epsilon, where the epsilon came from) for ``advscale eval``: an
-    explicit --epsilon; else the zoo metadata beside the model file; else the
-    data set's usual radius (8/255 for natural images)."""
+    explicit --epsilon; else the zoo metadata beside the model file, when its
+    threat model is ``norm``; else the data set's usual radius (L-inf: 8/255
+    for natural images; L2: 0.5 on CIFAR, else --epsilon is required)."""
     meta_path = os.path.join(os.path.dirname(os.path.abspath(model)), "metadata.json")
     meta = None
     if os.path.isfile(meta_path):
@@ -55,21 +58,29 @@ def eval_defaults(model, dataset, epsilon):
             "dataset") or ("cifar10" if meta else "fashion_mnist")
     if epsilon is not None:
         return dataset, epsilon, "--epsilon"
-    if meta and (meta.get("threat_model") or {}).get("epsilon_float"):
-        return dataset, float(meta["threat_model"]["epsilon_float"]), meta_path
+    threat = (meta or {}).get("threat_model") or {}
+    if threat.get("epsilon_float") and str(threat.get("norm", "Linf")).lower() == norm:
+        return dataset, float(threat["epsilon_float"]), meta_path
+    if norm == "l2":
+        if dataset not in DATASET_EPSILON_L2:
+            raise SystemExit(f"advscale eval: L2 attacks on {dataset} need --epsilon "
+                             f"(no usual L2 radius is known for it)")
+        return dataset, DATASET_EPSILON_L2[dataset], f"the L2 default for {dataset}"
     return dataset, DATASET_EPSILON.get(dataset, 8 / 255), f"the default for {dataset}"
 
 
 def _eval(args):
     from tf_advscale.evaluate import epsilon_fraction, evaluate
-    args.dataset, args.epsilon, origin = eval_defaults(args.model, args.dataset, args.epsilon)
-    print(f"advscale eval: {args.dataset}, epsilon {epsilon_fraction(args.epsilon)} "
-          f"(from {origin})", flush=True)
+    names = [a for a in args.attacks.split(",") if a]
+    norm = "l2" if any(a.lower().endswith("-l2") for a in names) else "linf"
+    args.dataset, args.epsilon, origin = eval_defaults(args.model, args.dataset, args.epsilon,
+                                                       norm)
+    print(f"advscale eval: {args.dataset}, {'L2' if norm == 'l2' else 'L-inf'} epsilon "
+          f"{epsilon_fraction(args.epsilon)} (from {origin})", flush=True)
     evaluate(
         args.model, dataset=args.dataset, split=args.split, n=args.n, seed=args.seed,
         source=args.source, path=args.path, epsilon=args.epsilon,
-        attacks=[a for a in args.attacks.split(",") if a],
-        steps_curve=_ints(args.steps_curve) or None,
+        attacks=names, steps_curve=_ints(args.steps_curve) or None,
         eps_curve=([args.epsilon * f for f in (0.25, 0.5, 1.0, 1.5, 2.0)]
                    if args.eps_curve == "auto" else _floats(args.eps_curve) or None),
         curve_n=args.curve_n,

@@ -36,6 +36,8 @@ from tf_advscale import attacks as attacks_lib
 from tf_advscale import data as data_lib
 from tf_advscale.files import write_json, write_npz
 from tf_advscale.layers import mixbn
+from tf_advscale.masking import (_curve_subset, _curves, _masking_checks,  # noqa: F401
+                                 sanity_checks, threat_norm)
 from tf_advscale.models import count_params
 
 DEFAULT_ATTACKS = ("pgd-20", "pgd-100", "apgd-ce", "apgd-t", "square")
@@ -68,6 +70,10 @@ def resolve_model(model, route=None):
     if route is not None and mixbn.mixbn_layers(model):
         mixbn.set_route(model, route)
     return model
+
+
+# RobustBench's names of the threat models.
+THREAT_MODELS = {"linf": "Linf", "l2": "L2"}
 
 
 def _fingerprint(settings):
@@ -245,61 +251,11 @@ def run_attacks(model, x, y, attacks, batch_size=250, seed=0, workdir=None, sett
     return {k: np.concatenate(v) for k, v in out.items()}, seconds
 
 
-def sanity_checks(attack_acc, steps_curve=None, restarts=None, large_eps_acc=None,
-                  noise_acc=None, tolerance=0.01, large_eps_max=0.05, free_margin=0.02,
-                  gradient_free=("square",)):
-    """The gradient-masking checks; each is ``{check, passed, detail}``.
-
-    ``passed`` is None ("n/a") where the check cannot fail on these numbers:
-    an attack at 0% accuracy cannot rise with more steps or restarts, a
-    large epsilon cannot push 0% lower, and a gradient-free attack cannot
-    beat 0%. A check that cannot fail says nothing, so it is not a pass.
-    """
-    checks = []
-
-    def check(name, passed, detail, moot):
-        checks.append({"check": name, "passed": None if moot else bool(passed),
-                       "detail": detail,
-                       **({"n/a": "the attacked accuracy is already 0"} if moot else {})})
-
-    if steps_curve:
-        steps = sorted(steps_curve)
-        rises = [(a, b) for a, b in zip(steps, steps[1:])
-                 if steps_curve[b] > steps_curve[a] + tolerance]
-        check("accuracy does not rise with more steps", not rises,
-              {str(k): steps_curve[k] for k in steps}, max(steps_curve.values()) == 0)
-    if restarts:
-        one, many = restarts
-        check("accuracy does not rise with more restarts", many <= one + tolerance,
-              {"1 restart": one, "more restarts": many}, one == 0 and many == 0)
-    # Composite attacks (AutoAttack) contain the gradient-free one: they are neither side.
-    composite = ("autoattack",)
-    white = {k: v for k, v in attack_acc.items()
-             if not any(k.startswith(g) for g in gradient_free + composite) and k != "noise"}
-    free = {k: v for k, v in attack_acc.items() if any(k.startswith(g) for g in gradient_free)}
-    if large_eps_acc is not None:
-        eps, acc = large_eps_acc
-        check("a very large epsilon drives accuracy to about 0", acc <= large_eps_max,
-              {"epsilon": eps, "accuracy": acc, "max": large_eps_max},
-              bool(white) and min(white.values()) == 0)
-    if white and free:
-        best_white, best_free = min(white.values()), min(free.values())
-        check("the gradient-free attack does not beat the white-box ones",
-              best_free >= best_white - free_margin,
-              {"best white-box": best_white, "best gradient-free": best_free,
-               "margin": free_margin}, best_white == 0)
-    if noise_acc is not None and white:
-        best_white = min(white.values())
-        check("random noise is weaker than PGD", noise_acc > best_white + tolerance,
-              {"noise": noise_acc, "best white-box": best_white}, False)
-    return checks
-
-
 def evaluate(model, x=None, y=None, dataset=None, split="test", n=None, ids=None, seed=0,
              source=None, path=None, epsilon=8 / 255, attacks=DEFAULT_ATTACKS,
-             steps_curve=None, eps_curve=None, curve_n=None, large_epsilon=0.5,
+             steps_curve=None, eps_curve=None, curve_n=None, large_epsilon=None,
              batch_size=250, route="adversarial", workdir=None, name=None, checks=True,
-             verbose=True):
+             verbose=True, norm=None):
     """Evaluates ``model`` and returns the report dict (see module doc).
 
     Data: ``x``/``y`` arrays, or ``dataset``/``split`` with ``n`` images (a
@@ -309,6 +265,12 @@ def evaluate(model, x=None, y=None, dataset=None, split="test", n=None, ids=None
     five times a PGD-20 evaluation) for a quick re-measurement of numbers
     already checked; the report then says ``"gradient_masking_suspected":
     None`` (not checked). The attacks' numbers do not depend on it.
+
+    ``norm``: the threat model, ``"linf"`` or ``"l2"``; None: the attacks'
+    (names ending in ``-l2`` are L2; L-inf and L2 attacks together are
+    refused). The curves and checks use PGD of that norm; the checks' very
+    large epsilon (``large_epsilon``) defaults to 0.5 (L-inf) or to the L2 size
+    of an L-inf 0.5 perturbation, 0.5 x sqrt(pixels x channels) (L2).
     """
     model_name = name or (os.path.basename(model) if isinstance(model, str) else None)
     model = resolve_model(model, route)
@@ -317,6 +279,9 @@ def evaluate(model, x=None, y=None, dataset=None, split="test", n=None, ids=None
     num_classes = int(model.output.shape[-1])
     built = {str(a) if not isinstance(a, attacks_lib.Attack) else repr(a):
              attacks_lib.make(a, epsilon, num_classes) for a in attacks}
+    norm = threat_norm(built, norm)
+    if large_epsilon is None:
+        large_epsilon = 0.5 if norm == "linf" else 0.5 * float(np.sqrt(np.prod(x.shape[1:])))
     settings = {"attacks": {k: repr(v) for k, v in built.items()}, "data": data_desc,
                 "epsilon": epsilon, "seed": seed, "batch_size": batch_size, "route": route,
                 "seeding": "stateless (seed, attack, batch)"}
@@ -330,15 +295,16 @@ def evaluate(model, x=None, y=None, dataset=None, split="test", n=None, ids=None
     acc_under = functools.partial(_accuracy_under, model, x[curve_ids], y[curve_ids],
                                   batch_size, seed, workdir,
                                   {"data": data_desc, "m": m, "subset": subset, "seed": seed})
-    curves, steps_acc = _curves(acc_under, steps_curve, eps_curve, epsilon, m, subset)
+    curves, steps_acc = _curves(acc_under, steps_curve, eps_curve, epsilon, m, subset, norm)
     passed = None
     if checks:
         sub_attack_acc = attack_acc if m == len(y) else \
             {k: float(correct[k][curve_ids].mean()) for k in built}
-        passed = _masking_checks(acc_under, sub_attack_acc, steps_acc, epsilon, large_epsilon)
+        passed = _masking_checks(acc_under, sub_attack_acc, steps_acc, epsilon, large_epsilon,
+                                 norm)
 
     report = _report(model, model_name, route, data_desc, epsilon, built, correct, seconds,
-                     attack_acc, curves, passed, seed)
+                     attack_acc, curves, passed, seed, norm)
     if workdir:
         write_report(report, workdir)
     return report
@@ -360,16 +326,6 @@ def _evaluation_data(x, y, dataset, split, n, ids, seed, source, path):
     return x, y, data_desc
 
 
-def _curve_subset(n, curve_n, seed):
-    """``(ids, description)`` of the ``curve_n`` of ``n`` images the curves and
-    the masking checks run on, drawn with the seed: test sets stored by class
-    would give one class as the first ones."""
-    m = min(n, curve_n or n)
-    if m < n:  # the seeded draw of ``n=``
-        return data_lib._select(n, m, seed), f"drawn with seed {seed}"
-    return np.arange(m), "all"
-
-
 def _accuracy_under(model, x, y, batch_size, seed, workdir, settings, attack_map, sub):
     """``{name: accuracy}`` of ``model`` under each attack of ``attack_map``,
     resumable in ``workdir/sub``."""
@@ -380,44 +336,16 @@ def _accuracy_under(model, x, y, batch_size, seed, workdir, settings, attack_map
     return {k: float(c[k].mean()) for k in attack_map}
 
 
-def _curves(acc_under, steps_curve, eps_curve, epsilon, m, subset):
-    """``(curves, steps accuracies)``: the report's accuracy over PGD steps and
-    over epsilon, each where asked for (steps accuracies: None if not)."""
-    curves = {}
-    steps_acc = None
-    if steps_curve:
-        raw = acc_under({str(s): attacks_lib.make(f"pgd-{s}", epsilon) for s in steps_curve}, "steps")
-        steps_acc = {int(k): v for k, v in raw.items()}
-        curves["steps"] = {"attack": "pgd-K (step 2.5 eps / K)", "epsilon": epsilon,
-                           "n": m, "subset": subset,
-                           "accuracy": {str(k): v for k, v in steps_acc.items()}}
-    if eps_curve:
-        eps_acc = acc_under({str(e): attacks_lib.make("pgd-20", e) for e in eps_curve}, "eps")
-        curves["epsilon"] = {"attack": "pgd-20", "n": m, "subset": subset,
-                             "accuracy": {str(k): v for k, v in eps_acc.items()}}
-    return curves, steps_acc
-
-
-def _masking_checks(acc_under, attack_acc, steps_acc, epsilon, large_epsilon):
-    """The ``sanity_checks`` of these accuracies, after the restarts, large-epsilon
-    and noise attacks they compare with."""
-    extra = acc_under({"restarts-1": attacks_lib.make("pgd-20", epsilon),
-                       "restarts-3": attacks_lib.make("pgd-20-r3", epsilon),
-                       "large-eps": attacks_lib.make("pgd-20", large_epsilon),
-                       "noise": attacks_lib.make("noise", epsilon)}, "checks")
-    return sanity_checks(attack_acc, steps_acc, (extra["restarts-1"], extra["restarts-3"]),
-                         (large_epsilon, extra["large-eps"]), extra["noise"])
-
-
 def _report(model, model_name, route, data_desc, epsilon, built, correct, seconds, attack_acc,
-            curves, passed, seed):
+            curves, passed, seed, norm="linf"):
     """The report dict of an evaluation (see the module doc)."""
     worst = np.logical_and.reduce([correct["clean"]] + [correct[k] for k in built])
     return {
         "model": {"name": model_name or model.name, "route": route if mixbn.mixbn_layers(model) else None,
                   "params": count_params(model)},
         "data": data_desc,
-        "threat_model": "Linf", "epsilon": epsilon, "epsilon_fraction": epsilon_fraction(epsilon),
+        "threat_model": THREAT_MODELS[norm], "epsilon": epsilon,
+        "epsilon_fraction": epsilon_fraction(epsilon),
         "clean_accuracy": float(correct["clean"].mean()),
         "attacks": {k: {"accuracy": attack_acc[k], "config": v.get_config(),
                         "class": type(v).__name__, "seconds": round(seconds.get(k, 0.0), 1),
@@ -436,7 +364,7 @@ def _report(model, model_name, route, data_desc, epsilon, built, correct, second
         "date": datetime.date.today().isoformat(),
         # Fields named as in RobustBench's model info, where they overlap.
         "robustbench": {"name": model_name or model.name, "dataset": data_desc["dataset"],
-                        "threat_model": "Linf", "eps": epsilon_fraction(epsilon),
+                        "threat_model": THREAT_MODELS[norm], "eps": epsilon_fraction(epsilon),
                         "clean_acc": f"{100 * float(correct['clean'].mean()):.2f}",
                         "autoattack_acc": next(
                             (f"{100 * attack_acc[k]:.2f}" for k, v in built.items()
@@ -459,7 +387,9 @@ def _check_images(x):
 def markdown(report):
     lines = [f"# Robustness of {report['model']['name']}", "",
              f"{report['data']['dataset']} ({report['data'].get('split', '')}), "
-             f"{report['data']['n']} images, L-inf epsilon {report['epsilon_fraction']}"
+             f"{report['data']['n']} images, "
+             f"{'L2' if report.get('threat_model') == 'L2' else 'L-inf'} epsilon "
+             f"{report['epsilon_fraction']}"
              + (f", MixBN route {report['model']['route']}" if report['model']['route'] else ""),
              "", "| attack | accuracy (%) |", "|---|---|",
              f"| clean | {100 * report['clean_accuracy']:.2f} |"]

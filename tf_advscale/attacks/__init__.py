@@ -4,7 +4,7 @@ Every attack name and spec is defined once, in ``registry``: ``make("pgd-20",
 epsilon)``, ``from_spec({"name": "pgd", ...})``, ``get(...)`` for either.
 """
 
-from tf_advscale.attacks.base import (FGSM, PGD, Attack, NoAttack, UniformNoise, fgsm_rs,
+from tf_advscale.attacks.base import (FGSM, NORMS, PGD, Attack, NoAttack, UniformNoise, fgsm_rs,
                                       fold_seed, n_fgsm, paper_pgd, random_targets,
                                       register_attack)
 from tf_advscale.attacks.apgd import APGD, dlr_loss, dlr_targeted_loss

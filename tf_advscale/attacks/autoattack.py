@@ -6,7 +6,9 @@ left correctly classified, as the reference implementation does:
 1. APGD-CE, 100 iterations, 1 run;
 2. APGD-T (targeted DLR), the 9 most likely wrong classes, 100 iterations each;
 3. FAB-T, the same 9 targets, 100 iterations each;
-4. Square, 5,000 queries (L-inf).
+4. Square, 5,000 queries.
+
+Threat models L-inf and L2 (every attack in its version for the norm).
 
 An image is robust if it survives all four: the per-example worst case.
 ``stages`` also reports which images were still robust after each attack,
@@ -27,12 +29,12 @@ STAGES = ("apgd-ce", "apgd-t", "fab-t", "square")
 
 @register_attack
 class AutoAttack(Attack):
-    """AutoAttack's standard version at ``epsilon`` (L-inf; see ``stages``).
+    """AutoAttack's standard version at ``epsilon`` (see ``stages``).
 
     Args:
-        epsilon: threat radius in [0, 1] pixel units.
-        norm: ``"linf"``. (``"l2"`` needs an L2 Square attack, which the
-            package does not have yet: refused.)
+        epsilon: threat radius in [0, 1] pixel units (L2: of the whole
+            image's perturbation, 0.5 on CIFAR-10 in RobustBench).
+        norm: ``"linf"`` or ``"l2"``.
         n_target_classes: targets of APGD-T and FAB-T (9; fewer when the
             model has fewer than 10 classes).
         seed: seed of the random draws when the call passes none.
@@ -42,11 +44,6 @@ class AutoAttack(Attack):
         _check_number("epsilon", epsilon, 0.0, None, inclusive_low=False)
         if norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}. Received: norm={norm!r}")
-        if norm == "l2":
-            raise ValueError("AutoAttack with norm='l2' needs Square's L2 version, which "
-                             "tf_advscale does not implement yet; use norm='linf', or the "
-                             "L2 attacks apgd-ce-l2, apgd-t-l2 and fab-t-l2 by name. "
-                             f"Received: norm={norm!r}")
         self.epsilon = float(epsilon)
         self.norm = norm
         self.n_target_classes = n_target_classes
@@ -64,7 +61,7 @@ class AutoAttack(Attack):
             ("apgd-t", APGD(eps, 100, norm=norm, loss="dlr_targeted", n_target_classes=k,
                             seed=self.seed)),
             ("fab-t", FAB(eps, 100, norm=norm, n_target_classes=k, seed=self.seed)),
-            ("square", Square(eps, 5000, p_init=0.8, seed=self.seed)),
+            ("square", Square(eps, 5000, p_init=0.8, seed=self.seed, norm=norm)),
         ]
 
     def stages(self, model_fn, images, labels, seed=None):

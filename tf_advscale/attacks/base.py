@@ -80,16 +80,28 @@ class NoAttack(Attack):
 
 @register_attack
 class UniformNoise(Attack):
-    """Random sign noise of size epsilon: the baseline every attack must beat."""
+    """Random noise of size epsilon: the baseline every attack must beat.
+    L-inf: a random sign per pixel; L2: a random direction (Gaussian,
+    normalised) of L2 norm epsilon."""
 
-    def __init__(self, epsilon=8 / 255, seed=None):
+    def __init__(self, epsilon=8 / 255, seed=None, norm="linf"):
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}. Received: norm={norm!r}")
         self.epsilon = float(epsilon)
         self.seed = seed
+        self.norm = norm
 
     def get_config(self):
-        return {"epsilon": self.epsilon, "seed": self.seed}
+        # The L-inf config (which saved evaluations fingerprint) is as before L2.
+        return {"epsilon": self.epsilon, "seed": self.seed,
+                **({"norm": self.norm} if self.norm != "linf" else {})}
 
     def perturb(self, model_fn, images, labels, target=None, seed=None):
+        if self.norm == "l2":
+            d = (normal(tf.shape(images), seed) if seed is not None
+                 else tf.random.normal(tf.shape(images), seed=self.seed))
+            d = d / (_expand(_per_example_norm(d, "l2"), d) + 1e-12)
+            return tf.clip_by_value(images + self.epsilon * d, 0.0, 1.0)
         if seed is not None:
             noise = tf.sign(tf.random.stateless_uniform(tf.shape(images), seed, -1.0, 1.0))
         else:

@@ -20,9 +20,11 @@ Names (epsilon in [0, 1] pixel units, L-inf unless the name ends in -l2):
 ``apgd-dlr``        APGD, DLR loss, 100 iterations (``apgd-dlr-l2``)
 ``apgd-t``          APGD-T, targeted DLR, 9 targets x 100 iterations (``apgd-t-l2``)
 ``fab-t``           FAB-T, 9 targets x 100 iterations (``fab-t-l2``)
-``square[-Q]``      Square, Q queries (1,000 by default)
-``autoattack``      AutoAttack, standard version (APGD-CE, APGD-T, FAB-T, Square-5000)
-``noise``           random signs of size epsilon (the baseline any attack must beat)
+``square[-Q]``      Square, Q queries (1,000 by default; ``square-Q-l2``)
+``autoattack``      AutoAttack, standard version (APGD-CE, APGD-T, FAB-T, Square-5000;
+                    ``autoattack-l2``)
+``noise``           random signs of size epsilon (the baseline any attack must beat;
+                    ``noise-l2``: a random direction of L2 norm epsilon)
 =================  ==========================================================
 """
 
@@ -105,24 +107,24 @@ def _fab(args, epsilon, num_classes, norm):
     return FAB(epsilon, 100, norm=norm)
 
 
-@register_name("square", "square[-Q]")
+@register_name("square", "square[-Q][-l2]")
 def _square(args, epsilon, num_classes, norm):
-    if norm != "linf":
-        raise ValueError("Square is L-inf only")
-    return Square(epsilon, int(args[0]) if args else 1000)
+    if len(args) > 1:
+        raise ValueError(f"square takes at most one argument (queries), got {args}")
+    return Square(epsilon, int(args[0]) if args else 1000, norm=norm)
 
 
-@register_name("autoattack", "autoattack")
+@register_name("autoattack", "autoattack[-l2]")
 def _autoattack(args, epsilon, num_classes, norm):
     _no_args(args, "autoattack")
     k = 9 if num_classes is None else min(9, num_classes - 1)
     return AutoAttack(epsilon, norm=norm, n_target_classes=k)
 
 
-@register_name("noise", "noise")
+@register_name("noise", "noise[-l2]")
 def _noise(args, epsilon, num_classes, norm):
     _no_args(args, "noise")
-    return UniformNoise(epsilon)
+    return UniformNoise(epsilon, norm=norm)
 
 
 def _split(name):
