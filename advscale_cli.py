@@ -9,7 +9,8 @@
     advscale zoo publish NAME --workdir RUN --train-command CMD | reevaluate NAME
     advscale zoo relabel NAME --dataset-label L
     advscale zoo import ARCH --checkpoint FILE.pt --name NAME | export NAME --out FILE.pt
-    advscale reproduce EXPERIMENT [--dataset fmnist] | all | report
+    advscale reproduce EXPERIMENT [--dataset fmnist] | all | report | plan
+                      [--config configs/reproduce.py:medium]
 
 With no ``--config`` the built-in default runs: PGD-7 adversarial training
 of a CIFAR-style ResNet-8 on the Fashion-MNIST sample shipped with the
@@ -140,9 +141,11 @@ def _add_zoo(sub):
 
 
 def _add_reproduce(sub):
-    r = sub.add_parser("reproduce", help="the paper's experiments at small scale, and "
-                                         "REPRODUCTION.md")
-    r.add_argument("experiment", choices=list(REPRODUCE_EXPERIMENTS) + ["all", "report"])
+    r = sub.add_parser("reproduce", help="the paper's experiments at small (or medium) scale, "
+                                         "and REPRODUCTION.md")
+    r.add_argument("experiment", choices=list(REPRODUCE_EXPERIMENTS) + ["all", "report", "plan"],
+                   help="an experiment; all: the scale's experiments; report: REPRODUCTION.md; "
+                        "plan: list what all would train and evaluate, and its rough cost")
     r.add_argument("--config", default="configs/reproduce.py",
                    help="the reproduce config, optionally with a scale: "
                         "configs/reproduce.py:paper")

@@ -24,7 +24,8 @@ def _plan(tmp_path, scale="tiny", dataset="sample", seeds=None):
 
 
 @pytest.mark.parametrize("scale,dataset", [("small", "fmnist"), ("small", "cifar10"),
-                                           ("paper", "imagenet"), ("tiny", "sample")])
+                                           ("medium", "cifar10"), ("paper", "imagenet"),
+                                           ("tiny", "sample")])
 def test_every_run_of_every_scale_is_a_valid_training_config(tmp_path, scale, dataset):
     plan = _plan(tmp_path, scale, dataset)
     runs = [Run(), Run(clean_portion=1.0), Run("mixbn", 1.0), Run("gn", 1.0), Run("ln", 0.0),

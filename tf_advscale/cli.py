@@ -292,7 +292,13 @@ def _reproduce(args):
     from tf_advscale import reproduce
     config = config_lib.load_file(args.config, runlocal=args.runlocal)
     if args.experiment == "report":
-        path = reproduce.write_report(args.results, args.out, datasets=config["datasets"])
+        # The other scales the report shows beside this one, from the same file.
+        base = args.config.rsplit(":", 1)[0] if ":" in os.path.basename(args.config) \
+            else args.config
+        scales = {s: config_lib.load_file(f"{base}:{s}")
+                  for s in config.get("compared_scales", [])}
+        path = reproduce.write_report(args.results, args.out, datasets=config["datasets"],
+                                      scales=scales)
         print(f"wrote {path}")
         return 0
     dataset = args.dataset or next(iter(config["datasets"]))
@@ -301,10 +307,18 @@ def _reproduce(args):
     if args.runlocal and results == RESULTS_DEFAULT:
         results = args.workdir  # the tiny scale stays out of the report's default input
     plan = reproduce.Plan(config, dataset, args.workdir, seeds, results)
+    if args.experiment in ("all", "plan"):
+        names = reproduce.experiments_of(config)
+    else:
+        reproduce.check_experiment(config, args.experiment)
+        names = [args.experiment]
+    if args.experiment == "plan":
+        from tf_advscale.reproduce import estimate
+        print("\n".join(estimate.describe(plan, names)))
+        return 0
     from tf_advscale import runner
     # Threads and determinism before any TensorFlow work (an evaluation may come first).
     runner.setup_runtime(plan.train_config(reproduce.Run(), plan.seeds[0]))
-    names = list(reproduce.EXPERIMENTS) if args.experiment == "all" else [args.experiment]
     for name in names:
         result = reproduce.run_experiment(plan, name)
         print(f"\n{result['table']}\n")

@@ -124,6 +124,15 @@ def _merge(base, update, path=()):
     return out
 
 
+def differences(a, b, prefix=""):
+    """``"key.path (a -> b)"`` for every leaf where configs ``a`` and ``b`` differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in set(a) | set(b):
+            yield from differences(a.get(k), b.get(k), f"{prefix}{k}.")
+    elif a != b:
+        yield f"{prefix[:-1]} ({a!r} -> {b!r})"
+
+
 def merge(update):
     """``DEFAULTS`` updated with ``update``; unknown keys raise ConfigError."""
     return _merge(DEFAULTS, update or {})

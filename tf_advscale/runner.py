@@ -37,7 +37,7 @@ from tf_advscale import data as data_lib
 from tf_advscale import distribute, recipe
 from tf_advscale import evaluate as evaluate_lib
 from tf_advscale.files import save_model_atomic, source_commit, to_json, write_json  # noqa: F401
-from tf_advscale.config import ConfigError, merge
+from tf_advscale.config import ConfigError, differences, merge
 from tf_advscale.layers import mixbn
 from tf_advscale.models import count_params
 
@@ -106,19 +106,11 @@ def check_workdir(workdir, config):
                   for n in ("state", "metrics.json", "final.keras"))
     if not started:
         return
-    diff = sorted(_differences(old, new))
+    diff = sorted(differences(old, new))
     raise ConfigError(
         f"Work directory {workdir} holds a run of a different config (differs at "
         f"{', '.join(diff[:5])}{' ...' if len(diff) > 5 else ''}). Use another --workdir, "
         "or delete that directory to start over.")
-
-
-def _differences(a, b, prefix=""):
-    if isinstance(a, dict) and isinstance(b, dict):
-        for k in set(a) | set(b):
-            yield from _differences(a.get(k), b.get(k), f"{prefix}{k}.")
-    elif a != b:
-        yield f"{prefix[:-1]} ({a!r} -> {b!r})"
 
 
 def final_evaluation(model, test_ds, config, workdir, verbose=0):

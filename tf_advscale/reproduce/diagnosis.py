@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 
+from tf_advscale.reproduce import share
 from tf_advscale.reproduce.plan import train
 
 
@@ -61,7 +62,6 @@ ROUTES = ("adversarial", "clean")
 def _layers_of_seed(plan, run, seed, n):
     """``_diagnose`` of ``run``'s model for ``seed`` on ``n`` test images,
     computed once and then read from the run's ``evals/`` folder."""
-    from tf_advscale import evaluate as ev_lib
     run_path = train(plan, run, seed)
     path = os.path.join(run_path, "evals", f"diagnosis_n{n}_{plan.eval_tag()}.json")
     plan.used_evals.add(path)
@@ -69,7 +69,7 @@ def _layers_of_seed(plan, run, seed, n):
         import keras
         keras.backend.clear_session()
         start = time.time()
-        model = ev_lib.resolve_model(os.path.join(run_path, "final.keras"))
+        model = share.run_model(run_path)
         layers = _diagnose(plan, model, seed, n)
         from tf_advscale.files import write_json
         os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -7,36 +7,31 @@ import os
 
 import numpy as np
 
+from tf_advscale.reproduce import plots
 from tf_advscale.reproduce.diagnosis import ROUTES, _layers_of_seed
+from tf_advscale.reproduce.paper import PAPER
 from tf_advscale.reproduce.plan import Eval, Run, accuracies, over_seeds
 from tf_advscale.reproduce.stats import (_crossing_verdict, _num, _percent, _spread, _table,
                                          fmt, stat, verdict)
 
 
-# The paper's numbers (ResNet-152 on ImageNet, targeted PGD-2000; PAPER.md).
-PAPER = {
-    "clean_portion": {0.0: 39.2, 0.2: 32.1, 0.4: 29.1, 0.6: 15.3, 0.8: 20.3, 1.0: 20.9},
-    "attack_strength": {"adv_only": {10: 52.5, 100: 41.7, 500: 39.6, 1000: 38.9, 2000: 39.2},
-                        "mixed_bn": {10: 56.2, 100: 35.4, 500: 26.6, 1000: 23.5, 2000: 20.9}},
-    "mixbn": {"mbn_adv_robust": 38.3, "adv_only_robust": 39.2, "one_bn_robust": 20.9,
-              "mbn_clean_clean": 79.3, "standard_clean": 78.9},
-    "alp": {"one_bn": 20.9, "one_bn_alp": 23.0, "mbn": 38.3, "mbn_alp": 35.3},
-    "depth": {"depths": [152, 200, 338, 518, 638], "robust": [42.2, 43.8, 44.6, 46.2, 46.7],
-              "clean": [79.0, 79.3, 79.5, 79.8, 79.7]},
-}
-
-
 # name -> function(plan) -> result, in the order of definition below.
 EXPERIMENTS = {}
+# Experiments whose work does not all go through ``plan.evaluate_run``, so
+# that ``advscale reproduce plan`` cannot list it: name -> what they do.
+UNPLANNED = {}
 
 
-def experiment(name):
-    """Registers the decorated function as the experiment ``name``."""
+def experiment(name, unplanned=None):
+    """Registers the decorated function as the experiment ``name``;
+    ``unplanned``: what it computes outside ``evaluate_run``, if anything."""
     def register(fn):
         if name in EXPERIMENTS:
             raise ValueError(f"Experiment {name!r} is already registered "
                              f"(by {EXPERIMENTS[name].__name__})")
         EXPERIMENTS[name] = fn
+        if unplanned:
+            UNPLANNED[name] = unplanned
         return fn
     return register
 
@@ -67,12 +62,8 @@ def exp_clean_portion(plan):
     table = _table(["clean portion", "clean", f"{a}", "paper PGD-2000"],
                    [[f"{100 * r['clean_portion']:.0f}%", fmt(r["clean"]), fmt(r["robust"]),
                      _num(r["paper_pgd2000"])] for r in rows])
-    plot = {"kind": "lines", "xlabel": "clean portion (%)", "ylabel": "accuracy (%)",
-            "series": {f"ours, {a}": [(100 * r["clean_portion"], r["robust"]) for r in rows],
-                       "ours, clean": [(100 * r["clean_portion"], r["clean"]) for r in rows],
-                       "paper, PGD-2000 (ImageNet)": [(100 * p, {"mean": v, "sd": 0})
-                                                      for p, v in PAPER["clean_portion"].items()]}}
-    return {"rows": rows, "findings": [finding], "table": table, "plots": {"clean_portion": plot}}
+    return {"rows": rows, "findings": [finding], "table": table,
+            "plots": plots.clean_portion(rows, a)}
 
 
 @experiment("attack_strength")
@@ -80,7 +71,7 @@ def exp_attack_strength(plan):
     e = plan.eval
     steps = list(e["curve_steps"])
     runs = {"adv_only": Run(clean_portion=0.0), "mixed_bn": Run(clean_portion=1.0)}
-    curves, findings, plots, lines = {}, [], {}, []
+    curves, findings, lines = {}, [], []
     for family in e["curve_attacks"]:
         ev = Eval(attacks=tuple(f"{family}-{k}" for k in steps), n=e["curve_n"])
         curves[family] = {name: {k: stat(over_seeds(plan, run, ev, f"{family}-{k}"))
@@ -106,25 +97,22 @@ def exp_attack_strength(plan):
             "verdict": _crossing_verdict(d_lo, spread_lo, d_hi, spread_hi)})
         for name in runs:
             lines.append([f"{name}, {family}"] + [fmt(c[name][k]) for k in steps])
-        plots[f"attack_strength_{family.replace('-', '_')}"] = {
-            "kind": "lines", "xlabel": "attack steps", "ylabel": "accuracy (%)", "logx": True,
-            "series": {**{f"ours, {n}": [(k, c[n][k]) for k in steps] for n in runs},
-                       **{f"paper, {n}": [(k, {"mean": v, "sd": 0}) for k, v in p.items()]
-                          for n, p in PAPER["attack_strength"].items()}}}
     for name, p in PAPER["attack_strength"].items():
         lines.append([f"paper {name} (PGD-K at {sorted(p)})"] + [_num(p.get(k)) for k in steps])
     table = _table(["training, attack"] + [f"K={k}" for k in steps], lines)
-    return {"curves": curves, "findings": findings, "table": table, "plots": plots}
+    return {"curves": curves, "findings": findings, "table": table,
+            "plots": plots.attack_strength(curves)}
 
 
 @experiment("mixbn")
 def exp_mixbn(plan):
     a = plan.eval["attack"]
-    runs = {"one BN": Run(clean_portion=1.0), "MixBN": Run("mixbn", 1.0),
-            "MixBN, separate statistics only": Run("mixbn", 1.0, separate_affine=False),
-            "MixBN, separate affine only": Run("mixbn", 1.0, separate_stats=False),
-            "adversarial only": Run(clean_portion=0.0),
-            "standard training": Run(standard=True)}
+    runs = {"one BN": Run(clean_portion=1.0), "MixBN": Run("mixbn", 1.0)}
+    if plan.config.get("mixbn_ablations", True):  # off at a scale where they do not fit
+        runs.update({"MixBN, separate statistics only": Run("mixbn", 1.0, separate_affine=False),
+                     "MixBN, separate affine only": Run("mixbn", 1.0, separate_stats=False)})
+    runs.update({"adversarial only": Run(clean_portion=0.0),
+                 "standard training": Run(standard=True)})
     rows = {}
     for name, run in runs.items():
         routes = ["adversarial", "clean"] if run.norm == "mixbn" else [None]
@@ -138,11 +126,8 @@ def exp_mixbn(plan):
     table = _table(["model", "clean", a],
                    [[k, fmt(v["clean"]), fmt(v["robust"]) if "robust" in v else "-"]
                     for k, v in rows.items()])
-    plot = {"kind": "bars", "ylabel": "accuracy (%)",
-            "groups": {k: {"clean": v["clean"], **({a: v["robust"]} if "robust" in v else {})}
-                       for k, v in rows.items()}}
     return {"rows": rows, "recovered_fraction": recovered, "findings": findings,
-            "table": table, "plots": {"mixbn": plot}}
+            "table": table, "plots": plots.mixbn(rows, a)}
 
 
 def _mixbn_findings(rows):
@@ -174,6 +159,8 @@ def _mixbn_findings(rows):
         "verdict": ("reproduced in direction"
                     if mclean["mean"] - std["mean"] >= -_spread(mclean, std) - 1.0
                     else "not reproduced") + " (rule: within 1 point plus the spread)"})
+    if "MixBN, separate affine only, adversarial route" not in rows:  # no ablations
+        return findings, recovered
     s_only = rows["MixBN, separate statistics only, adversarial route"]["robust"]
     a_only = rows["MixBN, separate affine only, adversarial route"]["robust"]
     findings.append({
@@ -313,14 +300,11 @@ def exp_depth(plan):
     table = _table(["depth", f"adversarial, {a}", "adversarial, clean", "standard, clean"],
                    [[r["depth"], fmt(r["adv_robust"]), fmt(r["adv_clean"]),
                      fmt(r["standard_clean"])] for r in rows])
-    plot = {"kind": "lines", "xlabel": "depth", "ylabel": "accuracy (%)",
-            "series": {f"adversarial training, {a}": [(r["depth"], r["adv_robust"]) for r in rows],
-                       "standard training, clean": [(r["depth"], r["standard_clean"])
-                                                    for r in rows]}}
-    return {"rows": rows, "findings": findings, "table": table, "plots": {"depth": plot}}
+    return {"rows": rows, "findings": findings, "table": table, "plots": plots.depth(rows, a)}
 
 
-@experiment("diagnosis")
+@experiment("diagnosis", unplanned="per-layer statistics of the MixBN runs it trains "
+                                   "(the mixbn experiment's)")
 def exp_diagnosis(plan):
     n = plan.eval["diagnosis_n"]
     run = Run("mixbn", 1.0)
@@ -387,7 +371,8 @@ def _depth_search_recipe(t, info):
                       "nesterov": True, "schedule": "constant", "warmup_epochs": 0}})
 
 
-@experiment("depth_search")
+@experiment("depth_search", unplanned="a keras-tuner search (max_trials x epochs of "
+                                      "depth_search), trained outside the runs")
 def exp_depth_search(plan):
     from tf_advscale import data as data_lib
     from tf_advscale import tuning

@@ -1,11 +1,13 @@
 """The plan of one data set's experiments (runs, evaluations, seeds), and the
 training and evaluation of its runs, each resumable and shared by every
-experiment that needs it."""
+experiment that needs it (and with the zoo: ``share``)."""
 
+import contextlib
 import dataclasses
 import json
 import os
 
+from tf_advscale.reproduce import share
 from tf_advscale.reproduce.stats import stat
 
 
@@ -65,12 +67,33 @@ class Plan:
         if not self.seeds:
             raise ValueError(f"seeds must not be empty. Received: {self.seeds}")
         self.base_depth = int(self.train["model"]["depth"])
-        self.root = os.path.join(workdir, dataset)  # trained runs
-        self.results = os.path.join(results or workdir, dataset)  # tables and plots
+        # A scale with a folder keeps its runs and results apart: its run keys
+        # (depth 20, ...) may be another scale's with another recipe.
+        folder = config.get("folder") or ""
+        self.root = os.path.join(workdir, folder, dataset)  # trained runs
+        self.results = os.path.join(results or workdir, folder, dataset)  # tables and plots
         self._data = {}
         # What the current experiment used: run directories and evaluation
         # files, for its compute cost (see ``compute_cost``).
         self.used_runs, self.used_evals = set(), set()
+        # ``estimate.planned``: {"runs": {path: config}, "evals": {path: ...}}
+        # while the experiments are only listed, not computed.
+        self.planned = None
+
+    def experiment_seeds(self, name):
+        """The seeds experiment ``name`` runs: the first ``experiment_seeds[name]``
+        of the plan's (a scale where two seeds of it do not fit), else all."""
+        k = (self.config.get("experiment_seeds") or {}).get(name)
+        return self.seeds[:k] if k else self.seeds
+
+    @contextlib.contextmanager
+    def seeds_of(self, name):
+        """``self.seeds`` is ``experiment_seeds(name)`` inside the block."""
+        saved, self.seeds = self.seeds, self.experiment_seeds(name)
+        try:
+            yield self.seeds
+        finally:
+            self.seeds = saved
 
     def run_dir(self, run, seed):
         return os.path.join(self.root, "runs", run.key(self.base_depth), f"seed{seed}")
@@ -116,14 +139,22 @@ class Plan:
 # -- training and evaluation -------------------------------------------------------------
 
 def train(plan, run, seed):
-    """Trains (or resumes, or reuses) one run; returns its run directory."""
+    """Trains (or resumes, or reuses, or shares with the zoo) one run; returns
+    its run directory."""
     from tf_advscale import runner
     path = plan.run_dir(run, seed)
     plan.used_runs.add(path)
     config = plan.train_config(run, seed)
-    if os.path.exists(os.path.join(path, "metrics.json")):
+    if plan.planned is not None:
+        plan.planned["runs"].setdefault(path, config)
+    elif os.path.exists(os.path.join(path, "metrics.json")):
         # A finished run is reused only if it was trained with this config.
         runner.check_workdir(path, config)
+    elif share.record(path):
+        share.check(path, config)
+    elif share.link(path, config):
+        print(f"[reproduce] {os.path.relpath(path, plan.root)}: shared with zoo entry "
+              f"{share.record(path)['entry']} (same recipe), not trained", flush=True)
     else:
         print(f"[reproduce] training {os.path.relpath(path, plan.root)}", flush=True)
         import keras
@@ -159,13 +190,16 @@ def evaluate_run(plan, run, seed, ev):
     key = f"{ev.key()}_{plan.eval_tag()}"
     out_path = os.path.join(path, "evals", key + ".json")
     plan.used_evals.add(out_path)
+    if plan.planned is not None:
+        plan.planned["evals"].setdefault(out_path, ev)
+        return {"clean": 0.0, **{a: 0.0 for a in ev.attacks}, "n": n}
     if os.path.exists(out_path):
         return json.load(open(out_path))
     import keras
 
     from tf_advscale import attacks as attacks_lib
     keras.backend.clear_session()  # graphs of earlier evaluations are not kept
-    model = ev_lib.resolve_model(os.path.join(path, "final.keras"), ev.route)
+    model = share.run_model(path, ev.route)
     x, y = plan.test_data(n)
     num_classes = int(model.output.shape[-1])
     attacks = {a: attacks_lib.make(a, plan.epsilon, num_classes) for a in ev.attacks}

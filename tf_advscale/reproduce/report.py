@@ -5,21 +5,43 @@ into REPRODUCTION.md."""
 import json
 import os
 
+from tf_advscale.reproduce import share
 from tf_advscale.reproduce.experiments import EXPERIMENTS
+from tf_advscale.reproduce.plots import draw
+
+
+def experiments_of(config):
+    """The experiments a scale runs (``all``), in ``EXPERIMENTS`` order."""
+    names = config.get("experiments") or list(EXPERIMENTS)
+    unknown = [n for n in names if n not in EXPERIMENTS]
+    if unknown:
+        raise ValueError(f"Unknown experiments {unknown} in the {config['scale']} scale's "
+                         f"config: expected some of {list(EXPERIMENTS)}")
+    return [n for n in EXPERIMENTS if n in names]
+
+
+def check_experiment(config, name):
+    """Refuses ``name`` unless the config's scale runs it."""
+    if name not in EXPERIMENTS:
+        raise ValueError(f"Unknown experiment {name!r}: expected one of {list(EXPERIMENTS)}")
+    available = experiments_of(config)
+    if name not in available:
+        raise ValueError(f"Experiment {name!r} does not run at the {config['scale']} scale: "
+                         f"expected one of {available} (or all)")
 
 
 def run_experiment(plan, name):
     """Runs (or resumes) one experiment and writes its results; returns them."""
-    if name not in EXPERIMENTS:
-        raise ValueError(f"Unknown experiment {name!r}: expected one of {list(EXPERIMENTS)}")
+    check_experiment(plan.config, name)
     plan.used_runs, plan.used_evals = set(), set()
-    result = EXPERIMENTS[name](plan)
-    out = os.path.join(plan.results, name)
-    os.makedirs(out, exist_ok=True)
-    if len(plan.seeds) < 2:  # no spread to judge an effect against
-        for f in result["findings"]:
-            f["verdict"] += " (1 seed: no spread)"
-    setup = scale_summary(plan)
+    with plan.seeds_of(name):
+        result = EXPERIMENTS[name](plan)
+        out = os.path.join(plan.results, name)
+        os.makedirs(out, exist_ok=True)
+        if len(plan.seeds) < 2:  # no spread to judge an effect against
+            for f in result["findings"]:
+                f["verdict"] += " (1 seed: no spread)"
+        setup = scale_summary(plan)
     if "seeds" in result:  # an experiment that does not run every seed says which it ran
         setup["seeds"] = result.pop("seeds")
     result = {"experiment": name, "setup": setup, **result}
@@ -28,7 +50,7 @@ def run_experiment(plan, name):
     for key, spec in plots.items():
         path = os.path.join(out, f"{key}.png")
         n_seeds = len(setup["seeds"])
-        _plot(spec, path, f"{name} ({plan.dataset}, {plan.config['scale']} scale, "
+        draw(spec, path, f"{name} ({plan.dataset}, {plan.config['scale']} scale, "
                           f"{n_seeds} seed{'s' if n_seeds > 1 else ''})")
         result["plot_files"].append(os.path.basename(path))
     result["compute"] = compute_cost(plan, result)
@@ -58,95 +80,77 @@ def scale_summary(plan):
 def compute_cost(plan, result):
     """What the experiment's results cost to compute, whenever that was done
     (a rerun that reuses everything reports the same): the training seconds
-    of each run it used (keyed ``KEY/seedS``), the seconds of each evaluation
+    of each run it used (keyed ``KEY/seedS``; ``shared``: the runs that are a
+    zoo entry's, by entry name, trained elsewhere), the seconds of each evaluation
     (keyed by file: each run's own end-of-training test, ``KEY/seedS/test``,
     and the experiment's), and the depth search's trials. Runs and
     evaluations are shared by experiments; the report counts each once."""
     runs_root = os.path.join(plan.root, "runs")
-    runs, evals = {}, {}
+    runs, evals, shared = {}, {}, {}
     for path in sorted(plan.used_runs):
         metrics = os.path.join(path, "metrics.json")
+        key = os.path.relpath(path, runs_root)
         if os.path.exists(metrics):
             m = json.load(open(metrics))
-            key = os.path.relpath(path, runs_root)
             runs[key] = m["train_seconds"]
             evals[f"{key}/test"] = m.get("eval_seconds", 0.0)
+        elif share.record(path):
+            shared[key] = share.record(path)["entry"]
     for path in sorted(plan.used_evals):
         if os.path.exists(path):
             evals[os.path.relpath(path, runs_root)] = json.load(open(path)).get("seconds", 0.0)
     trials = round(sum(t["train_seconds"] or 0.0 for t in result.get("trials", [])), 1)
-    return {"runs": runs, "evals": evals, "search_seconds": trials,
+    return {"runs": runs, "shared": shared, "evals": evals, "search_seconds": trials,
             "train_seconds": round(sum(runs.values()), 1),
             "eval_seconds": round(sum(evals.values()), 1)}
 
 
-def _plot(spec, path, title):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    if spec["kind"] == "lines":
-        for label, pts in spec["series"].items():
-            xs = [p[0] for p in pts]
-            ys = [p[1]["mean"] for p in pts]
-            es = [p[1]["sd"] for p in pts]
-            style = "--" if label.startswith("paper") else "-"
-            ax.errorbar(xs, ys, yerr=es, marker="o", linestyle=style, capsize=3, label=label)
-        if spec.get("logx"):
-            ax.set_xscale("log")
-        ax.set_xlabel(spec["xlabel"])
-    elif spec["kind"] == "bars":
-        groups = list(spec["groups"])
-        metrics = sorted({m for g in spec["groups"].values() for m in g})
-        width = 0.8 / len(metrics)
-        for j, m in enumerate(metrics):
-            xs = [i + j * width for i, g in enumerate(groups) if m in spec["groups"][g]]
-            vals = [spec["groups"][g][m] for g in groups if m in spec["groups"][g]]
-            ax.bar(xs, [v["mean"] for v in vals], width, yerr=[v["sd"] for v in vals],
-                   capsize=3, label=m)
-        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(groups))], groups, rotation=30,
-                      ha="right", fontsize=7)
-    else:
-        for x, y, label in spec["points"]:
-            ax.scatter([x], [y])
-            ax.annotate(label, (x, y), fontsize=7)
-        ax.set_xlabel(spec["xlabel"])
-    ax.set_ylabel(spec["ylabel"])
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:  # a scatter is annotated, not labelled
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 # -- REPRODUCTION.md ----------------------------------------------------------------------
 
-def write_report(workdir, out_path, datasets=()):
+def write_report(workdir, out_path, datasets=(), scales=None):
     """REPRODUCTION.md from every ``results.json`` under ``workdir`` (the
     results directory of ``run_experiment``). ``datasets``: those the
-    config describes; the report lists the experiments not run yet."""
+    config describes; the report lists the experiments not run yet.
+    ``scales``: ``{scale: config}`` of other scales, whose results (under
+    ``workdir/FOLDER``, FOLDER the config's ``folder``) the report shows
+    beside these claim by claim, saying where they are not run yet."""
     found = _load_results(workdir)
+    others = {s: (c, _load_results(scale_dir(workdir, c), required=False))
+              for s, c in (scales or {}).items()}
     out_dir = os.path.dirname(os.path.abspath(out_path))
-    lines = _introduction(os.path.relpath(workdir, out_dir))
+    lines = _introduction(os.path.relpath(workdir, out_dir), found[0][2]["setup"]["scale"],
+                          list(others))
     setups = {}
     for dataset, _, r in found:
         setups.setdefault(dataset, r["setup"])
     lines += ["## Scale", ""]
     lines += [_scale_line(dataset, s, found, datasets) for dataset, s in setups.items()]
+    lines += [_other_scale_line(d, c, f) for c, f in others.values() for d in c["datasets"]]
     lines += _not_run_yet(found, datasets)
     lines += _findings_table(found)
+    lines += _side_by_side(workdir, found, others, out_dir)
     for dataset, name, r in found:
         rel = os.path.relpath(os.path.join(workdir, dataset, name), out_dir)
         lines += _section(name, dataset, r, rel)
+    for scale, (c, f) in others.items():
+        for dataset, name, r in f:
+            rel = os.path.relpath(os.path.join(scale_dir(workdir, c), dataset, name), out_dir)
+            lines += _section(name, f"{dataset}, {scale} scale", r, rel)
     with open(out_path + ".tmp", "w") as f:
         f.write("\n".join(lines))
     os.replace(out_path + ".tmp", out_path)
     return out_path
 
 
-def _load_results(workdir):
+def scale_dir(results, config):
+    """Where a scale that keeps its results apart (its ``folder``) has them."""
+    if not config.get("folder"):
+        raise ValueError(f"The {config['scale']} scale has no folder of its own, so its "
+                         "results cannot be told from the base scale's")
+    return os.path.join(results, config["folder"])
+
+
+def _load_results(workdir, required=True):
     """``(dataset, experiment, results)`` of every experiment run under
     ``workdir``: data sets in name order, experiments in ``EXPERIMENTS`` order."""
     found = []
@@ -155,19 +159,22 @@ def _load_results(workdir):
             path = os.path.join(workdir, dataset, name, "results.json")
             if os.path.exists(path):
                 found.append((dataset, name, json.load(open(path))))
-    if not found:
+    if not found and required:
         raise ValueError(f"No experiment results under {workdir}: run "
                          "`advscale reproduce EXPERIMENT` first")
     return found
 
 
-def _introduction(results_path):
+def _introduction(results_path, base, others=()):
+    ours = "Ours are small-scale runs on this machine"
+    if others:
+        ours = (f"Ours are runs on this machine at {base} scale and at {' and '.join(others)} "
+                "scale, shown side by side")
     return ["# Reproduction of \"Intriguing Properties of Adversarial Training at Scale\"",
             "", "Generated by `advscale reproduce report` from the results under "
             f"`{results_path}`; do not edit by hand.", "",
             "The paper's numbers are ResNet-152 on ImageNet under targeted PGD-2000 "
-            "(`../shared/docs/PAPER.md`). Ours are small-scale runs on this machine, so "
-            "we compare directions and relative sizes, not absolute accuracies.", "",
+            f"(`../shared/docs/PAPER.md`). {ours}, so we compare directions and relative sizes, not absolute accuracies.", "",
             "Verdict rule: *reproduced in direction* when our effect has the paper's sign "
             "and exceeds the seed spread (sum of the standard deviations involved); *in "
             "magnitude* when, in addition, its size relative to the baseline is within a "
@@ -198,6 +205,38 @@ def _dataset_cost(found, dataset):
 def _scale_line(dataset, s, found, datasets):
     """The "Scale" bullet of ``dataset``, whose results' setup is ``s``."""
     n_runs, train_s, other = _dataset_cost(found, dataset)
+    return (f"{_setup_text(dataset, s, datasets)}; {n_runs} trained runs, "
+            f"{_hours(train_s)} of training and {_hours(other)} of "
+            f"evaluation and search on this machine{_shared_text(found, dataset)}.")
+
+
+def _other_scale_line(dataset, config, found):
+    """The "Scale" bullet of ``dataset`` at a scale shown beside the base:
+    from its results, or from its config when none exist yet."""
+    from tf_advscale.reproduce.plan import Plan
+    few = "".join(f"; {n} runs {k} seed{'s' if k > 1 else ''}"
+                  for n, k in (config.get("experiment_seeds") or {}).items())
+    setups = [r["setup"] for d, _, r in found if d == dataset]
+    if setups:
+        return _scale_line(dataset, setups[0], found, config["datasets"])[:-1] + few + "."
+    s = scale_summary(Plan(config, dataset, "."))
+    return (f"{_setup_text(dataset, s, config['datasets'])}{few}; experiments "
+            f"{', '.join(experiments_of(config))}: not run yet.")
+
+
+def _shared_text(found, dataset):
+    shared = {}
+    for d, _, r in found:
+        if d == dataset:
+            shared.update(r.get("compute", {}).get("shared", {}))
+    if not shared:
+        return ""
+    return (f"; {len(shared)} runs shared with the zoo, not trained: "
+            + ", ".join(f"{k} = `{v}`" for k, v in sorted(shared.items())))
+
+
+def _setup_text(dataset, s, datasets):
+    """The "Scale" bullet of ``dataset`` up to its seeds."""
     d = s["data"]
     data = d["dataset"] + (f" ({d['source']})" if d.get("source") else "")
     label = datasets[dataset].get("label") if isinstance(datasets, dict) \
@@ -205,6 +244,8 @@ def _scale_line(dataset, s, found, datasets):
     data = f"{label} (`{data}`)" if label else data
     if d.get("train_subset"):
         data += f", {d['train_subset']:,} training images"
+    elif label and datasets[dataset].get("train_images"):
+        data += f", all {datasets[dataset]['train_images']:,} training images"
     attack = s["train_attack"]
     if "train_attack_spec" in s:  # results written before it have the text only
         a = s["train_attack_spec"]
@@ -214,9 +255,7 @@ def _scale_line(dataset, s, found, datasets):
             f"{s['epochs']} epochs, batch {s['batch_size']}, training attack "
             f"{attack}, epsilon {_number(s['epsilon'])}; evaluation on "
             f"{s['eval_n']:,} test images with {s['eval_attack']} (curves on "
-            f"{s['curve_n']:,}); seeds {s['seeds']}; {n_runs} trained runs, "
-            f"{_hours(train_s)} of training and {_hours(other)} of "
-            f"evaluation and search on this machine.")
+            f"{s['curve_n']:,}); seeds {s['seeds']}")
 
 
 def _number(v):
@@ -244,6 +283,29 @@ def _not_run_yet(found, datasets):
             + "; ".join(missing) + "."]
 
 
+def _side_by_side(workdir, found, others, out_dir):
+    """``compare.section`` of every data set of every other scale."""
+    from tf_advscale.reproduce import compare, estimate
+    from tf_advscale.reproduce.plan import Plan
+    if not others:
+        return []
+    base = found[0][2]["setup"]["scale"]
+    lines = []
+    for scale, (config, f) in others.items():
+        for dataset in config["datasets"]:
+            mine = {n: r for d, n, r in f if d == dataset}
+            # The claims of experiments not run yet, listed by planning them.
+            _, claims = estimate.planned_work(Plan(config, dataset, workdir),
+                                              [n for n in experiments_of(config) if n not in mine])
+            mine.update({n: {"findings": c, "pending": True} for n, c in claims.items()})
+            by_scale = {base: {n: r for d, n, r in found if d == dataset}, scale: mine}
+            runs = {base: list(EXPERIMENTS), scale: experiments_of(config)}
+            plot_dirs = {n: os.path.join(scale_dir(workdir, config), dataset, n)
+                         for n in EXPERIMENTS}
+            lines += compare.section(dataset, by_scale, runs, plot_dirs, out_dir)
+    return lines
+
+
 def _findings_table(found):
     lines = ["", "## Findings", "",
              "| experiment | data | seeds | claim | paper | ours | verdict |",
@@ -266,6 +328,9 @@ def _section(name, dataset, r, rel):
         if c["runs"]:
             parts.append(f"{len(c['runs'])} trained runs ({c['train_seconds'] / 60:.0f} min "
                          "of training, some shared with other experiments)")
+        if c.get("shared"):
+            parts.append(f"{len(c['shared'])} runs shared with the zoo (trained there: "
+                         f"{', '.join(f'`{e}`' for e in sorted(set(c['shared'].values())))})")
         if c["search_seconds"]:
             parts.append(f"{c['search_seconds'] / 60:.0f} min of search trials")
         parts.append(f"{c['eval_seconds'] / 60:.0f} min of evaluation")

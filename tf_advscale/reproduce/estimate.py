@@ -1,0 +1,126 @@
+"""``advscale reproduce plan``: what a scale's experiments will compute before
+they run. The experiments are run with ``plan.planned`` set, so that
+``train`` and ``evaluate_run`` only record what they would do; each run is
+then finished, shared with the zoo, partly trained (it resumes) or to train,
+and each evaluation done or to do.
+
+Cost is counted in image passes (one forward and backward pass of one
+image): a training epoch costs ``steps + 1 + clean_portion`` per training
+image under a PGD-``steps`` attack (1 for standard training), plus its
+validation; an evaluation ``K`` per image and ``K``-step attack, plus the
+clean pass (an upper bound: attacks skip images already misclassified). A
+depth-``d`` CIFAR ResNet's pass counts ``(d - 2) / (base - 2)`` of the base
+depth's (its convolutions). Hours are at the rate of the runs whose training
+time is known (finished, or the zoo's for shared ones) when there are some.
+"""
+
+import json
+import os
+
+from tf_advscale.reproduce import share
+from tf_advscale.reproduce.experiments import EXPERIMENTS, UNPLANNED
+
+
+def planned_work(plan, names):
+    """``({"runs": {path: config}, "evals": {path: Eval}}, {name: findings})``
+    of ``names``; the findings are the claims each will make, with zeros for
+    numbers."""
+    plan.planned, findings = {"runs": {}, "evals": {}}, {}
+    try:
+        for name in names:
+            if name not in UNPLANNED:
+                with plan.seeds_of(name):
+                    findings[name] = EXPERIMENTS[name](plan)["findings"]
+        return plan.planned, findings
+    finally:
+        plan.planned = None
+
+
+def _steps(attack):
+    """The steps of an attack named like ``pgd-50``; 100 (APGD's) otherwise."""
+    tail = attack.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else 100
+
+
+def train_passes(plan, config):
+    """Image passes of one run, in base-depth passes (see the module doc)."""
+    d, opt, atk, ev = config["data"], config["optimizer"], config["attack"], config["eval"]
+    images = d["train_subset"] or plan.config["datasets"][plan.dataset].get("train_images")
+    if not images:
+        return None
+    per_image = atk["steps"] + 1 + config["trainer"]["clean_portion"] if atk else 1
+    check = 1 + (config["eval_attack"] or {}).get("steps", 0)
+    validations = -(-opt["epochs"] // ev["val_every"])
+    passes = (images * opt["epochs"] * per_image + ev["val_subset"] * check * validations
+              + (ev["test_subset"] or d["test_subset"] or 0) * check)
+    return passes * _depth_factor(plan, config)
+
+
+def _depth_factor(plan, config):
+    return (config["model"]["depth"] - 2) / (plan.base_depth - 2)
+
+
+def eval_passes(plan, config, ev):
+    """Image passes of one evaluation of a run of ``config``."""
+    return ev.n * (1 + sum(_steps(a) for a in ev.attacks)) * _depth_factor(plan, config)
+
+
+def _status(path, config):
+    """(status, training seconds known or None) of one run directory."""
+    if os.path.exists(os.path.join(path, "metrics.json")):
+        return "trained", json.load(open(os.path.join(path, "metrics.json")))["train_seconds"]
+    rec = share.record(path)
+    if rec:
+        return f"shared with zoo entry {rec['entry']}", rec.get("train_seconds")
+    name, diff = share.closest(config)
+    if name and not diff:
+        from tf_advscale import zoo
+        return (f"will be shared with zoo entry {name}",
+                (zoo.info(name).get("training") or {}).get("train_seconds"))
+    started = os.path.isdir(os.path.join(path, "state"))
+    near = f" (closest zoo entry {name} differs at {', '.join(diff[:3])})" if name else ""
+    return ("partly trained, resumes" if started else "to train") + near, None
+
+
+def _amount(passes, rate):
+    if passes is None:
+        return "size unknown (no train_subset or train_images)"
+    text = f"{passes / 1e6:.2f}M passes"
+    return text + (f", ~{passes / rate / 3600:.1f} h" if rate else "")
+
+
+def describe(plan, names):
+    """The lines ``advscale reproduce plan`` prints for experiments ``names``."""
+    work, _ = planned_work(plan, names)
+    runs_root = os.path.join(plan.root, "runs")
+    runs, timed = [], [0.0, 0.0]  # passes and seconds of runs with a known time
+    for path, config in sorted(work["runs"].items()):
+        status, seconds = _status(path, config)
+        passes = train_passes(plan, config)
+        if seconds and passes:
+            timed[0], timed[1] = timed[0] + passes, timed[1] + seconds
+        runs.append((os.path.relpath(path, runs_root), status, passes))
+    rate = timed[0] / timed[1] if timed[1] else None
+    todo = [r for r in runs if r[1].startswith(("to train", "partly"))]
+    lines = [f"{plan.dataset}, {plan.config['scale']} scale, seeds {plan.seeds}: "
+             f"{', '.join(names)}"]
+    lines += [f"  ({n} not listed: {UNPLANNED[n]})" for n in names if n in UNPLANNED]
+    lines += ["", f"runs ({len(runs)}):"]
+    lines += [f"  {key}: {status}" + (f"; {_amount(p, rate)}" if (key, status, p) in todo
+                                      else "") for key, status, p in runs]
+    evals = []
+    for path, ev in sorted(work["evals"].items()):
+        config = work["runs"][os.path.dirname(os.path.dirname(path))]
+        done = os.path.exists(path)
+        evals.append((os.path.relpath(path, runs_root), done, eval_passes(plan, config, ev)))
+    lines += ["", f"evaluations ({len(evals)}):"]
+    lines += [f"  {key}: " + ("done" if done else f"to do; {_amount(p, rate)}")
+              for key, done, p in evals]
+    train_p = sum(p or 0 for _, _, p in todo)
+    eval_p = sum(p for _, done, p in evals if not done)
+    lines += ["", f"to compute: {len(todo)} runs to train ({_amount(train_p, rate)}), "
+              f"{sum(not d for _, d, _ in evals)} evaluations ({_amount(eval_p, rate)})",
+              f"at {rate:.0f} image passes/s, the rate of the runs whose training time is "
+              "known; partly trained runs counted whole, attacks on every image: rough"
+              if rate else "no run's training time is known yet: passes only"]
+    return lines
