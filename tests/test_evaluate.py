@@ -10,8 +10,8 @@ import tensorflow as tf
 
 from tf_advscale import attacks, data
 from tf_advscale.attacks import make as make_attack
-from tf_advscale.evaluate import (epsilon_fraction, evaluate, markdown,
-                                  sanity_checks, summary)
+from tf_advscale.evaluate import epsilon_fraction, evaluate, markdown, summary
+from tf_advscale.masking import sanity_checks
 from tf_advscale.models import resnet
 from tf_advscale.training import AdversarialModel
 

@@ -36,8 +36,7 @@ from tf_advscale import attacks as attacks_lib
 from tf_advscale import data as data_lib
 from tf_advscale.files import write_json, write_npz
 from tf_advscale.layers import mixbn
-from tf_advscale.masking import (_curve_subset, _curves, _masking_checks,  # noqa: F401
-                                 sanity_checks, threat_norm)
+from tf_advscale.masking import _curve_subset, _curves, _masking_checks, threat_norm
 from tf_advscale.models import count_params
 
 DEFAULT_ATTACKS = ("pgd-20", "pgd-100", "apgd-ce", "apgd-t", "square")
