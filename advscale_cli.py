@@ -133,6 +133,8 @@ def _add_zoo(sub):
     z.add_argument("--workdir", help="publish: the advscale train work directory; reevaluate: "
                    "a resumable scratch directory (default runs/zoo_reevaluate/NAME-SHA)")
     z.add_argument("--train-command", help="publish: the command that trained it")
+    z.add_argument("--url", default=None, help="publish: where installed packages download the "
+                   "model file (source.url; large files stay out of the wheel)")
     z.add_argument("--dataset-label", help="publish, relabel: the data's name on the card and in the "
                    "zoo table (default: the run's 'dataset (source)')")
     z.add_argument("--epsilon", type=eval_fraction, default=None,

@@ -12,14 +12,24 @@ with open(os.path.join(here, "tf_advscale", "__init__.py")) as f:
     VERSION = re.search(r'^__version__ = "([^"]+)"', f.read(), re.M).group(1)
 
 
+# Model files larger than this stay in the repository and out of the wheel
+# (a PreActResNet-18 is about 45 MB): an installed package takes them from the
+# cache, downloaded from the entry's URL (tf_advscale/zoo.py).
+LARGE_MODEL_BYTES = 20 * 2**20
+
+
 def zoo_files():
-    """The top-level zoo/ folder is installed with the package."""
+    """The top-level zoo/ folder is installed with the package, but for its
+    large model files."""
     out = []
     for root, _, files in os.walk(os.path.join(here, "zoo")):
         rel = os.path.relpath(root, here)
-        if files:
+        kept = [f for f in sorted(files)
+                if not (f.endswith(".keras")
+                        and os.path.getsize(os.path.join(root, f)) > LARGE_MODEL_BYTES)]
+        if kept:
             out.append((os.path.join("share", "tf_advscale", rel),
-                        [os.path.join(rel, f) for f in files]))
+                        [os.path.join(rel, f) for f in kept]))
     return out
 
 

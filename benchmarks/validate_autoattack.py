@@ -33,6 +33,10 @@ and re-imports that file, writing the round trip's largest logit difference
     python benchmarks/validate_autoattack.py --model zoo:preactresnet18.nfgsm_cifar10jpeg \
         --twin export --n 200 --out results/roundtrip_preactresnet18_nfgsm.json
 
+``--workdir DIR`` saves both sides' finished batches there: the same command
+resumes a killed run, and the seconds compared are each side's attack time
+summed over its batches.
+
 ``--n 20 --quick`` runs every piece with short attacks (a smoke test, not a
 measurement: its JSON says so).
 """
@@ -99,9 +103,31 @@ def exported_twin(model, meta, x, workdir):
     return Standardized().eval(), float(diff)
 
 
-def torch_reference(twin, x, y, eps, seed, quick, batch_size, norm="linf"):
+class _Progress:
+    """torchattacks' side's progress, saved after every batch to ``path``
+    (None: not saved), so a killed run resumes where it stopped. Refuses a
+    file written for other settings."""
+
+    def __init__(self, path, settings):
+        self.path, self.state = path, None
+        if path and os.path.exists(path):
+            with open(path) as f:
+                self.state = json.load(f)
+            if self.state["settings"] != settings:
+                raise SystemExit(f"{path} holds another run's progress "
+                                 f"({self.state['settings']}); use another --workdir")
+        if self.state is None:
+            self.state = {"settings": settings, "done": {}, "seconds": {}}
+
+    def save(self):
+        if self.path:
+            write_json(self.path, self.state)
+
+
+def torch_reference(twin, x, y, eps, seed, quick, batch_size, norm="linf", progress=None):
     """torchattacks' four attacks at AutoAttack's standard settings, in order,
-    each on the images still robust: per-stage robust masks and seconds."""
+    each on the images still robust: per-stage robust masks and seconds (the
+    sum of the batches' times, across resumed runs)."""
     import torch
     import torchattacks
     steps, queries = (5, 20) if quick else (100, 5000)
@@ -117,25 +143,37 @@ def torch_reference(twin, x, y, eps, seed, quick, batch_size, norm="linf"):
         "square": torchattacks.Square(twin, norm=tnorm, eps=eps, n_queries=queries,
                                       n_restarts=1, p_init=0.8, seed=seed),
     }
+    progress = progress or _Progress(None, None)
+    st = progress.state
     xt = torch.from_numpy(x)
     yt = torch.from_numpy(y.astype(np.int64))
-    with torch.no_grad():
-        robust = np.concatenate([(twin(xt[i:i + batch_size]).argmax(1) == yt[i:i + batch_size])
-                                 .numpy() for i in range(0, len(x), batch_size)])
-    clean = robust.copy()
-    after, seconds = {}, {}
+    if "clean" not in st:
+        with torch.no_grad():
+            st["clean"] = np.concatenate([
+                (twin(xt[i:i + batch_size]).argmax(1) == yt[i:i + batch_size]).numpy()
+                for i in range(0, len(x), batch_size)]).tolist()
+        st["robust"] = list(st["clean"])
+    robust = np.array(st["robust"], bool)
     for name, atk in made.items():
-        start = time.time()
-        idx = np.flatnonzero(robust)
-        for i in range(0, len(idx), batch_size):
-            sub = torch.from_numpy(idx[i:i + batch_size])
+        # The images this stage attacks: those robust when it started.
+        todo = np.array(st.setdefault("stage_images", {}).setdefault(
+            name, np.flatnonzero(robust).tolist()), np.int64)
+        done = st["done"].setdefault(name, 0)
+        for i in range(done, len(todo), batch_size):
+            start = time.time()
+            sub = torch.from_numpy(todo[i:i + batch_size])
             adv = atk(xt[sub], yt[sub])
             with torch.no_grad():
                 ok = (twin(adv).argmax(1) == yt[sub]).numpy()
-            robust[idx[i:i + batch_size][~ok]] = False
-        seconds[name] = time.time() - start
-        after[name] = robust.copy()
-    return clean, after, seconds
+            robust[todo[i:i + batch_size][~ok]] = False
+            st["seconds"][name] = st["seconds"].get(name, 0.0) + time.time() - start
+            st["robust"], st["done"][name] = robust.tolist(), i + len(sub)
+            progress.save()
+        st.setdefault("after", {})[name] = robust.tolist()
+        st["seconds"].setdefault(name, 0.0)
+        progress.save()
+    after = {n: np.array(v, bool) for n, v in st["after"].items()}
+    return np.array(st["clean"], bool), after, dict(st["seconds"])
 
 
 def shipped_class(twin, x, y, eps, seed, batch_size, norm="linf"):
@@ -180,6 +218,9 @@ def main():
     p.add_argument("--twin", choices=["bridge", "export"], default="bridge",
                    help="the PyTorch copy attacked: the bridge's twin, or the state dict "
                         "advscale zoo export writes (zoo entries of its architectures)")
+    p.add_argument("--workdir", default=None,
+                   help="where both sides save their finished batches, so that the same "
+                        "command resumes a killed run (default: not saved)")
     p.add_argument("--out", required=True)
     args = p.parse_args()
 
@@ -222,14 +263,23 @@ def main():
                  ("fab-t", attacks.FAB(eps, 5, norm=norm)),
                  ("square", attacks.Square(eps, 20, norm=norm))]
         aa.attacks = lambda: short
-    start = time.time()
-    correct, ours_seconds = run_attacks(model, x, y, {"autoattack": aa}, args.batch_size,
-                                        args.seed, verbose=True)
-    ours_s = time.time() - start
+    settings = {"model": args.model, "route": args.route, "twin": args.twin,
+                "data": [args.dataset, source, path, args.n, args.seed], "epsilon": eps_text,
+                "norm": norm, "quick": args.quick, "batch_size": args.batch_size}
+    workdir = args.workdir
+    correct, ours_seconds = run_attacks(
+        model, x, y, {"autoattack": aa}, args.batch_size, args.seed,
+        workdir=os.path.join(workdir, "tf_advscale") if workdir else None,
+        settings=settings, verbose=True)
+    # The attack's own seconds, summed over batches (and over resumed runs).
+    ours_s = sum(ours_seconds.values())
     ours = {st: float(correct[stage_key("autoattack", st)].mean()) for st in STAGES}
 
+    progress = _Progress(os.path.join(workdir, "torchattacks.json") if workdir else None,
+                         settings)
     clean_t, after_t, theirs_seconds = torch_reference(twin, x_nchw, y, eps, args.seed,
-                                                       args.quick, args.batch_size, norm)
+                                                       args.quick, args.batch_size, norm,
+                                                       progress)
     theirs_s = sum(theirs_seconds.values())
     theirs = {st: float(after_t[st].mean()) for st in STAGES}
 

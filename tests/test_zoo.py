@@ -224,6 +224,72 @@ def test_a_dead_url_or_a_web_page_falls_back_to_the_mirrors(tmp_path, served_mod
         zoo.load("resnet8.mirrored_fmnist", cache_dir=str(tmp_path / "cache2"))
 
 
+def test_an_entry_uses_its_own_file_else_the_cache_else_says_where_to_put_it(tmp_path,
+                                                                             served_model):
+    """A source checkout holds the file; an installed package whose wheel left
+    it out finds it in the cache under its sha256 (downloaded before, or put
+    there by hand); with neither, the error names both places."""
+    root, model, _ = served_model
+    directory = _entry(root, "resnet8.large_fmnist", model)
+    cache = tmp_path / "cache"
+    zoo.load("resnet8.large_fmnist", cache_dir=str(cache))  # its own file
+    digest = zoo.info("resnet8.large_fmnist")["source"]["sha256"]
+    (cache / "tf_advscale_zoo").mkdir(parents=True)
+    os.replace(directory / "model.keras", cache / "tf_advscale_zoo" / f"{digest}.keras")
+    x = np.zeros((1, 28, 28, 1), "float32")
+    loaded, _ = zoo.load("resnet8.large_fmnist", cache_dir=str(cache))
+    np.testing.assert_allclose(loaded(x), model(x), atol=1e-6)
+    with pytest.raises(zoo.ZooError, match=r"model.keras is missing .*tf_advscale_zoo/"
+                                           + digest):
+        zoo.load("resnet8.large_fmnist", cache_dir=str(tmp_path / "empty"))
+
+
+def test_a_url_entry_downloads_over_http_on_the_loopback(tmp_path, served_model):
+    """The entry's URL served by an HTTP server on 127.0.0.1, as an installed
+    package without the file meets it."""
+    import functools
+    import http.server
+    import threading
+    root, model, served = served_model
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler,
+                                directory=str(served.parent))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/{served.name}"
+        directory = _entry(root, "resnet8.http_fmnist", model, url=url)
+        os.replace(directory / "model.keras", served)
+        loaded, meta = zoo.load("resnet8.http_fmnist", cache_dir=str(tmp_path / "cache"))
+        x = np.zeros((1, 28, 28, 1), "float32")
+        np.testing.assert_allclose(loaded(x), model(x), atol=1e-6)
+        assert (tmp_path / "cache" / "tf_advscale_zoo" / f"{meta['source']['sha256']}.keras").exists()
+    finally:
+        server.shutdown()
+
+
+def test_the_wheel_leaves_large_model_files_out_and_stays_small(monkeypatch):
+    """What setup.py installs from zoo/: every entry's metadata and card, model
+    files up to LARGE_MODEL_BYTES, and under 50 MB in all."""
+    import runpy
+
+    import setuptools
+    captured = {}
+    monkeypatch.setattr(setuptools, "setup", lambda **kw: captured.update(kw))
+    monkeypatch.chdir(ROOT)
+    setup = runpy.run_path(str(ROOT / "setup.py"))
+    installed = [f for _, fs in captured["data_files"] for f in fs]
+    large = setup["LARGE_MODEL_BYTES"]
+    for name in PUBLISHED:
+        assert f"zoo/{name}/metadata.json" in installed and f"zoo/{name}/README.md" in installed
+        model = ROOT / "zoo" / name / "model.keras"
+        assert (f"zoo/{name}/model.keras" in installed) == (model.stat().st_size <= large)
+    total = sum((ROOT / f).stat().st_size for f in installed)
+    package = sum(p.stat().st_size for p in (ROOT / "tf_advscale").rglob("*") if p.is_file())
+    assert total + package < 50 * 2**20, (total, package)
+
+
 def _data(meta):
     """The entry's data arguments, its relative data path read from the
     checkout's root (where the cards' commands run), whatever pytest's cwd."""
@@ -284,8 +350,11 @@ def test_publish_a_run_then_load_it_as_a_verified_entry(tmp_path, monkeypatch, c
     runner.run(config, str(tmp_path / "run"), verbose=0)
     meta = zoo_publish.publish(str(tmp_path / "run"), "resnet8.mixbn_tiny_sample", "advscale train ...",
                    out_dir=str(tmp_path / "zoo"), n=40, curve_n=20,
-                   dataset_label="Fashion-MNIST (sample)", verbose=False)
+                   dataset_label="Fashion-MNIST (sample)", verbose=False,
+                   url="http://127.0.0.1:9/unreachable.keras")
     entry = tmp_path / "zoo" / "resnet8.mixbn_tiny_sample"
+    # The URL is for installed packages; a checkout loads its own file, offline.
+    assert meta["source"]["url"] == "http://127.0.0.1:9/unreachable.keras"
     assert meta["dataset"] == "Fashion-MNIST (sample)"
     assert meta["dataset_source"].startswith("fashion_mnist_sample")
     assert meta["threat_model"]["epsilon"] == "1/10" and meta["mixbn_routes"] == [

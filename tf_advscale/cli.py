@@ -208,7 +208,8 @@ def _zoo_publish(args):
     if not (args.workdir and args.train_command):
         raise ValueError("advscale zoo publish NAME needs --workdir and --train-command")
     meta = publish(args.workdir, args.name, args.train_command, out_dir=args.out or "zoo",
-                   n=args.n, epsilon=args.epsilon, dataset_label=args.dataset_label)
+                   n=args.n, epsilon=args.epsilon, dataset_label=args.dataset_label,
+                   url=args.url)
     print(json.dumps(meta["evaluation"]["results"], indent=2))
     return 0
 

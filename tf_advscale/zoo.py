@@ -16,11 +16,14 @@ Where entries come from, first match wins: the directories in
 package (a source checkout), and ``<prefix>/share/tf_advscale/zoo`` (where
 ``pip install`` puts it: the environment's prefix, the install scheme's data
 directory such as ``/usr/local``, or the user base). An entry's model is a
-file in its directory or a URL (``metadata["source"] = {"url": ...,
-"mirrors": [...], "sha256": ...}``; the mirrors are tried in order when a
-URL fails or serves other bytes) downloaded once with
-``keras.utils.get_file`` into ``~/.keras/tf_advscale_zoo`` under a name made
-of its sha256, so no name or URL can write outside that directory.
+file in its directory (``metadata["source"]["file"]``); where the directory
+does not hold it (an installed package leaves model files over
+``setup.py``'s ``LARGE_MODEL_BYTES`` out of the wheel), the copy in
+``~/.keras/tf_advscale_zoo`` named by its sha256, downloaded there once with
+``keras.utils.get_file`` from the entry's URL (``metadata["source"] =
+{"url": ..., "mirrors": [...], "sha256": ...}``; the mirrors are tried in
+order when a URL fails or serves other bytes) or put there by hand. No name
+or URL can write outside that directory.
 
 Before a model is used its file's size and sha256 are checked against the
 metadata, then it is loaded with Keras' safe mode (no lambda layers, no
@@ -149,23 +152,35 @@ def entry_model_path(directory, cache_dir=None):
 
 
 def _verified_path(directory, meta, cache_dir):
+    """The entry's own file when its directory holds it (a source checkout);
+    else the copy in the cache named by its sha256 (fetched from the entry's
+    URL, or its mirrors, if not there yet). An installed package leaves large
+    model files out (see ``setup.py``) and takes them this second way."""
     name = meta["name"]
     source = meta["source"]
     digest = source["sha256"]
-    if source.get("url"):
-        cache = os.path.expanduser(cache_dir or os.path.join("~", ".keras"))
-        os.makedirs(cache, exist_ok=True)  # else Keras silently falls back to /tmp/.keras
-        mirrors = source.get("mirrors", [])
-        if not isinstance(mirrors, list) or not all(isinstance(m, str) for m in mirrors):
-            raise ZooError(f"{name}: source.mirrors must be a list of URLs. "
-                           f"Received: {mirrors!r}")
-        path = _download(name, [source["url"], *mirrors], digest, cache)
-        root = os.path.realpath(os.path.join(cache, "tf_advscale_zoo"))
+    local = os.path.join(directory, source.get("file", MODEL))
+    cache = os.path.expanduser(cache_dir or os.path.join("~", ".keras"))
+    cached = os.path.join(cache, "tf_advscale_zoo", f"{digest}.keras")
+    if os.path.exists(local) or not (source.get("url") or os.path.exists(cached)):
+        path, root = local, os.path.realpath(directory)
     else:
-        path = os.path.join(directory, source.get("file", MODEL))
-        root = os.path.realpath(directory)
+        if source.get("url"):
+            os.makedirs(cache, exist_ok=True)  # else Keras silently falls back to /tmp/.keras
+            mirrors = source.get("mirrors", [])
+            if not isinstance(mirrors, list) or not all(isinstance(m, str) for m in mirrors):
+                raise ZooError(f"{name}: source.mirrors must be a list of URLs. "
+                               f"Received: {mirrors!r}")
+            path = _download(name, [source["url"], *mirrors], digest, cache)
+        else:
+            path = cached
+        root = os.path.realpath(os.path.join(cache, "tf_advscale_zoo"))
     if os.path.commonpath([os.path.realpath(path), root]) != root:
         raise ZooError(f"{name}: model file {path} lies outside {root}; refused")
+    if not os.path.isfile(path):
+        raise ZooError(f"{name}: model file {path} is missing (an installed package leaves "
+                       f"large model files out: put the repository's copy there, or at "
+                       f"{cached})")
     verify_file(path, digest, source.get("bytes"), name)
     return path
 

@@ -35,7 +35,7 @@ STEPS_CURVE = (10, 20, 50, 100, 200)
 
 
 def publish(workdir, name, train_command, out_dir="zoo", n=None, curve_n=500, epsilon=None,
-            dataset_label=None, verbose=True):
+            dataset_label=None, verbose=True, url=None):
     """Writes ``out_dir/name/`` from ``workdir``; returns the metadata.
 
     ``epsilon``: the threat model's L-inf radius; default the run's
@@ -43,7 +43,9 @@ def publish(workdir, name, train_command, out_dir="zoo", n=None, curve_n=500, ep
     ``dataset_label``: how the card and the zoo table name the data (e.g.
     "CIFAR-10 (JPEG q75)" for a re-encoded copy); default the run's
     "dataset (source)". The loader's own description is kept in
-    ``dataset_source``.
+    ``dataset_source``. ``url``: where the model file can be downloaded
+    (``source.url``), for installed packages, which leave large model files
+    out (see ``tf_advscale.zoo``).
     """
     zoo.check_name(name)
     with open(os.path.join(workdir, "config.json")) as f:
@@ -69,6 +71,8 @@ def publish(workdir, name, train_command, out_dir="zoo", n=None, curve_n=500, ep
 
     meta = _metadata(name, classifier, routes, config, metrics, train_command, dataset_label,
                      epsilon, evaluation, model_file)
+    if url:
+        meta["source"]["url"] = url
     meta["robustbench"] = robustbench_fields(meta)
     write_json(os.path.join(entry, zoo.METADATA), meta)
     _write_card(entry, meta)
