@@ -7,6 +7,7 @@
     advscale zoo eval NAME [--n 500] [--route clean] [--path DATA_DIR] [--source tfds]
                       [--steps-curve 10,20,50 --curve-n 500] [--no-checks] [--out DIR]
     advscale zoo publish NAME --workdir RUN --train-command CMD | reevaluate NAME
+    advscale zoo autoattack NAME [--n 1000]
     advscale zoo relabel NAME --dataset-label L
     advscale zoo import ARCH --checkpoint FILE.pt --name NAME | export NAME --out FILE.pt
     advscale reproduce EXPERIMENT [--dataset fmnist] | all | report | plan
@@ -91,8 +92,8 @@ def _add_zoo(sub):
     # One flat list of options shared by the zoo actions; each help says which read it.
     z = sub.add_parser("zoo", help="pretrained robust models: list | info NAME | eval NAME | "
                                    "import ARCH | export NAME")
-    z.add_argument("action", choices=["list", "info", "eval", "publish", "reevaluate", "relabel",
-                                      "import", "export"])
+    z.add_argument("action", choices=["list", "info", "eval", "publish", "reevaluate",
+                                      "autoattack", "relabel", "import", "export"])
     z.add_argument("name", nargs="?", help="an entry; import: the architecture (preactresnet18, "
                                            "resnet18, wrn-28-10, wrn-34-10, wrn-34-20, wrn-70-16, wrn-16-4)")
     z.add_argument("--checkpoint", help="import: the PyTorch state dict (.pt / .pth)")
@@ -109,7 +110,8 @@ def _add_zoo(sub):
     z.add_argument("--markdown", action="store_true", help="list: a markdown table")
     z.add_argument("--json", action="store_true", help="info: the full metadata as JSON")
     z.add_argument("--n", type=int, default=None,
-                   help="eval, publish, reevaluate: test images (a seeded subset; default all)")
+                   help="eval, publish, reevaluate: test images (a seeded subset; default all); "
+                        "autoattack: default 1000, 0 for all")
     z.add_argument("--seed", type=int, default=0)
     z.add_argument("--attacks", default="pgd-20,apgd-ce")
     z.add_argument("--route", default=None, help="MixBN route: adversarial | clean")
@@ -124,7 +126,7 @@ def _add_zoo(sub):
                    help="eval: PGD step counts for a steps curve, e.g. 10,20,50,100,200")
     z.add_argument("--curve-n", type=int, default=None,
                    help="eval: images for the curve and checks, drawn with --seed (default all; "
-                        "reevaluate: 500)")
+                        "publish, reevaluate: 500)")
     z.add_argument("--no-checks", action="store_true", help="eval: " + NO_CHECKS)
     z.add_argument("--out", default=None, help="eval: resumable output directory; "
                                                  "export: the PyTorch state dict to write; "

@@ -523,3 +523,56 @@ def test_zoo_eval_takes_the_data_from_the_command_line(tiny_zoo, monkeypatch, ca
         printed.append(obj)
         out = out.strip()[end:]
     assert [p["sanity_checks_passed"] for p in printed] == [True, None, True]  # None: not run
+
+
+def test_zoo_autoattack_fills_the_record_card_and_table_and_resumes(tmp_path, monkeypatch,
+                                                                     capsys):
+    """``advscale zoo autoattack NAME``: AutoAttack (shortened here) with PGD-20
+    and APGD-CE on a seeded subset, written into the entry's metadata, its
+    RobustBench record (autoattack_acc; reported = worst case over all three),
+    its card and the zoo table; rerun, it resumes from its saved batches."""
+    from tf_advscale import cli, zoo_publish
+    from tf_advscale.attacks import APGD, FAB, Square
+    from tf_advscale.attacks.autoattack import AutoAttack
+    root = tmp_path / "zoo"
+    monkeypatch.setenv("TF_ADVSCALE_ZOO", str(root))
+    real = json.loads((ROOT / "zoo" / "resnet20.pgd3_fmnist" / "metadata.json").read_text())
+    model = resnet(depth=8, num_classes=10, input_shape=(28, 28, 1))
+    entry = _entry(root, "resnet8.aa_sample", model)
+    meta = {**real, "name": "resnet8.aa_sample",
+            **{k: v for k, v in json.loads((entry / "metadata.json").read_text()).items()
+               if k in ("params", "source")}}
+    meta["recipe"] = {**real["recipe"], "config": {**real["recipe"]["config"], "data": {
+        **real["recipe"]["config"]["data"], "dataset": "fashion_mnist_sample",
+        "source": None, "path": None}}}
+    (entry / "metadata.json").write_text(json.dumps(meta))
+    eps = meta["threat_model"]["epsilon_float"]
+    monkeypatch.setattr(AutoAttack, "attacks", lambda self: [
+        ("apgd-ce", APGD(eps, 3)), ("apgd-t", APGD(eps, 3, loss="dlr_targeted",
+                                                   n_target_classes=2)),
+        ("fab-t", FAB(eps, 3, n_target_classes=2)), ("square", Square(eps, 10))])
+    scratch = tmp_path / "scratch"
+    args = ["zoo", "autoattack", "resnet8.aa_sample", "--n", "24", "--out", str(root),
+            "--workdir", str(scratch)]
+    assert cli.main(args) == 0
+    meta = json.loads((entry / "metadata.json").read_text())
+    aa = meta["evaluation"]["autoattack"]
+    r = aa["results"]["default"]
+    assert aa["test_images"] == r["n"] == 24 and aa["subset_seed"] == 0
+    assert r["worst_case"] <= min(r["pgd-20"], r["apgd-ce"], r["autoattack"]) <= r["clean"]
+    assert r["autoattack"] == r["after_each"]["square"] <= r["after_each"]["apgd-ce"]
+    rb = meta["robustbench"]
+    assert rb == zoo_publish.robustbench_fields(meta)
+    assert rb["autoattack_acc"] == f"{100 * r['autoattack']:.2f}"
+    assert rb["reported"] == f"{100 * r['worst_case']:.2f}" and "24 test images" in rb["footnote"]
+    card = (entry / "README.md").read_text()
+    assert card == zoo_publish.render_card(str(entry), meta) and "## AutoAttack" in card
+    capsys.readouterr()
+    assert cli.main(["zoo", "list", "--markdown"]) == 0
+    row = [line for line in capsys.readouterr().out.splitlines() if "resnet8.aa_sample" in line]
+    assert f"| {100 * r['autoattack']:.2f} | {100 * r['worst_case']:.2f} | 24 |" in row[0]
+    # Rerun: every batch comes from the scratch directory, same numbers.
+    monkeypatch.setattr(AutoAttack, "stages", lambda *a, **k: pytest.fail("recomputed"))
+    assert cli.main(args) == 0
+    again = json.loads((entry / "metadata.json").read_text())["evaluation"]["autoattack"]
+    assert again["results"] == aa["results"]

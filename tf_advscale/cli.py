@@ -104,21 +104,30 @@ def _zoo_rows(meta, markdown):
         eps = meta["threat_model"]["epsilon"]
         if markdown:
             return [f"| `{meta['name']}` | {meta['dataset']} | {eps} | default | not evaluated "
-                    f"| | | | | imported |"]
+                    f"| | | | | | | | imported |"]
         return [f"{meta['name']:34s} {'default':11s} {meta['dataset']:20s} eps {eps:6s} "
                 f"imported, not evaluated (advscale zoo eval {meta['name']})"]
     for route, ev in meta["evaluation"]["results"].items():
+        aa = _autoattack_of(meta, route)
         if markdown:
             seconds = meta["training"]["train_seconds"]
+            with_aa = (f"{100 * aa['autoattack']:.2f} | {100 * aa['worst_case']:.2f} | "
+                       f"{aa['n']:,}" if aa else "not run | - | -")
             rows.append(f"| `{meta['name']}` | {meta['dataset']} | "
                         f"{meta['threat_model']['epsilon']} | {route} | {100 * ev['clean']:.2f} | "
                         f"{100 * ev['pgd-20']:.2f} | {100 * ev['apgd-ce']:.2f} | "
-                        f"{100 * ev['worst_case']:.2f} | {ev['n']:,} | {seconds / 60:.0f} min |")
+                        f"{100 * ev['worst_case']:.2f} | {ev['n']:,} | {with_aa} | "
+                        f"{seconds / 60:.0f} min |")
         else:
             rows.append(f"{meta['name']:34s} {route:11s} {meta['dataset']:20s} "
                         f"eps {meta['threat_model']['epsilon']:6s} clean {100 * ev['clean']:.2f}"
                         f"  PGD-20 {100 * ev['pgd-20']:.2f}  APGD-CE {100 * ev['apgd-ce']:.2f}")
     return rows
+
+
+def _autoattack_of(meta, route):
+    """An entry's AutoAttack results on ``route`` (``advscale zoo autoattack``), or None."""
+    return (((meta.get("evaluation") or {}).get("autoattack") or {}).get("results") or {}).get(route)
 
 
 def zoo_summary(meta, where):
@@ -134,9 +143,10 @@ def zoo_summary(meta, where):
         lines.append("  not evaluated yet (advscale zoo eval NAME)")
     else:
         for route, r in ev["results"].items():
-            aa = r.get("autoattack")
+            aa = _autoattack_of(meta, route)
             lines.append(f"  route {route}: clean {100 * r['clean']:.2f}, AutoAttack "
-                         + (f"{100 * aa:.2f}" if aa is not None else "not measured")
+                         + (f"{100 * aa['autoattack']:.2f} ({aa['n']:,} test images)" if aa
+                            else "not measured")
                          + f", worst case {100 * r['worst_case']:.2f} "
                          f"({', '.join(k for k in r if k not in ('clean', 'n', 'worst_case', 'sanity_checks_passed'))}; "
                          f"{r['n']:,} test images)")
@@ -153,8 +163,9 @@ def _zoo_list(args):
     from tf_advscale import zoo
     if args.markdown:
         print("| name | data | epsilon | route | clean | PGD-20 | APGD-CE | worst case "
-              "| test images | training time |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
+              "| test images | AutoAttack | worst case, all attacks | AutoAttack images "
+              "| training time |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     bad = []
     for name in zoo.list_models():
         try:  # one broken entry must not hide the others
@@ -208,8 +219,8 @@ def _zoo_publish(args):
     if not (args.workdir and args.train_command):
         raise ValueError("advscale zoo publish NAME needs --workdir and --train-command")
     meta = publish(args.workdir, args.name, args.train_command, out_dir=args.out or "zoo",
-                   n=args.n, epsilon=args.epsilon, dataset_label=args.dataset_label,
-                   url=args.url)
+                   n=args.n, curve_n=args.curve_n or 500, epsilon=args.epsilon,
+                   dataset_label=args.dataset_label, url=args.url)
     print(json.dumps(meta["evaluation"]["results"], indent=2))
     return 0
 
@@ -221,6 +232,17 @@ def _zoo_reevaluate(args):
                       n=args.n, curve_n=args.curve_n or 500, source=args.source,
                       path=args.path)
     print(json.dumps(meta["evaluation"]["results"], indent=2))
+    return 0
+
+
+def _zoo_autoattack(args):
+    """Evaluates a published entry with AutoAttack into its metadata and card;
+    prints the results; returns 0."""
+    from tf_advscale.zoo_publish import add_autoattack
+    n = None if args.n == 0 else (args.n or 1000)
+    meta = add_autoattack(os.path.join(args.out or "zoo", args.name), n=n, seed=args.seed,
+                          scratch=args.workdir, source=args.source, path=args.path)
+    print(json.dumps(meta["evaluation"]["autoattack"]["results"], indent=2))
     return 0
 
 
@@ -276,8 +298,8 @@ def _zoo_export(args):
 
 
 _ZOO_ACTIONS = {"info": _zoo_info, "import": _zoo_import, "export": _zoo_export,
-                "publish": _zoo_publish,
-               "reevaluate": _zoo_reevaluate, "relabel": _zoo_relabel, "eval": _zoo_eval}
+                "publish": _zoo_publish, "reevaluate": _zoo_reevaluate,
+                "autoattack": _zoo_autoattack, "relabel": _zoo_relabel, "eval": _zoo_eval}
 
 
 def _zoo(args):

@@ -195,25 +195,91 @@ def reevaluate(entry, scratch=None, n=None, curve_n=500, source=None, path=None,
     return meta
 
 
+AUTOATTACK_ATTACKS = ("pgd-20", "apgd-ce", "autoattack")
+
+
+def add_autoattack(entry, n=1000, seed=0, scratch=None, source=None, path=None, verbose=True):
+    """Evaluates the published entry ``entry`` (its directory) with AutoAttack
+    (standard version), beside PGD-20 and APGD-CE, on ``n`` test images drawn
+    with ``seed`` (None: the full test set), on each of its routes, and writes
+    the results into its metadata (``evaluation.autoattack``), its RobustBench
+    record (``autoattack_acc``; the worst case over all three attacks on those
+    images as ``reported``) and its card. Resumable in ``scratch`` (default
+    ``runs/zoo_autoattack/NAME-SHA``); the weights are not touched. Returns
+    the metadata."""
+    classifier, meta = zoo.load_entry(entry)
+    name = meta["name"]
+    data = zoo.data_args(meta["recipe"]["config"], source=source, path=path)
+    scratch = scratch or os.path.join("runs", "zoo_autoattack",
+                                      f"{name}-{meta['source']['sha256'][:12]}")
+    results = {}
+    for route in _routes(classifier):
+        if route:
+            mixbn.set_route(classifier, route)
+        report = evaluate.evaluate(classifier, **data, n=n, seed=seed,
+                                   epsilon=meta["threat_model"]["epsilon_float"],
+                                   attacks=list(AUTOATTACK_ATTACKS), route=route or "adversarial",
+                                   workdir=os.path.join(scratch, route or "default"), name=name,
+                                   checks=False, verbose=verbose)
+        aa = report["attacks"]["autoattack"]
+        results[route or "default"] = {**evaluate.summary(report),
+                                       "after_each": aa["after_each"]}
+    meta["evaluation"]["autoattack"] = {
+        "command": f"advscale zoo autoattack {name}" + (f" --n {n}" if n else " --n all")
+                   + (f" --seed {seed}" if seed else ""),
+        "test_images": results[next(iter(results))]["n"], "subset_seed": seed if n else None,
+        "attacks": "AutoAttack, standard version (APGD-CE, APGD-T, FAB-T, Square-5000, each on "
+                   "the images still unbroken), with PGD-20 and APGD-CE on the same images",
+        "results": results, "package_version": tf_advscale.__version__,
+        "commit": source_commit(), "date": datetime.date.today().isoformat()}
+    meta["robustbench"] = robustbench_fields(meta)
+    write_json(os.path.join(entry, zoo.METADATA), meta)
+    _write_card(entry, meta)
+    return meta
+
+
 def robustbench_fields(meta):
     """The entry as a RobustBench model-info record, with its field names and
-    types (accuracies as strings of two decimals). ``autoattack_acc`` is
-    null (not run): the zoo's robust number, in ``reported``, is the worst
-    case over PGD-20 and APGD-CE, not the full AutoAttack, and the footnote
-    says so."""
+    types (accuracies as strings of two decimals). Once ``add_autoattack`` has
+    run, ``autoattack_acc`` is AutoAttack's accuracy and ``reported`` the
+    per-example worst case over PGD-20, APGD-CE and AutoAttack, both on the
+    images it ran on; before, ``autoattack_acc`` is null (not run) and
+    ``reported`` the worst case over PGD-20 and APGD-CE. The footnote says
+    which, and on how many images."""
     route = meta.get("default_route") or "default"
     r = meta["evaluation"]["results"][route]
     a = meta["architecture"]
-    note = (f"Robust accuracy {100 * r['worst_case']:.2f}% is the per-example worst case over "
-            f"PGD-20 and APGD-CE on {r['n']:,} test images of {meta['dataset']}, not "
-            "AutoAttack.")
+    aa = ((meta["evaluation"].get("autoattack") or {}).get("results") or {}).get(route)
+    if aa:
+        note = (f"AutoAttack (standard version, tf_advscale's) {100 * aa['autoattack']:.2f}% on "
+                f"{aa['n']:,} test images of {meta['dataset']}"
+                + (f" drawn with seed {meta['evaluation']['autoattack']['subset_seed']}"
+                   if meta["evaluation"]["autoattack"].get("subset_seed") is not None else "")
+                + f"; reported: the per-example worst case over PGD-20, APGD-CE and AutoAttack "
+                f"on those images; clean accuracy on {r['n']:,} test images.")
+        reported, autoattack = aa["worst_case"], f"{100 * aa['autoattack']:.2f}"
+    else:
+        note = (f"Robust accuracy {100 * r['worst_case']:.2f}% is the per-example worst case "
+                f"over PGD-20 and APGD-CE on {r['n']:,} test images of {meta['dataset']}, not "
+                "AutoAttack.")
+        reported, autoattack = r["worst_case"], None
     if meta.get("default_route"):
         note += f" MixBN model evaluated on its {route} route."
     return {"name": meta["name"], "dataset": meta["recipe"]["config"]["data"]["dataset"],
             "threat_model": "Linf", "eps": meta["threat_model"]["epsilon"],
-            "clean_acc": f"{100 * r['clean']:.2f}", "reported": f"{100 * r['worst_case']:.2f}",
-            "autoattack_acc": None, "additional_data": False, "number_forward_passes": 1,
-            "architecture": f"ResNet-{a['depth']} ({a['norm']})", "footnote": note}
+            "clean_acc": f"{100 * r['clean']:.2f}", "reported": f"{100 * reported:.2f}",
+            "autoattack_acc": autoattack, "additional_data": False, "number_forward_passes": 1,
+            "architecture": f"{_arch_name(a, 'ResNet')} ({a['norm']})", "footnote": note}
+
+
+def _arch_name(a, plain):
+    """How a card or record names the architecture ``a`` (metadata's block);
+    ``plain``: the name of a plain ResNet of that depth."""
+    if a.get("family") == "preact":
+        return f"PreActResNet-{a['depth']}"
+    if a.get("family") == "wide":
+        return f"WideResNet-{a['depth']}-{a['width']:g}"
+    return f"{plain}-{a['depth']}"
 
 
 def relabel(entry, dataset_label):
@@ -261,16 +327,38 @@ def _data_line(meta):
 def render_card(entry, meta):
     """The model card of the entry ``entry`` (its directory), from its metadata."""
     ev = meta["evaluation"]
-    return "\n".join(_card_results(meta) + _card_attacks(ev)
+    return "\n".join(_card_results(meta) + _card_attacks(ev) + _card_autoattack(ev)
                      + ["", "## Attack-strength curve", ""] + _card_curves(entry, ev)
                      + _card_making(meta))
+
+
+def _card_autoattack(ev):
+    """The card's AutoAttack section (``add_autoattack``), or that it has not run."""
+    aa = ev.get("autoattack")
+    if not aa:
+        return ["", "AutoAttack: not run yet (`advscale zoo autoattack NAME`)."]
+    on = (f"{aa['test_images']:,} test images drawn with seed {aa['subset_seed']}"
+          if aa.get("subset_seed") is not None else f"all {aa['test_images']:,} test images")
+    lines = ["", "## AutoAttack", "",
+             f"{aa['attacks']}; on {on}; accuracy in % (robust after each of its attacks, "
+             f"then the worst case per image over every attack run here). "
+             f"Command: `{aa['command']}`.", "",
+             "| route | clean | after APGD-CE | after APGD-T | after FAB-T | AutoAttack | "
+             "PGD-20 | worst case |", "|---|---|---|---|---|---|---|---|"]
+    for route, r in aa["results"].items():
+        e = r["after_each"]
+        lines.append(f"| {route} | {_pct_text(r['clean'])} | {_pct_text(e['apgd-ce'])} | "
+                     f"{_pct_text(e['apgd-t'])} | {_pct_text(e['fab-t'])} | "
+                     f"{_pct_text(r['autoattack'])} | {_pct_text(r['pgd-20'])} | "
+                     f"{_pct_text(r['worst_case'])} |")
+    return lines
 
 
 def _card_results(meta):
     """The card's lines from its title to the table of results per route."""
     ev = meta["evaluation"]
     lines = [f"# {meta['name']}", "",
-             f"{meta['architecture']['family'].upper()} ResNet-{meta['architecture']['depth']} "
+             f"{_arch_name(meta['architecture'], meta['architecture']['family'].upper() + ' ResNet')} "
              f"({meta['architecture']['norm']}), {meta['params']:,} parameters, trained on "
              f"{meta['dataset']}; L-inf epsilon {meta['threat_model']['epsilon']}.", "",
              "## Results", "",
