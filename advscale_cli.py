@@ -113,6 +113,8 @@ def _add_zoo(sub):
                    help="eval, publish, reevaluate: test images (a seeded subset; default all); "
                         "autoattack: default 1000, 0 for all")
     z.add_argument("--seed", type=int, default=0)
+    z.add_argument("--batch-size", type=int, default=250,
+                   help="autoattack: images per saved batch (smaller: resumes losing less)")
     z.add_argument("--attacks", default="pgd-20,apgd-ce")
     z.add_argument("--route", default=None, help="MixBN route: adversarial | clean")
     z.add_argument("--source", default=None,

@@ -552,13 +552,14 @@ def test_zoo_autoattack_fills_the_record_card_and_table_and_resumes(tmp_path, mo
                                                    n_target_classes=2)),
         ("fab-t", FAB(eps, 3, n_target_classes=2)), ("square", Square(eps, 10))])
     scratch = tmp_path / "scratch"
-    args = ["zoo", "autoattack", "resnet8.aa_sample", "--n", "24", "--out", str(root),
-            "--workdir", str(scratch)]
+    args = ["zoo", "autoattack", "resnet8.aa_sample", "--n", "24", "--batch-size", "10",
+            "--out", str(root), "--workdir", str(scratch)]
     assert cli.main(args) == 0
     meta = json.loads((entry / "metadata.json").read_text())
     aa = meta["evaluation"]["autoattack"]
     r = aa["results"]["default"]
     assert aa["test_images"] == r["n"] == 24 and aa["subset_seed"] == 0
+    assert len(os.listdir(scratch / "default" / "main" / "batches")) == 3  # 10 + 10 + 4
     assert r["worst_case"] <= min(r["pgd-20"], r["apgd-ce"], r["autoattack"]) <= r["clean"]
     assert r["autoattack"] == r["after_each"]["square"] <= r["after_each"]["apgd-ce"]
     rb = meta["robustbench"]

@@ -241,7 +241,8 @@ def _zoo_autoattack(args):
     from tf_advscale.zoo_publish import add_autoattack
     n = None if args.n == 0 else (args.n or 1000)
     meta = add_autoattack(os.path.join(args.out or "zoo", args.name), n=n, seed=args.seed,
-                          scratch=args.workdir, source=args.source, path=args.path)
+                          scratch=args.workdir, source=args.source, path=args.path,
+                          batch_size=args.batch_size)
     print(json.dumps(meta["evaluation"]["autoattack"]["results"], indent=2))
     return 0
 
