@@ -55,3 +55,24 @@ def test_quick_start_numbers_equal_results_quickstart_json():
             in text), text
     assert f"{q['train_seconds']:.0f} s of training" in text, text
     assert f"{q['test_images']} test images" in text
+
+
+def test_baselines_table_rows_of_zoo_entries_equal_their_metadata():
+    """The "Beside the published baselines" table: each row naming a zoo entry
+    shows its metadata's clean accuracy, AutoAttack (or "not run yet"), worst
+    case over PGD-20 and APGD-CE, and number of test images."""
+    section = README.split("### Beside the published baselines", 1)[1].split("\n#", 1)[0]
+    rows = [r for r in section.splitlines() if r.startswith("| `")]
+    assert rows, "no zoo entry in the baselines table"
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        name = cells[0].strip("`")
+        meta = json.loads((ROOT / "zoo" / name / "metadata.json").read_text())
+        route = meta.get("default_route") or "default"
+        r = meta["evaluation"]["results"][route]
+        aa = ((meta["evaluation"].get("autoattack") or {}).get("results") or {}).get(route)
+        assert cells[2] == f"{100 * r['clean']:.2f}", (name, cells)
+        assert cells[3] == (f"{100 * aa['autoattack']:.2f} ({aa['n']:,} images)" if aa
+                            else "not run yet"), (name, cells)
+        assert cells[4] == f"{100 * r['worst_case']:.2f}", (name, cells)
+        assert cells[5] == f"{r['n']:,}", (name, cells)
