@@ -246,7 +246,7 @@ def test_square_l2_stays_in_the_ball_and_the_box_and_repeats(trained_small):
     model, x, y = trained_small
     fn = lambda z: model(z, training=False)  # noqa: E731
     eps = 1.5
-    square = Square(eps, 200, norm="l2")
+    square = Square(eps, 60, norm="l2")
     seed = tf.constant([3, 4], tf.int64)
     adv = square(fn, x, y, seed=seed).numpy()
     assert adv.min() >= 0.0 and adv.max() <= 1.0
@@ -267,7 +267,7 @@ def test_square_l2_beats_its_own_start_and_random_noise_on_the_same_sphere(train
     fn = lambda z: model(z, training=False)  # noqa: E731
     eps = 1.0
     start = Square(eps, 1, norm="l2")(fn, x, y, seed=tf.constant([1, 2], tf.int64))
-    found = Square(eps, 300, norm="l2")(fn, x, y, seed=tf.constant([1, 2], tf.int64))
+    found = Square(eps, 120, norm="l2")(fn, x, y, seed=tf.constant([1, 2], tf.int64))
     from tf_advscale.attacks.square import _margin
     m0, m1 = _margin(fn(start), y).numpy(), _margin(fn(found), y).numpy()
     assert (m1 <= m0 + 1e-6).all() and (m1 < m0 - 1e-6).sum() >= len(x) // 2
