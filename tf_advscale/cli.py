@@ -99,6 +99,7 @@ def _models(args):
 def _zoo_rows(meta, markdown):
     """``advscale zoo list``'s rows for one entry: one per evaluated route
     (an imported entry not yet evaluated: one row that says so)."""
+    from tf_advscale import zoo
     rows = []
     if meta.get("imported") and not meta.get("evaluation"):
         eps = meta["threat_model"]["epsilon"]
@@ -108,7 +109,7 @@ def _zoo_rows(meta, markdown):
         return [f"{meta['name']:34s} {'default':11s} {meta['dataset']:20s} eps {eps:6s} "
                 f"imported, not evaluated (advscale zoo eval {meta['name']})"]
     for route, ev in meta["evaluation"]["results"].items():
-        aa = _autoattack_of(meta, route)
+        aa = zoo.autoattack_results(meta, route)
         if markdown:
             seconds = meta["training"]["train_seconds"]
             with_aa = (f"{100 * aa['autoattack']:.2f} | {100 * aa['worst_case']:.2f} | "
@@ -125,13 +126,9 @@ def _zoo_rows(meta, markdown):
     return rows
 
 
-def _autoattack_of(meta, route):
-    """An entry's AutoAttack results on ``route`` (``advscale zoo autoattack``), or None."""
-    return (((meta.get("evaluation") or {}).get("autoattack") or {}).get("results") or {}).get(route)
-
-
 def zoo_summary(meta, where):
     """``advscale zoo info NAME``: the few lines a user needs (``--json``: all)."""
+    from tf_advscale import zoo
     a, t = meta.get("architecture") or {}, meta.get("threat_model") or {}
     arch = a.get("registry") or (f"{a.get('family', '?')} ResNet-{a.get('depth', '?')}"
                                  + (f" x{a['width']:g}" if a.get("width", 1) != 1 else ""))
@@ -143,7 +140,7 @@ def zoo_summary(meta, where):
         lines.append("  not evaluated yet (advscale zoo eval NAME)")
     else:
         for route, r in ev["results"].items():
-            aa = _autoattack_of(meta, route)
+            aa = zoo.autoattack_results(meta, route)
             lines.append(f"  route {route}: clean {100 * r['clean']:.2f}, AutoAttack "
                          + (f"{100 * aa['autoattack']:.2f} ({aa['n']:,} test images)" if aa
                             else "not measured")

@@ -94,6 +94,12 @@ def data_args(config, source=None, path=None):
     return {"dataset": d["dataset"], "source": source or d["source"], "path": path or d["path"]}
 
 
+def autoattack_results(meta, route):
+    """An entry's AutoAttack results on ``route`` (``advscale zoo autoattack``
+    writes them into ``evaluation.autoattack``), or None where it has not run."""
+    return (((meta.get("evaluation") or {}).get("autoattack") or {}).get("results") or {}).get(route)
+
+
 def list_models():
     """Names of every entry found."""
     return sorted(_entries())

@@ -252,7 +252,7 @@ def robustbench_fields(meta):
     route = meta.get("default_route") or "default"
     r = meta["evaluation"]["results"][route]
     a = meta["architecture"]
-    aa = ((meta["evaluation"].get("autoattack") or {}).get("results") or {}).get(route)
+    aa = zoo.autoattack_results(meta, route)
     if aa:
         note = (f"AutoAttack (standard version, tf_advscale's) {100 * aa['autoattack']:.2f}% on "
                 f"{aa['n']:,} test images of {meta['dataset']}"
