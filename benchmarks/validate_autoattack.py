@@ -30,8 +30,8 @@ of the entry's architecture, strictly loaded, its ``mu``/``sigma`` applied),
 and re-imports that file, writing the round trip's largest logit difference
 (issue: a robust entry exported to PyTorch and imported back):
 
-    python benchmarks/validate_autoattack.py --model zoo:preactresnet18.nfgsm_cifar10jpeg \
-        --twin export --n 200 --out results/roundtrip_preactresnet18_nfgsm.json
+    python benchmarks/validate_autoattack.py --model zoo:resnet20.pgd3_cifar10jpeg \
+        --twin export --n 200 --out results/roundtrip_resnet20_pgd3.json
 
 ``--workdir DIR`` saves both sides' finished batches there: the same command
 resumes a killed run, and the seconds compared are each side's attack time
@@ -71,7 +71,7 @@ def load_model(spec, route):
     return resolve_model(spec, route), None
 
 
-def exported_twin(model, meta, x, workdir):
+def exported_twin(model, meta, x, workdir, dataset="cifar10"):
     """The PyTorch copy ``advscale zoo export`` writes, as a module taking
     NCHW images in [0, 1]; and the largest |logit difference| between
     ``model`` and the entry imported back from that file, on ``x``."""
@@ -84,7 +84,7 @@ def exported_twin(model, meta, x, workdir):
     path = export_torch(model, arch, os.path.join(workdir, "exported.pt"))
     state = torch.load(path, weights_only=True)
     mu, sigma = state.pop("mu", torch.zeros(1)), state.pop("sigma", torch.ones(1))
-    net = ARCHS[arch][2](torch_models, int(model.output.shape[-1]), activation)
+    net = ARCHS[arch][2](torch_models, int(model.output.shape[-1]), activation, x.shape[-1])
     net.load_state_dict(state, strict=True)
     net.eval()
 
@@ -96,8 +96,8 @@ def exported_twin(model, meta, x, workdir):
         def forward(self, images):
             return self.net((images - mu) / sigma)
 
-    back = import_torch(arch, path, f"{arch}.roundtrip_check", zoo_dir=workdir,
-                        activation=activation, check=False)
+    back = import_torch(arch, path, f"{arch}.roundtrip_check", dataset=dataset,
+                        zoo_dir=workdir, activation=activation, check=False)
     again, _ = zoo.load_entry(back)
     diff = np.abs(again.predict(x, verbose=0) - model.predict(x, verbose=0)).max()
     return Standardized().eval(), float(diff)
@@ -124,16 +124,15 @@ class _Progress:
             write_json(self.path, self.state)
 
 
-def torch_reference(twin, x, y, eps, seed, quick, batch_size, norm="linf", progress=None):
-    """torchattacks' four attacks at AutoAttack's standard settings, in order,
-    each on the images still robust: per-stage robust masks and seconds (the
-    sum of the batches' times, across resumed runs)."""
+def reference_attacks(twin, image_shape, eps, norm, seed, quick=False):
+    """torchattacks' four attacks at AutoAttack's standard settings (100
+    iterations, 9 targets, 5,000 queries; ``quick``: 5 and 20), in order."""
     import torch
     import torchattacks
     steps, queries = (5, 20) if quick else (100, 5000)
-    k = int(twin(torch.zeros(1, *x.shape[1:])).shape[-1])
+    k = int(twin(torch.zeros(1, *image_shape)).shape[-1])
     tnorm = {"linf": "Linf", "l2": "L2"}[norm]
-    made = {
+    return {
         "apgd-ce": torchattacks.APGD(twin, norm=tnorm, eps=eps, steps=steps, n_restarts=1,
                                      loss="ce", seed=seed),
         "apgd-t": torchattacks.APGDT(twin, norm=tnorm, eps=eps, steps=steps, n_restarts=1,
@@ -143,6 +142,22 @@ def torch_reference(twin, x, y, eps, seed, quick, batch_size, norm="linf", progr
         "square": torchattacks.Square(twin, norm=tnorm, eps=eps, n_queries=queries,
                                       n_restarts=1, p_init=0.8, seed=seed),
     }
+
+
+def set_threads(threads):
+    """The same threads for both sides (TensorFlow: inter-op 1)."""
+    import torch
+    torch.set_num_threads(threads)
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+
+
+def torch_reference(twin, x, y, eps, seed, quick, batch_size, norm="linf", progress=None):
+    """torchattacks' four attacks at AutoAttack's standard settings, in order,
+    each on the images still robust: per-stage robust masks and seconds (the
+    sum of the batches' times, across resumed runs)."""
+    import torch
+    made = reference_attacks(twin, x.shape[1:], eps, norm, seed, quick)
     progress = progress or _Progress(None, None)
     st = progress.state
     xt = torch.from_numpy(x)
@@ -226,9 +241,7 @@ def main():
 
     import torch
     import torchattacks
-    torch.set_num_threads(args.threads)
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    set_threads(args.threads)
 
     model, meta = load_model(args.model, args.route)
     source, path = args.source, args.path
@@ -250,7 +263,7 @@ def main():
             raise SystemExit("--twin export needs a zoo entry (--model zoo:NAME)")
         import tempfile
         with tempfile.TemporaryDirectory() as tmp:
-            twin, round_trip = exported_twin(model, meta, x, tmp)
+            twin, round_trip = exported_twin(model, meta, x, tmp, args.dataset)
     else:
         twin = bridge.torch_twin(model, route=args.route)
     keras_logits, torch_logits = bridge.keras_logits_and_twin_logits(model, x, twin)
@@ -275,8 +288,11 @@ def main():
     ours_s = sum(ours_seconds.values())
     ours = {st: float(correct[stage_key("autoattack", st)].mean()) for st in STAGES}
 
+    # Its versions too: a resumed run under another torch would mix two runs
+    # (one saved APGD-CE stage could not be reproduced under another torch).
     progress = _Progress(os.path.join(workdir, "torchattacks.json") if workdir else None,
-                         settings)
+                         {**settings, "torch": torch.__version__,
+                          "torchattacks": torchattacks.__version__})
     clean_t, after_t, theirs_seconds = torch_reference(twin, x_nchw, y, eps, args.seed,
                                                        args.quick, args.batch_size, norm,
                                                        progress)

@@ -57,7 +57,8 @@ def _logits_agree(directory, net, x, mean=0.0, std=1.0):
 ARCHS = [("preactresnet18", lambda: torch_models.preact_resnet18(), "relu"),
          ("resnet18", lambda: torch_models.resnet18_cifar(), "relu"),
          ("wrn-16-4", lambda: torch_models.wide_resnet(16, 4), "relu"),
-         ("wrn-16-4", lambda: torch_models.wide_resnet(16, 4, activation="silu"), "silu")]
+         ("wrn-16-4", lambda: torch_models.wide_resnet(16, 4, activation="silu"), "silu"),
+         ("resnet20", lambda: torch_models.resnet_cifar(20), "relu")]
 SLOW = [("wrn-28-10", lambda: torch_models.wide_resnet(28, 10), "relu"),
         ("wrn-34-10", lambda: torch_models.wide_resnet(34, 10), "relu"),
         ("wrn-70-16", lambda: torch_models.wide_resnet(70, 16), "relu"),
@@ -218,8 +219,8 @@ def test_a_keras_model_exports_to_the_pytorch_definition(tmp_path):
 
 def test_advscale_zoo_export_writes_what_was_imported(tmp_path, monkeypatch, capsys):
     """``advscale zoo export NAME --out F.pt``: an imported entry's state dict
-    comes back tensor for tensor; an entry without a PyTorch layout (the
-    CIFAR ResNet-20s) and a missing --out are one-line errors."""
+    comes back tensor for tensor; an entry without a PyTorch layout (GroupNorm)
+    and a missing --out are one-line errors."""
     import advscale_cli
     net = _random_state(torch_models.wide_resnet(16, 4))
     path = _save(tmp_path, net)
@@ -232,10 +233,63 @@ def test_advscale_zoo_export_writes_what_was_imported(tmp_path, monkeypatch, cap
     assert all(torch.equal(exported[k], v) for k, v in original.items())
     assert advscale_cli.main(["zoo", "export", "wrn-16-4.x_cifar10"]) == 2
     assert "needs --out FILE.pt" in capsys.readouterr().err
-    assert advscale_cli.main(["zoo", "export", "resnet20.pgd3_fmnist", "--out",
+    monkeypatch.delenv("TF_ADVSCALE_ZOO")
+    assert advscale_cli.main(["zoo", "export", "resnet20.gn_mixed_pgd3_fmnist", "--out",
                               str(tmp_path / "r20.pt")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "no PyTorch layout for architecture" in err[0], err
+    assert len(err) == 1 and "have a place in resnet20's PyTorch layout" in err[0], err
+
+
+@pytest.mark.parametrize("name,dataset", [("resnet20.pgd3_fmnist", "fashion_mnist"),
+                                          ("resnet20.standard_cifar10jpeg", "cifar10")])
+def test_a_published_resnet20_exports_and_imports_back(tmp_path, capsys, name, dataset):
+    """The zoo's own CIFAR ResNet-20s (published, not imported: their metadata
+    names family and depth) export to ``torch_models.resnet_cifar``, which
+    pads as TensorFlow's "same" does: strict load, logits within 1e-4 on
+    images of their shape (28x28x1 for Fashion-MNIST: stride 2 on 28 and 14);
+    imported back, the same logits."""
+    import advscale_cli
+
+    from tf_advscale.data import DATASETS
+    from tf_advscale.torch_import import arch_of_entry
+    model, meta = zoo.load(name)
+    assert arch_of_entry(meta) == "resnet20"
+    out = tmp_path / "r20.pt"
+    assert advscale_cli.main(["zoo", "export", name, "--out", str(out)]) == 0
+    state = torch.load(out, weights_only=True)
+    mu, sigma = state.pop("mu", torch.zeros(1)), state.pop("sigma", torch.ones(1))
+    shape = DATASETS[dataset]["shape"]
+    net = torch_models.resnet_cifar(20, 10, in_channels=shape[-1])
+    net.load_state_dict(state, strict=True)
+    net.eval()
+    x = np.random.default_rng(0).uniform(size=(16, *shape)).astype("float32")
+    with torch.no_grad():
+        theirs = net((torch.from_numpy(x.transpose(0, 3, 1, 2).copy()) - mu) / sigma).numpy()
+    ours = np.asarray(model.predict(x, verbose=0))
+    assert np.abs(ours - theirs).max() < 1e-4
+    back = import_torch("resnet20", str(out), "resnet20.back", dataset=dataset,
+                        zoo_dir=str(tmp_path / "z"))
+    again, _ = zoo.load_entry(back)
+    assert np.abs(np.asarray(again.predict(x, verbose=0)) - ours).max() < 1e-5
+
+
+def test_the_published_preactresnet18_has_a_pytorch_layout():
+    """Published entries name family and depth, not a registry model."""
+    import pathlib
+
+    from tf_advscale.torch_import import arch_of_entry
+    meta = json.loads((pathlib.Path(__file__).parents[1] / "zoo" /
+                       "preactresnet18.nfgsm_cifar10jpeg" / "metadata.json").read_text())
+    assert "registry" not in meta["architecture"]
+    assert arch_of_entry(meta) == "preactresnet18"
+
+
+def test_a_checkpoint_for_other_images_is_refused(tmp_path):
+    """A Fashion-MNIST ResNet-20 (1-channel stem) imported as CIFAR-10: one line."""
+    path = _save(tmp_path, _random_state(torch_models.resnet_cifar(20, in_channels=1)))
+    with pytest.raises(CheckpointError, match="stem takes 1-channel images, the data set's "
+                                              "have 3; refused"):
+        import_torch("resnet20", str(path), "resnet20.x_cifar10", zoo_dir=str(tmp_path / "z"))
 
 
 def test_export_refuses_a_mixbn_model():

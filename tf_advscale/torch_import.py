@@ -33,15 +33,21 @@ import numpy as np
 from tf_advscale import zoo
 from tf_advscale.files import save_model_atomic, sha256
 
-# name -> (registry model, the Keras-to-PyTorch name map, torch_models builder)
+# name -> (registry model, the Keras-to-PyTorch name map, torch_models builder
+# taking (torch_models, classes, activation, input channels)).
 ARCHS = {
-    "preactresnet18": ("preactresnet18", "preact", lambda tm, k, act: tm.preact_resnet18(k)),
-    "resnet18": ("cifar4_resnet18", "cifar4", lambda tm, k, act: tm.resnet18_cifar(k)),
-    "wrn-28-10": ("wrn-28-10", "wide", lambda tm, k, act: tm.wide_resnet(28, 10, k, act)),
-    "wrn-34-10": ("wrn-34-10", "wide", lambda tm, k, act: tm.wide_resnet(34, 10, k, act)),
-    "wrn-34-20": ("wrn-34-20", "wide", lambda tm, k, act: tm.wide_resnet(34, 20, k, act)),
-    "wrn-70-16": ("wrn-70-16", "wide", lambda tm, k, act: tm.wide_resnet(70, 16, k, act)),
-    "wrn-16-4": ("wrn-16-4", "wide", lambda tm, k, act: tm.wide_resnet(16, 4, k, act)),
+    "preactresnet18": ("preactresnet18", "preact", lambda tm, k, act, c: tm.preact_resnet18(k)),
+    "resnet18": ("cifar4_resnet18", "cifar4", lambda tm, k, act, c: tm.resnet18_cifar(k)),
+    "wrn-28-10": ("wrn-28-10", "wide", lambda tm, k, act, c: tm.wide_resnet(28, 10, k, act)),
+    "wrn-34-10": ("wrn-34-10", "wide", lambda tm, k, act, c: tm.wide_resnet(34, 10, k, act)),
+    "wrn-34-20": ("wrn-34-20", "wide", lambda tm, k, act, c: tm.wide_resnet(34, 20, k, act)),
+    "wrn-70-16": ("wrn-70-16", "wide", lambda tm, k, act, c: tm.wide_resnet(70, 16, k, act)),
+    "wrn-16-4": ("wrn-16-4", "wide", lambda tm, k, act, c: tm.wide_resnet(16, 4, k, act)),
+    # The zoo's own CIFAR ResNets, in the layout `advscale zoo export` writes
+    # (TensorFlow's "same" padding; see torch_models.resnet_cifar).
+    **{f"resnet{d}": (f"cifar_resnet{d}", "cifar",
+                      lambda tm, k, act, c, d=d: tm.resnet_cifar(d, k, c, act))
+       for d in (8, 14, 20, 32, 44, 56, 110)},
 }
 _NORM_BUFFERS = (("mu", "sigma"), ("mean", "std"))
 _STAGE = re.compile(r"^stage(\d+)_block(\d+)_(.+)$")
@@ -54,11 +60,13 @@ _BLOCK_NAMES = {
     "cifar4": {"conv1": "conv1", "norm1": "bn1", "conv2": "conv2", "norm2": "bn2",
                "proj": "shortcut.0", "proj_norm": "shortcut.1"},
 }
+_BLOCK_NAMES["cifar"] = _BLOCK_NAMES["cifar4"]
 _TOP_NAMES = {
     "preact": {"stem_conv": "conv1", "final_norm": "bn", "logits": "linear"},
     "wide": {"stem_conv": "conv1", "final_norm": "bn1", "logits": "fc"},
     "cifar4": {"stem_conv": "conv1", "stem_norm": "bn1", "logits": "linear"},
 }
+_TOP_NAMES["cifar"] = _TOP_NAMES["cifar4"]
 
 
 class CheckpointError(ValueError):
@@ -136,9 +144,16 @@ def _classes(state, family):
     return int(state[key].shape[0])
 
 
-def to_keras(arch, state, num_classes=None, preprocess="none", activation="relu"):
-    """The registry model ``arch`` with the state dict's weights; the set of
-    (used tensor names) and the Standardize mean/std applied."""
+def in_channels(state, family):
+    """The image channels the state dict's stem takes."""
+    key = f"{_TOP_NAMES[family]['stem_conv']}.weight"
+    return int(state[key].shape[1]) if key in state else 3
+
+
+def to_keras(arch, state, num_classes=None, preprocess="none", activation="relu",
+             input_shape=(32, 32, 3)):
+    """The registry model ``arch`` (taking ``input_shape`` images) with the
+    state dict's weights, and the Standardize mean/std applied."""
     from tf_advscale.models import build_model
     registered, family, _ = _arch(arch)
     k = _classes(state, family)
@@ -146,7 +161,12 @@ def to_keras(arch, state, num_classes=None, preprocess="none", activation="relu"
         raise CheckpointError(f"the checkpoint's classifier has {k} classes, the data set has "
                            f"{num_classes}; refused")
     mean, std = _preprocessing(state, preprocess)
-    model = build_model(registered, num_classes=k, mean=mean, std=std, activation=activation)
+    c = in_channels(state, family)
+    if c != input_shape[-1]:
+        raise CheckpointError(f"the checkpoint's stem takes {c}-channel images, the data set's "
+                              f"have {input_shape[-1]}; refused")
+    model = build_model(registered, num_classes=k, mean=mean, std=std, activation=activation,
+                        input_shape=tuple(input_shape))
     used = {n for pair in _NORM_BUFFERS for n in pair if n in state}
     for layer, kind in _weight_layers(model):
         prefix = torch_name(layer.name, family)
@@ -206,7 +226,7 @@ def verify(arch, state, model, images, tolerance=1e-4, activation="relu"):
 
     from tf_advscale import torch_models
     _, family, make = ARCHS[arch]
-    net = make(torch_models, _classes(state, family), activation)
+    net = make(torch_models, _classes(state, family), activation, in_channels(state, family))
     tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()
                if k not in {n for pair in _NORM_BUFFERS for n in pair}}
     net.load_state_dict(tensors, strict=True)
@@ -225,8 +245,20 @@ def verify(arch, state, model, images, tolerance=1e-4, activation="relu"):
     return diff
 
 
+def _input_shape(dataset):
+    """The image shape of a known data set; a one-line refusal otherwise."""
+    from tf_advscale.data import DATASETS
+    shape = DATASETS.get(dataset, {}).get("shape")
+    if shape is None:
+        known = sorted(d for d, v in DATASETS.items() if v.get("shape"))
+        raise CheckpointError(f"dataset must be one of {known} (the image shape to build). "
+                              f"Received: dataset={dataset!r}")
+    return tuple(shape)
+
+
 def _images(dataset, n=256):
-    """``n`` test images to compare on: the data set's, else uniform noise."""
+    """``n`` test images to compare on: the data set's, else uniform noise of
+    its shape."""
     from tf_advscale import data
     try:
         path = "../shared/data/cifar10-jpeg" if dataset == "cifar10" else None
@@ -234,7 +266,8 @@ def _images(dataset, n=256):
         x, _, info = data.as_numpy(dataset, "test", source=source, path=path, subset=n, seed=0)
         return x, f"{n} {dataset} test images ({info['source']})"
     except Exception:  # noqa: BLE001  (no copy of the data here)
-        return (np.random.default_rng(0).uniform(size=(n, 32, 32, 3)).astype(np.float32),
+        shape = _input_shape(dataset)
+        return (np.random.default_rng(0).uniform(size=(n, *shape)).astype(np.float32),
                 f"{n} uniform-noise images (no {dataset} copy found)")
 
 
@@ -252,7 +285,8 @@ def import_torch(arch, checkpoint, name, dataset="cifar10", epsilon="8/255", nor
     if norm not in ("linf", "l2"):
         raise CheckpointError(f"norm must be 'linf' or 'l2'. Received: norm={norm!r}")
     state = read_checkpoint(checkpoint)
-    model, pre = to_keras(arch, state, num_classes, preprocess, activation)
+    model, pre = to_keras(arch, state, num_classes, preprocess, activation,
+                          _input_shape(dataset))
     checked = None
     if check:
         try:
@@ -354,9 +388,22 @@ def export_torch(model, arch, path):
     return path
 
 
+def registry_name(architecture):
+    """The registry model of an entry's ``architecture`` block: its
+    ``registry`` (imported entries), else from its family and depth (entries
+    ``advscale zoo publish`` wrote: ``cifar`` 20 -> ``cifar_resnet20``)."""
+    from tf_advscale.models.resnet import PREFIX
+    if architecture.get("registry"):
+        return architecture["registry"]
+    family, depth = architecture.get("family"), architecture.get("depth")
+    if family == "wide":
+        return f"wrn-{depth}-{architecture.get('width', 1):g}"
+    return f"{PREFIX[family]}{depth}" if family in PREFIX and depth else None
+
+
 def arch_of_entry(meta):
     """The importer's architecture name of a zoo entry (from its metadata)."""
-    registry = (meta.get("architecture") or {}).get("registry")
+    registry = registry_name(meta.get("architecture") or {})
     found = [a for a, (reg, _, _) in ARCHS.items() if reg == registry]
     if not found:
         known = sorted({reg for reg, _, _ in ARCHS.values()})

@@ -106,6 +106,77 @@ def resnet18_cifar(num_classes=10):
     return ResNet18()
 
 
+def resnet_cifar(depth=20, num_classes=10, in_channels=3, activation="relu"):
+    """The zoo's CIFAR ResNets (He et al. 2016, depth 6n+2: a 3x3 stem of 16,
+    three stages of n post-activation basic blocks with 16, 32, 64 channels,
+    1x1 projection shortcuts with BN where the shape changes), as
+    ``tf_advscale.models``' ``cifar_resnet{depth}`` builds them. Its convs pad
+    as TensorFlow's ``"same"`` does: at stride 2 on an even size, one pixel at
+    the bottom/right only, not PyTorch's symmetric ``padding=1``; the weights
+    of a Keras model therefore give the same logits here. Keys ``conv1``,
+    ``bn1``, ``layer{1..3}.{i}.{conv1,bn1,conv2,bn2}``,
+    ``layer{2,3}.0.shortcut.{0,1}``, ``linear``. ``in_channels``: 1 for
+    Fashion-MNIST's 28x28 images."""
+    torch = _nn()
+    nn, F = torch.nn, torch.nn.functional
+    if depth < 8 or (depth - 2) % 6:
+        raise ValueError(f"CIFAR ResNet depth must be 6n+2 (n >= 1). Received: depth={depth!r}")
+    n = (depth - 2) // 6
+    act = {"relu": F.relu, "silu": F.silu}[activation]
+
+    class SameConv(nn.Conv2d):
+        """Conv2d with TensorFlow's "same" padding (the odd pixel after)."""
+
+        def __init__(self, cin, cout, kernel, stride=1):
+            super().__init__(cin, cout, kernel, stride, 0, bias=False)
+
+        def forward(self, x):
+            pads = []
+            for size, k, s in reversed(list(zip(x.shape[2:], self.kernel_size, self.stride))):
+                total = max((-(-size // s) - 1) * s + k - size, 0)
+                pads += [total // 2, total - total // 2]
+            return F.conv2d(F.pad(x, pads), self.weight, None, self.stride)
+
+    def bn(c):
+        return nn.BatchNorm2d(c, eps=1e-5)
+
+    class Block(nn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.conv1 = SameConv(cin, cout, 3, stride)
+            self.bn1 = bn(cout)
+            self.conv2 = SameConv(cout, cout, 3)
+            self.bn2 = bn(cout)
+            self.shortcut = nn.Sequential()
+            if stride != 1 or cin != cout:
+                self.shortcut = nn.Sequential(SameConv(cin, cout, 1, stride), bn(cout))
+
+        def forward(self, x):
+            out = self.bn2(self.conv2(act(self.bn1(self.conv1(x)))))
+            return act(out + self.shortcut(x))
+
+    class ResNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = SameConv(in_channels, 16, 3)
+            self.bn1 = bn(16)
+            cin = 16
+            for i, (cout, stride) in enumerate(((16, 1), (32, 2), (64, 2))):
+                setattr(self, f"layer{i + 1}", nn.Sequential(*[
+                    Block(cin if j == 0 else cout, cout, stride if j == 0 else 1)
+                    for j in range(n)]))
+                cin = cout
+            self.linear = nn.Linear(64, num_classes)
+
+        def forward(self, x):
+            out = act(self.bn1(self.conv1(x)))
+            for i in range(3):
+                out = getattr(self, f"layer{i + 1}")(out)
+            return self.linear(out.mean(dim=(2, 3)))
+
+    return ResNet()
+
+
 def wide_resnet(depth=28, width=10, num_classes=10, activation="relu"):
     """WideResNet-depth-width: keys ``conv1``,
     ``block{1..3}.layer.{i}.{bn1,conv1,bn2,conv2,convShortcut}``, ``bn1``, ``fc``."""

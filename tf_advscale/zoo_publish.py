@@ -24,13 +24,14 @@ import shutil
 import keras
 
 import tf_advscale
-from tf_advscale import evaluate, zoo
+from tf_advscale import data as data_lib, evaluate, zoo
 from tf_advscale.layers import mixbn
 from tf_advscale.models import count_params
 from tf_advscale.files import save_model_atomic, sha256, source_commit, write_json
 
 ATTACKS = ("pgd-20", "apgd-ce")
 CHECK = {"n": 500, "seed": 0, "attacks": ["pgd-20"]}
+AA_CHECK_N = 500  # AutoAttack's check set: the first 500 of its images
 STEPS_CURVE = (10, 20, 50, 100, 200)
 
 
@@ -199,46 +200,88 @@ AUTOATTACK_ATTACKS = ("pgd-20", "apgd-ce", "autoattack")
 
 
 def add_autoattack(entry, n=1000, seed=0, scratch=None, source=None, path=None, verbose=True,
-                   batch_size=250):
+                   batch_size=250, check_n=None):
     """Evaluates the published entry ``entry`` (its directory) with AutoAttack
     (standard version), beside PGD-20 and APGD-CE, on ``n`` test images drawn
     with ``seed`` (None: the full test set), on each of its routes, and writes
     the results into its metadata (``evaluation.autoattack``), its RobustBench
     record (``autoattack_acc``; the worst case over all three attacks on those
-    images as ``reported``) and its card. Resumable in ``scratch`` (default
-    ``runs/zoo_autoattack/NAME-SHA``) batch by batch: a smaller
-    ``batch_size`` saves work more often (a batch of a PreActResNet-18 takes
-    hours on two CPU cores). The weights are not touched. Returns the
-    metadata."""
+    images as ``reported``) and its card.
+
+    The images run in two parts: the first ``check_n`` (default
+    ``AA_CHECK_N``) in id order, the check set the zoo's tests re-measure,
+    then the rest. Every number is a mean over images, so the whole set's are
+    the parts' means weighted by their sizes; the check set's own are kept as
+    ``check_set``.
+
+    Resumable in ``scratch`` (default ``runs/zoo_autoattack/NAME-SHA``) batch
+    by batch: a smaller ``batch_size`` saves work more often (a batch of a
+    PreActResNet-18 takes hours on two CPU cores). The weights are not
+    touched. Returns the metadata."""
     classifier, meta = zoo.load_entry(entry)
     name = meta["name"]
     data = zoo.data_args(meta["recipe"]["config"], source=source, path=path)
+    ids = subset_ids(data, n, seed)
+    check_n = AA_CHECK_N if check_n is None else check_n
+    parts = {"check": ids[:check_n], "rest": ids[check_n:]}
     scratch = scratch or os.path.join("runs", "zoo_autoattack",
                                       f"{name}-{meta['source']['sha256'][:12]}")
-    results = {}
+    results, check = {}, {}
     for route in _routes(classifier):
         if route:
             mixbn.set_route(classifier, route)
-        report = evaluate.evaluate(classifier, **data, n=n, seed=seed,
-                                   epsilon=meta["threat_model"]["epsilon_float"],
-                                   attacks=list(AUTOATTACK_ATTACKS), route=route or "adversarial",
-                                   workdir=os.path.join(scratch, route or "default"), name=name,
-                                   checks=False, verbose=verbose, batch_size=batch_size)
-        aa = report["attacks"]["autoattack"]
-        results[route or "default"] = {**evaluate.summary(report),
-                                       "after_each": aa["after_each"]}
+        key = route or "default"
+        part = {}
+        for which, part_ids in parts.items():
+            if not part_ids:
+                continue
+            report = evaluate.evaluate(
+                classifier, **data, ids=part_ids, seed=seed,
+                epsilon=meta["threat_model"]["epsilon_float"], attacks=list(AUTOATTACK_ATTACKS),
+                route=route or "adversarial", workdir=os.path.join(scratch, key, which),
+                name=name, checks=False, verbose=verbose, batch_size=batch_size)
+            part[which] = {**evaluate.summary(report),
+                           "after_each": report["attacks"]["autoattack"]["after_each"]}
+        results[key] = pooled(list(part.values()))
+        check[key] = part["check"]
     meta["evaluation"]["autoattack"] = {
         "command": f"advscale zoo autoattack {name}" + (f" --n {n}" if n else " --n all")
-                   + (f" --seed {seed}" if seed else ""),
-        "test_images": results[next(iter(results))]["n"], "subset_seed": seed if n else None,
+                   + (f" --seed {seed}" if seed else "") + f" --batch-size {batch_size}",
+        "test_images": len(ids), "subset_seed": seed if n else None,
         "attacks": "AutoAttack, standard version (APGD-CE, APGD-T, FAB-T, Square-5000, each on "
                    "the images still unbroken), with PGD-20 and APGD-CE on the same images",
-        "results": results, "package_version": tf_advscale.__version__,
+        "results": results,
+        "check_set": {"n": len(parts["check"]), "ids": f"the first {len(parts['check'])} of "
+                      "these images, in id order", "seed": seed, "batch_size": batch_size,
+                      "attacks": ["autoattack"], "results": check},
+        "package_version": tf_advscale.__version__,
         "commit": source_commit(), "date": datetime.date.today().isoformat()}
     meta["robustbench"] = robustbench_fields(meta)
     write_json(os.path.join(entry, zoo.METADATA), meta)
     _write_card(entry, meta)
     return meta
+
+
+def subset_ids(data, n, seed):
+    """The test-set ids (sorted) that ``evaluate(**data, n=n, seed=seed)``
+    draws; every id where ``n`` is None."""
+    _, info = data_lib.load(data["dataset"], "test", source=data["source"], path=data["path"],
+                            subset=n, seed=seed, cache=False)
+    return info["ids"] if info["ids"] is not None else list(range(info["num_examples"]))
+
+
+def pooled(parts):
+    """Summaries (``evaluate.summary``, with ``after_each``) of disjoint image
+    sets as one: each accuracy the mean weighted by the parts' ``n``."""
+    total = sum(p["n"] for p in parts)
+
+    def mean(get):
+        return sum(get(p) * p["n"] for p in parts) / total
+
+    out = {k: mean(lambda p, k=k: p[k]) for k in parts[0] if k not in ("n", "after_each")}
+    out["after_each"] = {st: mean(lambda p, st=st: p["after_each"][st])
+                         for st in parts[0]["after_each"]}
+    return {**out, "n": total}
 
 
 def robustbench_fields(meta):
@@ -354,6 +397,12 @@ def _card_autoattack(ev):
                      f"{_pct_text(e['apgd-t'])} | {_pct_text(e['fab-t'])} | "
                      f"{_pct_text(r['autoattack'])} | {_pct_text(r['pgd-20'])} | "
                      f"{_pct_text(r['worst_case'])} |")
+    cs = aa.get("check_set")
+    if cs:
+        lines += ["", f"Check set: {cs['ids']} (batches of {cs['batch_size']}), AutoAttack "
+                  + ", ".join(f"{_pct_text(r['autoattack'])} ({route})"
+                              for route, r in cs["results"].items())
+                  + "; the zoo's tests re-measure it."]
     return lines
 
 

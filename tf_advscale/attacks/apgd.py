@@ -180,7 +180,9 @@ class APGD(Attack):
             adv_next = tf.where(_expand(halve, x), x_best, new)
             grad_next = tf.where(_expand(halve, x), grad_best, grad)
             out = dict(
-                i=s["i"] + 1, adv=adv_next, old=new, grad=grad_next, loss=loss,
+                # The momentum term of the next step is (its start) - (this
+                # step's start): the reference's x_adv - x_adv_old.
+                i=s["i"] + 1, adv=adv_next, old=s["adv"], grad=grad_next, loss=loss,
                 x_best=x_best, grad_best=grad_best, loss_best=loss_best, correct=correct,
                 best_adv=best_adv, step=step,
                 increases=tf.where(at_check, tf.zeros_like(increases), increases),
