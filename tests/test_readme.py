@@ -76,3 +76,50 @@ def test_baselines_table_rows_of_zoo_entries_equal_their_metadata():
                             else "not run yet"), (name, cells)
         assert cells[4] == f"{100 * r['worst_case']:.2f}", (name, cells)
         assert cells[5] == f"{r['n']:,}", (name, cells)
+
+
+def _flat(text):
+    return " ".join(text.split())
+
+
+def test_autoattack_validation_lines_equal_their_json():
+    """Each `results/validate_autoattack_*.json` the README names is quoted
+    there as the JSON says: clean, robust after each attack on both sides,
+    both wall times and the ratio."""
+    text = _flat(README)
+    names = sorted(set(re.findall(r"results/(validate_autoattack_[a-z0-9_]+)\.json", README)))
+    assert names, "the README names no AutoAttack validation"
+    for name in names:
+        d = _json(name)
+        ours = d["robust_accuracy_after_each_attack"]["tf_advscale"]
+        theirs = d["robust_accuracy_after_each_attack"]["torchattacks_standard_settings"]
+        n = int(d["data"].split(", ")[1].split()[0])
+        route = f" ({d['route']} route)" if d.get("route") else ""
+        stages = ", ".join(f"after {label} {100 * ours[k]:.1f} vs {100 * theirs[k]:.1f}"
+                           for k, label in [("apgd-ce", "APGD-CE"), ("apgd-t", "APGD-T"),
+                                            ("fab-t", "FAB-T"), ("square", "Square")])
+        s = d["seconds"]
+        expected = (f"`{d['model'].split(':', 1)[1]}`{route}, {n:,} seeded test images "
+                    f"(`results/{name}.json`): clean {100 * d['clean_accuracy']['tf_advscale']:.1f}"
+                    f" vs {100 * d['clean_accuracy']['torchattacks']:.1f} (ours vs torchattacks);"
+                    f" robust {stages} (AutoAttack); {s['tf_advscale']:,.0f} s vs "
+                    f"{s['torchattacks_standard_settings']:,.0f} s, "
+                    f"{d['speedup_tf_advscale_over_torchattacks']:.2f}x.")
+        assert expected in text, (name, expected)
+
+
+def test_autoattack_stage_timings_equal_their_json():
+    text = _flat(README)
+    names = sorted(set(re.findall(r"results/(autoattack_stages_[a-z0-9_]+)\.json", README)))
+    assert names, "the README names no stage timing"
+    order = ["apgd-ce", "apgd-t", "fab-t", "square"]
+    for name in names:
+        d = _json(name)
+        per = d["seconds_per_image"]
+        ours = " / ".join(f"{per[k]['tf_advscale']:.2f}" for k in order)
+        ratios = " / ".join(f"{d['ratio_theirs_over_ours'][k]:.2f}x" for k in order)
+        first, last = re.search(r"images (\d+)\.\.(\d+) of", d["data"]).groups()
+        n = int(last) - int(first) + 1
+        assert (f"(`results/{name}.json`, {n:,} images): per image attacked, ours {ours} s for "
+                f"APGD-CE / APGD-T / FAB-T / Square; torchattacks takes {ratios} as long."
+                in text), name
