@@ -17,9 +17,7 @@ untimed ones, on uniform random images.
 import argparse
 import os
 import platform
-import statistics
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -31,18 +29,8 @@ import tensorflow as tf  # noqa: E402
 import tf_advscale  # noqa: E402
 from tf_advscale import bridge  # noqa: E402
 from tf_advscale.files import write_json  # noqa: E402
+from peers import _time  # noqa: E402
 from validate_autoattack import load_model, set_threads  # noqa: E402
-
-
-def _median_seconds(call, warmup, repeats):
-    for _ in range(warmup):
-        call()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def keras_calls(model, x, y):
@@ -109,9 +97,9 @@ def main():
         for side, calls in (("tf_advscale", keras_calls(model, x, y)),
                             ("torch", torch_calls(twin, x, y))):
             fwd, grad = calls
-            row[side] = {"forward": _median_seconds(fwd, args.warmup, args.repeats) / b,
+            row[side] = {"forward": _time(fwd, args.repeats, args.warmup) / b,
                          "forward_and_input_gradient":
-                             _median_seconds(grad, args.warmup, args.repeats) / b}
+                             _time(grad, args.repeats, args.warmup) / b}
         row["ratio_torch_over_ours"] = {
             c: row["torch"][c] / row["tf_advscale"][c]
             for c in ("forward", "forward_and_input_gradient")}
