@@ -123,3 +123,18 @@ def test_autoattack_stage_timings_equal_their_json():
         assert (f"(`results/{name}.json`, {n:,} images): per image attacked, ours {ours} s for "
                 f"APGD-CE / APGD-T / FAB-T / Square; torchattacks takes {ratios} as long."
                 in text), name
+
+
+def test_model_cost_figures_equal_their_json():
+    text = _flat(README)
+    bn = _json("model_cost_resnet20_pgd3")["seconds_per_image"]["100"]
+    mix = _json("model_cost_resnet20_mixbn_pgd3")["seconds_per_image"]["100"]
+
+    def ms(row, side, call):
+        return f"{1000 * row[side][call]:.2f}"
+    grad, fwd = "forward_and_input_gradient", "forward"
+    assert (f"batch 100, per image, forward plus input gradient: ours {ms(bn, 'tf_advscale', grad)}"
+            f" ms (BN entry) and {ms(mix, 'tf_advscale', grad)} ms (MixBN entry, adversarial "
+            f"route), the PyTorch twin {ms(bn, 'torch', grad)} and {ms(mix, 'torch', grad)} ms; "
+            f"forward alone: ours {ms(bn, 'tf_advscale', fwd)} and {ms(mix, 'tf_advscale', fwd)}"
+            f" ms, the twin {ms(bn, 'torch', fwd)} and {ms(mix, 'torch', fwd)} ms.") in text
