@@ -216,31 +216,37 @@ class MixBN(keras.layers.BatchNormalization):
         beta = self._row(self.beta, index, self.separate_affine)
         moving_mean = tf.cast(self._row(self.moving_mean, index, self.separate_stats), dtype)
         moving_var = tf.cast(self._row(self.moving_variance, index, self.separate_stats), dtype)
-        if training:
-            # What BatchNormalization computes without a mask (its private
-            # ``_moments``), through the public op.
-            mean, variance = ops.moments(
-                x, axes=self._reduction_axes, synchronized=self.synchronized)
-            nonempty = None
-            if size is not None:
-                # An empty segment has no statistics: keep the moving ones.
-                nonempty = size > 0
-                mean = tf.where(nonempty, mean, moving_mean)
-                variance = tf.where(nonempty, variance, moving_var)
-            self._update_row(self.moving_mean, index, moving_mean, mean, nonempty)
-            self._update_row(self.moving_variance, index, moving_var, variance, nonempty)
-        else:
+
+        def normalized(mean, variance):
+            return tf.nn.batch_normalization(
+                x, mean, variance,
+                None if beta is None else tf.cast(beta, dtype),
+                None if gamma is None else tf.cast(gamma, dtype),
+                self.epsilon)
+
+        if not training:
+            # The whole normalisation in each branch, not only the statistics:
+            # with the condition on the statistics alone, a MixBN ResNet-20's
+            # forward + input gradient took 1.20 ms per image against 1.05 for
+            # the same network with BatchNormalization; like this, 1.07 against
+            # 1.09 (benchmarks/model_cost.py, batch 100, this machine's 2 cores).
             use_batch = tf.cast(self.use_batch_stats, tf.bool)
-            mean, variance = tf.cond(
-                use_batch,
-                lambda: self._batch_moments(x),
-                lambda: (moving_mean, moving_var))
-        outputs = tf.nn.batch_normalization(
-            x, mean, variance,
-            None if beta is None else tf.cast(beta, dtype),
-            None if gamma is None else tf.cast(gamma, dtype),
-            self.epsilon)
-        return outputs
+            return tf.cond(use_batch,
+                           lambda: normalized(*self._batch_moments(x)),
+                           lambda: normalized(moving_mean, moving_var))
+        # What BatchNormalization computes without a mask (its private
+        # ``_moments``), through the public op.
+        mean, variance = ops.moments(
+            x, axes=self._reduction_axes, synchronized=self.synchronized)
+        nonempty = None
+        if size is not None:
+            # An empty segment has no statistics: keep the moving ones.
+            nonempty = size > 0
+            mean = tf.where(nonempty, mean, moving_mean)
+            variance = tf.where(nonempty, variance, moving_var)
+        self._update_row(self.moving_mean, index, moving_mean, mean, nonempty)
+        self._update_row(self.moving_variance, index, moving_var, variance, nonempty)
+        return normalized(mean, variance)
 
     def _batch_moments(self, x):
         # Inference-time batch statistics stay per replica: a cross-replica
