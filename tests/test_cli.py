@@ -202,8 +202,17 @@ def test_zoo_info_prints_a_summary_and_json_on_request(capsys):
     text = capsys.readouterr().out
     assert text.startswith(f"{name}: cifar ResNet-20 (mixbn), 274,042 parameters")
     assert "threat model: Linf epsilon 8/255" in text
-    assert "route clean: clean 86.22, AutoAttack not measured" in text
+    assert "route clean: clean 86.22, AutoAttack " in text
     assert "routes: adversarial, clean (default adversarial)" in text
     assert f"{name}/model.keras" in text and len(text.splitlines()) < 10
     assert cli.main(["zoo", "info", name, "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["params"] == 274_042
+    meta = json.loads(capsys.readouterr().out)
+    assert meta["params"] == 274_042
+    # The AutoAttack part follows the record: its number and image count where
+    # a route was measured, "not measured" where it was not.
+    aa = meta["evaluation"].setdefault("autoattack", {}).setdefault("results", {})
+    aa["adversarial"] = {"autoattack": 0.2975, "n": 1234}
+    aa.pop("clean", None)
+    text = cli.zoo_summary(meta, "somewhere/model.keras")
+    assert "route adversarial: clean 71.15, AutoAttack 29.75 (1,234 test images)" in text
+    assert "route clean: clean 86.22, AutoAttack not measured, worst case 0.00" in text
