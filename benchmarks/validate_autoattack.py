@@ -118,25 +118,25 @@ class _Progress:
                                  f"({self.state['settings']}); use another --workdir")
         if self.state is None:
             self.state = {"settings": settings, "done": {}, "seconds": {}}
-        _masks_from_stage_images(self.state)
 
     def save(self):
         if self.path:
             write_json(self.path, self.state)
 
 
-def _masks_from_stage_images(state):
-    """A finished stage's robust mask is the set of images the next stage
-    started on (``stage_images``, recorded before it ran); set from there on
-    every load. (Progress written before this was fixed can hold wrong masks:
-    a resume overwrote each finished stage's mask with the mask of the
-    moment, which the later stages had already lowered.)"""
-    order, images = list(STAGES), state.get("stage_images", {})
+def _after_masks(state):
+    """Each stage's robust mask, derived, never stored: the images the next
+    stage started on (``stage_images``, recorded before that stage ran), and
+    for the last stage the images still robust. (Progress files of earlier
+    versions also hold an ``after`` key, which a resume overwrote with the
+    mask of the moment; it is not read.)"""
+    order, images = list(STAGES), state["stage_images"]
+    after = {}
     for stage, nxt in zip(order, order[1:]):
-        if nxt in images:
-            mask = np.zeros(len(state["clean"]), bool)
-            mask[np.asarray(images[nxt], np.int64)] = True
-            state.setdefault("after", {})[stage] = mask.tolist()
+        after[stage] = np.zeros(len(state["clean"]), bool)
+        after[stage][np.asarray(images[nxt], np.int64)] = True
+    after[order[-1]] = np.array(state["robust"], bool)
+    return after
 
 
 def reference_attacks(twin, image_shape, eps, norm, seed, quick=False):
@@ -199,13 +199,9 @@ def torch_reference(twin, x, y, eps, seed, quick, batch_size, norm="linf", progr
             st["seconds"][name] = st["seconds"].get(name, 0.0) + time.time() - start
             st["robust"], st["done"][name] = robust.tolist(), i + len(sub)
             progress.save()
-        # Set once, when the stage finishes: a resumed run passes over the
-        # finished stages, whose masks the later stages' breaks must not reach.
-        st.setdefault("after", {}).setdefault(name, robust.tolist())
         st["seconds"].setdefault(name, 0.0)
         progress.save()
-    after = {n: np.array(v, bool) for n, v in st["after"].items()}
-    return np.array(st["clean"], bool), after, dict(st["seconds"])
+    return np.array(st["clean"], bool), _after_masks(st), dict(st["seconds"])
 
 
 def shipped_class(twin, x, y, eps, seed, batch_size, norm="linf"):

@@ -84,19 +84,26 @@ def test_a_resumed_run_keeps_each_finished_stage_mask(tmp_path, monkeypatch):
     assert counts == sorted(counts, reverse=True) and counts[0] > counts[-1], counts
 
 
-def test_masks_overwritten_by_an_earlier_resume_are_restored_on_load(tmp_path):
+def test_masks_come_from_the_stage_records_not_a_stale_after_key(tmp_path, monkeypatch):
+    """A progress file of an earlier version, whose ``after`` masks a resume
+    overwrote with the latest mask: the masks returned are those the stages
+    recorded (the images each next stage started on), and nothing reruns."""
     va = _benchmark()
     import json
-    clean = [True] * 6
-    state = {"settings": {"fake": True}, "done": {}, "seconds": {}, "clean": clean,
-             "robust": [True, False, False, False, False, False],
-             "stage_images": {"apgd-ce": [0, 1, 2, 3, 4, 5], "apgd-t": [0, 1, 2],
-                              "fab-t": [0, 1], "square": [0]},
-             # What a resume wrote: every finished stage given the latest mask.
-             "after": {s: [True, False, False, False, False, False] for s in va.STAGES}}
+    stages = {"apgd-ce": [0, 1, 2, 3, 4, 5], "apgd-t": [0, 1, 2], "fab-t": [0, 1], "square": [0]}
+    state = {"settings": {"fake": True}, "clean": [True] * 6, "stage_images": stages,
+             "robust": [False] * 6, "done": {s: len(v) for s, v in stages.items()},
+             "seconds": {s: 1.0 for s in stages},
+             "after": {s: [False] * 6 for s in va.STAGES}}
     path = tmp_path / "torchattacks.json"
     path.write_text(json.dumps(state))
-    after = va._Progress(str(path), {"fake": True}).state["after"]
-    assert after["apgd-ce"] == [True, True, True, False, False, False]
-    assert after["apgd-t"] == [True, True, False, False, False, False]
-    assert after["fab-t"] == [True, False, False, False, False, False]
+    monkeypatch.setattr(va, "reference_attacks", lambda *a, **k: {s: None for s in va.STAGES})
+    x, y = np.zeros((6, 1, 2, 2), np.float32), np.zeros(6, np.int64)
+    clean, after, seconds = va.torch_reference(_Twin(), x, y, 0.0, 0, False, 8,
+                                               progress=va._Progress(str(path), {"fake": True}))
+    assert clean.all() and seconds == state["seconds"]
+    assert {s: m.tolist() for s, m in after.items()} == {
+        "apgd-ce": [True, True, True, False, False, False],
+        "apgd-t": [True, True, False, False, False, False],
+        "fab-t": [True, False, False, False, False, False],
+        "square": [False] * 6}
