@@ -223,6 +223,37 @@ def test_resumed_evaluation_reports_the_time_its_saved_batches_took(tmp_path):
                     correct_only=False)
 
 
+def test_a_resume_by_other_code_warns_that_the_result_mixes_versions(tmp_path, monkeypatch):
+    """The settings' fingerprint cannot see a code change: each batch records
+    the code that computed it, and a result whose batches come from two
+    versions says so. Rereading one version's batches, or the same commit
+    with uncommitted files, does not."""
+    import warnings
+    from tf_advscale import evaluate as ev
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(3)])
+    x = np.random.default_rng(0).random((20, 8, 8, 1)).astype("float32")
+    y = np.arange(20) % 3
+    attacks = {"pgd-2": make_attack("pgd-2", 0.1, 3)}
+
+    def run(code, workdir, n=20):
+        monkeypatch.setattr(ev, "code_identity", lambda: code)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ev.run_attacks(model, x[:n], y[:n], attacks, batch_size=10, workdir=str(workdir),
+                           verbose=False)
+        return [str(w.message) for w in caught if "versions of the code" in str(w.message)]
+
+    assert run("tf_advscale 0.1.0 at aaa", tmp_path / "a", n=10) == []
+    assert run("tf_advscale 0.1.0 at aaa+dirty", tmp_path / "a") == []
+    with np.load(tmp_path / "a" / "batches" / "batch_00001.npz") as saved:
+        assert str(saved["code__"]) == "tf_advscale 0.1.0 at aaa+dirty"
+    assert run("tf_advscale 0.2.0 at bbb", tmp_path / "a") == []  # nothing computed: one version
+    assert run("tf_advscale 0.1.0 at aaa", tmp_path / "b", n=10) == []
+    [message] = run("tf_advscale 0.2.0 at bbb", tmp_path / "b")
+    assert "2 versions" in message and "at aaa" in message and "at bbb" in message
+
+
 def test_attacks_run_only_on_the_images_classified_correctly():
     """Robust means correct clean and attacked, so attacking the misclassified
     images is wasted work: the attacks see only the correct ones, with the

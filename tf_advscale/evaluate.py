@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import time
+import warnings
 
 import keras
 import numpy as np
@@ -34,7 +35,7 @@ import tensorflow as tf
 import tf_advscale
 from tf_advscale import attacks as attacks_lib
 from tf_advscale import data as data_lib
-from tf_advscale.files import write_json, write_npz
+from tf_advscale.files import source_commit, write_json, write_npz
 from tf_advscale.layers import mixbn
 from tf_advscale.masking import _curve_subset, _curves, _masking_checks, threat_norm
 from tf_advscale.models import count_params
@@ -102,11 +103,21 @@ def stage_key(name, stage):
     return f"{name}/{stage}"
 
 
+def code_identity():
+    """The code that computes a result: ``"tf_advscale 0.1.0"``, and in a git
+    checkout of the package `` at COMMIT`` (``+dirty`` if modified)."""
+    commit = source_commit()
+    return f"tf_advscale {tf_advscale.__version__}" + (f" at {commit}" if commit else "")
+
+
 class _SavedBatches:
     """The finished batches of one evaluation, in ``WORKDIR/batches``; a work
-    directory holding another evaluation's batches is refused."""
+    directory holding another evaluation's batches is refused. Each batch
+    records the code that computed it (``code_identity``): a resume by other
+    code warns, since the settings' fingerprint cannot see a code change."""
 
     def __init__(self, workdir, settings, correct_only):
+        self.workdir, self.code, self.codes = workdir, code_identity(), set()
         self.dir = os.path.join(workdir, "batches")
         os.makedirs(self.dir, exist_ok=True)
         state_path = os.path.join(workdir, "state.json")
@@ -130,14 +141,28 @@ class _SavedBatches:
         """Batch ``b``'s results and the seconds each attack took then, or None."""
         if not os.path.exists(self._path(b)):
             return None
-        saved = np.load(self._path(b))
-        seconds = {k: float(saved[f"seconds__{k}"]) for k in attacks  # older files: not saved
-                   if f"seconds__{k}" in saved.files}
-        return {k: saved[k] for k in names}, seconds
+        with np.load(self._path(b)) as saved:
+            result = {k: saved[k] for k in names}
+            seconds = {k: float(saved[f"seconds__{k}"]) for k in attacks  # older files: not saved
+                       if f"seconds__{k}" in saved.files}
+            code = str(saved["code__"]) if "code__" in saved.files else None
+        self.codes.add(code)
+        return result, seconds
 
     def save(self, b, result, seconds):
-        write_npz(self._path(b), **result,
+        write_npz(self._path(b), **result, code__=np.str_(self.code),
                   **{f"seconds__{k}": np.float64(v) for k, v in seconds.items()})
+        self.codes.add(self.code)
+
+    def warn_if_mixed(self):
+        """Warns if the batches of this result were computed by more than one
+        version of the code (``+dirty`` aside: a checkout with uncommitted
+        results or notes is not taken for a code change)."""
+        versions = {c.replace("+dirty", "") if c else "an unrecorded version" for c in self.codes}
+        if len(versions) > 1:
+            warnings.warn(f"{self.workdir}: its batches were computed by {len(versions)} versions "
+                          f"of the code ({'; '.join(sorted(versions))}) and the result mixes "
+                          "them; a fresh workdir gives one version's", stacklevel=3)
 
 
 def _compile(fn, attacks):
@@ -247,6 +272,8 @@ def run_attacks(model, x, y, attacks, batch_size=250, seed=0, workdir=None, sett
             print(f"batch {b + 1}/{n_batches or '?'}: {accs}", flush=True)
     if not out["clean"]:
         raise ValueError("run_attacks received no images")
+    if store:
+        store.warn_if_mixed()
     return {k: np.concatenate(v) for k, v in out.items()}, seconds
 
 
