@@ -51,6 +51,44 @@ def test_subsets_by_count_and_by_ids():
         data.load("fashion_mnist_sample", "test", subset=10_000)
 
 
+def test_holdout_ids_are_disjoint_seeded_and_checked():
+    train, held = data.holdout_ids(100, 10)
+    assert len(train) == 90 and len(held) == 10 and not set(train) & set(held)
+    assert list(train) == sorted(train) and set(train) | set(held) == set(range(100))
+    again, held_again = data.holdout_ids(100, 10, train_n=30)
+    np.testing.assert_array_equal(held_again, held)  # the held-out images do not move
+    assert len(again) == 30 and set(again) <= set(train)
+    assert not np.array_equal(data.holdout_ids(100, 10, seed=1)[1], held)
+    with pytest.raises(DataError, match="held-out images must be in \\[1, 99\\].*Received: 100"):
+        data.holdout_ids(100, 100)
+    with pytest.raises(DataError, match="training images must be in \\[1, 90\\].*Received: 95"):
+        data.holdout_ids(100, 10, train_n=95)
+    assert data.split_size("fashion_mnist_sample", "train") == \
+        data.load("fashion_mnist_sample", "train")[1]["num_examples"]
+
+
+def test_validation_held_out_of_training(tmp_path):
+    """data.val_split "train": validation (and so the best checkpoint and the
+    catastrophic-overfitting monitor) reads training images that training
+    never sees; the test set is left to the final evaluation."""
+    from tf_advscale import config as config_lib
+    from tf_advscale import runner
+    config = config_lib.merge({"data": {"val_split": "train", "train_subset": 300},
+                               "eval": {"val_subset": 64, "test_subset": 50}})
+    (train, ti), (val, vi), (test, tei) = runner.load_data(config)
+    n = data.split_size("fashion_mnist_sample", "train")
+    assert ti["num_examples"] == 300 and vi["num_examples"] == 64 and vi["split"] == "train"
+    assert not set(ti["ids"]) & set(vi["ids"]) and max(vi["ids"]) < n
+    assert tei["split"] == "test" and tei["num_examples"] == 50
+    xs, ys = data.as_numpy("fashion_mnist_sample", "train", subset=list(vi["ids"]))[:2]
+    vx = np.concatenate([np.asarray(x) for x, _ in val])
+    np.testing.assert_array_equal(vx, xs)  # unshuffled, unaugmented, every image
+    # A resumed run's stream holds the same images (the hold-out is fixed).
+    assert list(runner.load_train(config, 1, 1)[1]["ids"]) == list(ti["ids"])
+    with pytest.raises(config_lib.ConfigError, match="data.val_split must be None or 'train'"):
+        runner.load_data(config_lib.merge({"data": {"val_split": "tset"}}))
+
+
 def test_fashion_mnist_idx_full(fmnist_idx):
     x, y = data.load_idx(str(fmnist_idx), "train")
     assert x.shape == (60000, 28, 28, 1) and x.dtype == np.uint8

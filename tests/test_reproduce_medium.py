@@ -101,6 +101,14 @@ def test_recipe_ignores_bookkeeping_and_keeps_what_decides_the_weights():
         other[section][key] = value
         assert share.recipe(other) != share.recipe(base), key
     assert share.recipe({**base, "seed": 1}) != share.recipe(base)
+    # Validation held out of the training images takes them from training:
+    # then how many is part of the recipe.
+    held = copy.deepcopy(base)
+    held["data"]["val_split"] = "train"
+    assert share.recipe(held) != share.recipe(base)
+    fewer = copy.deepcopy(held)
+    fewer["eval"]["val_subset"] += 1
+    assert share.recipe(fewer) != share.recipe(held)
     # MixBN's kwargs at their defaults are the same recipe as no kwargs.
     mix = plan.train_config(Run("mixbn", 1.0), 0)
     assert mix["model"]["norm_kwargs"] == {"separate_stats": True, "separate_affine": True}

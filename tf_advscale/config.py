@@ -30,6 +30,10 @@ DEFAULTS = {
         "test_subset": None,
         # The split validation and the final evaluation read (imagenet2012: "validation").
         "eval_split": "test",
+        # Where validation (best checkpoint, the catastrophic-overfitting monitor)
+        # reads: None, eval_split; "train", eval.val_subset training images held
+        # out of training (tf_advscale.data.holdout_ids, seed 0).
+        "val_split": None,
         "num_parallel_calls": 1,
     },
     "model": {

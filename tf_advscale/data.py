@@ -311,6 +311,33 @@ def _select(n, subset, seed):
     return ids
 
 
+def holdout_ids(n, held_out, train_n=None, seed=0):
+    """``(training ids, held-out ids)`` of a split of ``n`` examples, both
+    sorted and disjoint: the held-out ids are the last ``held_out`` of a
+    permutation seeded by ``seed``, the training ids the first ``train_n``
+    (None: all the rest). Validation on held-out training images, so that
+    the test set plays no part in training (checkpoint choice, the
+    catastrophic-overfitting monitor, a search's trials)."""
+    if not (isinstance(held_out, (int, np.integer)) and 0 < held_out < n):
+        raise DataError(f"held-out images must be in [1, {n - 1}] of the {n} training images. "
+                        f"Received: {held_out!r}")
+    train_n = n - held_out if train_n is None else train_n
+    if not (isinstance(train_n, (int, np.integer)) and 0 < train_n <= n - held_out):
+        raise DataError(f"training images must be in [1, {n - held_out}] beside {held_out} "
+                        f"held-out images of {n}. Received: {train_n!r}")
+    order = np.random.default_rng(seed).permutation(n)
+    return np.sort(order[:train_n]), np.sort(order[n - held_out:])
+
+
+def split_size(dataset, split, source=None, path=None, data_dir=None, manual_dir=None):
+    """How many examples ``load(dataset, split, ...)`` would read, without
+    reading them."""
+    known = DATASETS.get(dataset, {})
+    source = source or known.get("default_source") or "tfds"
+    _check_load_args(source, split, 1)
+    return _examples(dataset, split, source, path, known, data_dir, manual_dir, True)[1]
+
+
 def _check_load_args(source, split, batch_size):
     """Raises ``DataError`` unless ``load`` can read ``split`` from ``source``
     in batches of ``batch_size``."""

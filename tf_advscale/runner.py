@@ -65,10 +65,32 @@ def _data_kwargs(config):
                 data_dir=d["data_dir"], manual_dir=d["manual_dir"], seed=config["seed"])
 
 
+def _train_and_validation_ids(config):
+    """``(training subset, validation subset)`` as ``data.load`` takes them:
+    with ``data.val_split: "train"``, ``eval.val_subset`` training images held
+    out (``data.holdout_ids``; ``data.train_subset`` then counts the first
+    images of the rest) and the validation ids; else ``data.train_subset``
+    and ``eval.val_subset`` of ``data.eval_split``."""
+    d, val_n = config["data"], config["eval"]["val_subset"]
+    if d["val_split"] is None:
+        return d["train_subset"], val_n
+    if d["val_split"] != "train":
+        raise ConfigError(f"data.val_split must be None or 'train'. "
+                          f"Received: data.val_split={d['val_split']!r}")
+    if not isinstance(d["train_subset"], (int, type(None))) or not isinstance(val_n, int):
+        raise ConfigError("data.val_split='train' needs eval.val_subset as a count and "
+                          "data.train_subset as a count or None. Received: "
+                          f"eval.val_subset={val_n!r}, data.train_subset={d['train_subset']!r}")
+    n = data_lib.split_size(d["dataset"], "train", d["source"], d["path"], d["data_dir"],
+                            d["manual_dir"])
+    return data_lib.holdout_ids(n, val_n, d["train_subset"])
+
+
 def load_train(config, start_epoch=0, start_step=0):
     """The training stream from (start_epoch, start_step) to the last epoch."""
     d = config["data"]
-    return data_lib.load(d["dataset"], "train", augment=d["augment"], subset=d["train_subset"],
+    return data_lib.load(d["dataset"], "train", augment=d["augment"],
+                         subset=_train_and_validation_ids(config)[0],
                          epochs=config["optimizer"]["epochs"], start_epoch=start_epoch,
                          start_step=start_step, **_data_kwargs(config))
 
@@ -77,8 +99,10 @@ def load_data(config):
     d = config["data"]
     common = _data_kwargs(config)
     train, train_info = load_train(config)
-    val, val_info = data_lib.load(d["dataset"], d["eval_split"],
-                                  subset=config["eval"]["val_subset"], **common)
+    val_split = "train" if d["val_split"] == "train" else d["eval_split"]
+    val, val_info = data_lib.load(d["dataset"], val_split,
+                                  subset=_train_and_validation_ids(config)[1], shuffle=False,
+                                  augment=False, drop_remainder=False, **common)
     test, test_info = data_lib.load(d["dataset"], d["eval_split"],
                                     subset=config["eval"]["test_subset"] or d["test_subset"],
                                     **common)

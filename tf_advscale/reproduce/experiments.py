@@ -381,16 +381,10 @@ def exp_depth_search(plan):
     d = t["data"]
     common = dict(source=d.get("source"), path=d.get("path"), batch_size=d["batch_size"])
     # Trials are scored on held-out training images, not on the test set.
-    _, full = data_lib.load(d["dataset"], "train", **common)
-    val_n = t["eval"]["val_subset"]
-    order = np.random.default_rng(0).permutation(full["num_examples"])
-    train_n = s["train_subset"] or full["num_examples"] - val_n
-    if train_n + val_n > full["num_examples"]:
-        raise ValueError(f"depth_search.train_subset={train_n} plus {val_n} validation images "
-                         f"exceed the {full['num_examples']} training images")
-    train_ds, info = data_lib.load(d["dataset"], "train", subset=sorted(order[:train_n]),
-                                   seed=0, **common)
-    val_ds, _ = data_lib.load(d["dataset"], "train", subset=sorted(order[-val_n:]),
+    n = data_lib.split_size(d["dataset"], "train", d.get("source"), d.get("path"))
+    train_ids, val_ids = data_lib.holdout_ids(n, t["eval"]["val_subset"], s["train_subset"])
+    train_ds, info = data_lib.load(d["dataset"], "train", subset=train_ids, seed=0, **common)
+    val_ds, _ = data_lib.load(d["dataset"], "train", subset=val_ids,
                               shuffle=False, augment=False, drop_remainder=False, **common)
     import keras
     keras.utils.set_random_seed(0)  # the same trials and initial weights on every run

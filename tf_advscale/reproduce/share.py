@@ -13,7 +13,9 @@ global batch). Compared after both configs are merged with the defaults, as
   validation and the end-of-training test measure. They choose
   ``best.keras`` and fill ``metrics.json``; the model after the last epoch
   (``final.keras``, which experiments evaluate and the zoo publishes) does
-  not depend on them.
+  not depend on them. Except where validation is held out of the training
+  images (``data.val_split: "train"``): then ``eval.val_subset`` takes
+  images from training, and the recipe keeps it.
 - ``checkpoint``: how often training state is saved for resuming.
 - ``threads``, ``data.num_parallel_calls``, ``trainer.jit_compile``,
   ``trainer.attack_jit_compile``, ``trainer.steps_per_execution``: how the
@@ -52,12 +54,15 @@ def recipe(config):
     """The part of a full run config that defines its recipe (see the module
     doc), JSON-normalised."""
     c = json.loads(json.dumps(merge(config), default=to_json))
+    held_out = c["eval"]["val_subset"] if c["data"]["val_split"] == "train" else None
     for key in IGNORED:
         section, _, leaf = key.partition(".")
         if leaf:
             c[section].pop(leaf, None)
         else:
             c.pop(section, None)
+    if held_out is not None:
+        c["data"]["held_out_for_validation"] = held_out
     model = c["model"]
     defaults = _norm_defaults(model["norm"])
     model["norm_kwargs"] = {k: v for k, v in model["norm_kwargs"].items()
