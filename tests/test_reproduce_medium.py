@@ -109,6 +109,14 @@ def test_recipe_ignores_bookkeeping_and_keeps_what_decides_the_weights():
     fewer = copy.deepcopy(held)
     fewer["eval"]["val_subset"] += 1
     assert share.recipe(fewer) != share.recipe(held)
+    # So does the catastrophic-overfitting monitor, which may roll the weights
+    # back on the first validation batch.
+    monitored = copy.deepcopy(base)
+    monitored["trainer"]["catastrophic_overfitting"] = True
+    for section, key, value in [("eval", "val_subset", 1000), ("data", "eval_split", "train")]:
+        other = copy.deepcopy(monitored)
+        other[section][key] = value
+        assert share.recipe(other) != share.recipe(monitored), key
     # MixBN's kwargs at their defaults are the same recipe as no kwargs.
     mix = plan.train_config(Run("mixbn", 1.0), 0)
     assert mix["model"]["norm_kwargs"] == {"separate_stats": True, "separate_affine": True}

@@ -13,9 +13,12 @@ global batch). Compared after both configs are merged with the defaults, as
   validation and the end-of-training test measure. They choose
   ``best.keras`` and fill ``metrics.json``; the model after the last epoch
   (``final.keras``, which experiments evaluate and the zoo publishes) does
-  not depend on them. Except where validation is held out of the training
-  images (``data.val_split: "train"``): then ``eval.val_subset`` takes
-  images from training, and the recipe keeps it.
+  not depend on them. Two exceptions, where the recipe keeps what matters:
+  validation held out of the training images (``data.val_split: "train"``)
+  takes ``eval.val_subset`` of them from training; and the
+  catastrophic-overfitting monitor (``trainer.catastrophic_overfitting``)
+  may roll the weights back on the first batch of validation, which
+  ``eval.val_subset`` and ``data.eval_split`` choose.
 - ``checkpoint``: how often training state is saved for resuming.
 - ``threads``, ``data.num_parallel_calls``, ``trainer.jit_compile``,
   ``trainer.attack_jit_compile``, ``trainer.steps_per_execution``: how the
@@ -54,15 +57,17 @@ def recipe(config):
     """The part of a full run config that defines its recipe (see the module
     doc), JSON-normalised."""
     c = json.loads(json.dumps(merge(config), default=to_json))
-    held_out = c["eval"]["val_subset"] if c["data"]["val_split"] == "train" else None
+    validation = {"val_subset": c["eval"]["val_subset"], "eval_split": c["data"]["eval_split"]}
+    keep = (["val_subset"] if c["data"]["val_split"] == "train" else []) + \
+        (["val_subset", "eval_split"] if c["trainer"]["catastrophic_overfitting"] else [])
     for key in IGNORED:
         section, _, leaf = key.partition(".")
         if leaf:
             c[section].pop(leaf, None)
         else:
             c.pop(section, None)
-    if held_out is not None:
-        c["data"]["held_out_for_validation"] = held_out
+    if keep:
+        c["validation_that_decides_weights"] = {k: validation[k] for k in sorted(set(keep))}
     model = c["model"]
     defaults = _norm_defaults(model["norm"])
     model["norm_kwargs"] = {k: v for k, v in model["norm_kwargs"].items()
