@@ -118,6 +118,7 @@ class _Progress:
                                  f"({self.state['settings']}); use another --workdir")
         if self.state is None:
             self.state = {"settings": settings, "done": {}, "seconds": {}}
+        self.state.pop("after", None)  # earlier versions' stored masks (see _after_masks)
 
     def save(self):
         if self.path:

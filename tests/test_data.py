@@ -85,8 +85,17 @@ def test_validation_held_out_of_training(tmp_path):
     np.testing.assert_array_equal(vx, xs)  # unshuffled, unaugmented, every image
     # A resumed run's stream holds the same images (the hold-out is fixed).
     assert list(runner.load_train(config, 1, 1)[1]["ids"]) == list(ti["ids"])
-    with pytest.raises(config_lib.ConfigError, match="data.val_split must be None or 'train'"):
+    # The final evaluation's fingerprint is what it was before the key existed.
+    settings = runner.final_eval_settings(config_lib.merge({}), {}, "model")
+    assert "val_split" not in settings["data"] and "eval_split" in settings["data"]
+    assert runner.final_eval_settings(config, {}, "model")["data"]["val_split"] == "train"
+    with pytest.raises(config_lib.ConfigError, match="data.val_split must be None .* or 'train'. "
+                                                     "Received: data.val_split='tset'"):
         runner.load_data(config_lib.merge({"data": {"val_split": "tset"}}))
+    with pytest.raises(config_lib.ConfigError, match="eval.val_subset=64 of the .* data.train_subset"
+                                                     "=59990 .* must be in \\[1, "):
+        runner.load_data(config_lib.merge({"data": {"val_split": "train", "train_subset": 59_990},
+                                           "eval": {"val_subset": 64}}))
 
 
 def test_fashion_mnist_idx_full(fmnist_idx):

@@ -225,9 +225,9 @@ def test_resumed_evaluation_reports_the_time_its_saved_batches_took(tmp_path):
 
 def test_a_resume_by_other_code_warns_that_the_result_mixes_versions(tmp_path, monkeypatch):
     """The settings' fingerprint cannot see a code change: each batch records
-    the code that computed it, and a result whose batches come from two
-    versions says so. Rereading one version's batches, or the same commit
-    with uncommitted files, does not."""
+    the code that computed it (the package's source tree), and a result whose
+    batches come from two versions says so. Rereading one version's batches
+    does not."""
     import warnings
     from tf_advscale import evaluate as ev
     model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
@@ -244,14 +244,22 @@ def test_a_resume_by_other_code_warns_that_the_result_mixes_versions(tmp_path, m
                            verbose=False)
         return [str(w.message) for w in caught if "versions of the code" in str(w.message)]
 
-    assert run("tf_advscale 0.1.0 at aaa", tmp_path / "a", n=10) == []
-    assert run("tf_advscale 0.1.0 at aaa+dirty", tmp_path / "a") == []
-    with np.load(tmp_path / "a" / "batches" / "batch_00001.npz") as saved:
-        assert str(saved["code__"]) == "tf_advscale 0.1.0 at aaa+dirty"
-    assert run("tf_advscale 0.2.0 at bbb", tmp_path / "a") == []  # nothing computed: one version
-    assert run("tf_advscale 0.1.0 at aaa", tmp_path / "b", n=10) == []
-    [message] = run("tf_advscale 0.2.0 at bbb", tmp_path / "b")
-    assert "2 versions" in message and "at aaa" in message and "at bbb" in message
+    a, b = "tf_advscale 0.1.0, tree aaa", "tf_advscale 0.1.0, tree aaa + edits bbb"
+    assert run(a, tmp_path / "one", n=10) == [] and run(a, tmp_path / "one") == []
+    with np.load(tmp_path / "one" / "batches" / "batch_00001.npz") as saved:
+        assert str(saved["code__"]) == a
+    assert run(b, tmp_path / "one") == []  # nothing computed: one version's result
+    assert run(a, tmp_path / "two", n=10) == []
+    [message] = run(b, tmp_path / "two")
+    assert "2 versions" in message and f"({a}; {b})" in message
+    # A batch saved before batches recorded their code counts as another version.
+    assert run(a, tmp_path / "three", n=10) == []
+    path = tmp_path / "three" / "batches" / "batch_00000.npz"
+    with np.load(path) as saved:
+        old = {k: saved[k] for k in saved.files if k != "code__"}
+    np.savez(path, **old)
+    [message] = run(a, tmp_path / "three")
+    assert "a version from before batches recorded it" in message
 
 
 def test_attacks_run_only_on_the_images_classified_correctly():

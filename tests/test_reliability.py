@@ -192,6 +192,41 @@ def test_the_commit_is_the_packages_own_never_an_enclosing_repositorys(tmp_path)
     assert runner.source_commit(str(tmp_path)) is None  # outside any repository
 
 
+def test_package_tree_follows_the_package_source_only(tmp_path):
+    """What saved evaluation batches record as their code: the package
+    folder's git tree, unchanged by commits of results elsewhere, changed by a
+    commit or an uncommitted edit of the package; None outside a checkout."""
+    import shutil
+    import subprocess
+    from tf_advscale.files import package_tree
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    root = tmp_path / "project"
+    pkg = root / "tf_advscale"
+    pkg.mkdir(parents=True)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(root)]
+
+    def commit(path, text):
+        path.write_text(text)
+        subprocess.run(git + ["add", "-A"], check=True)
+        subprocess.run(git + ["commit", "-q", "-m", "x"], check=True)
+
+    subprocess.run(git + ["init", "-q"], check=True)
+    commit(pkg / "a.py", "A = 1\n")
+    first = package_tree(str(pkg))
+    assert first.startswith("tree ") and "edits" not in first
+    commit(root / "results.json", "{}")
+    assert package_tree(str(pkg)) == first  # a results commit is not a code change
+    (pkg / "a.py").write_text("A = 2\n")
+    edited = package_tree(str(pkg))
+    assert edited.startswith(first + " + edits ")
+    (pkg / "b.py").write_text("")  # an untracked module too
+    assert package_tree(str(pkg)) not in (first, edited)
+    commit(pkg / "a.py", "A = 2\n")
+    assert package_tree(str(pkg)).startswith("tree ") and package_tree(str(pkg)) != first
+    assert package_tree(str(tmp_path)) is None
+
+
 def test_an_agreed_older_resume_keeps_the_time_of_the_set_aside_segment(tmp_path):
     """The training clock resumes from the older checkpoint's state, plus the
     time of the newer segment it discards: that time was spent."""

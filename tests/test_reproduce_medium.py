@@ -117,6 +117,11 @@ def test_recipe_ignores_bookkeeping_and_keeps_what_decides_the_weights():
         other = copy.deepcopy(monitored)
         other[section][key] = value
         assert share.recipe(other) != share.recipe(monitored), key
+    # ... but not the evaluation split where validation reads the hold-out.
+    monitored["data"]["val_split"] = "train"
+    other = copy.deepcopy(monitored)
+    other["data"]["eval_split"] = "validation"
+    assert share.recipe(other) == share.recipe(monitored)
     # MixBN's kwargs at their defaults are the same recipe as no kwargs.
     mix = plan.train_config(Run("mixbn", 1.0), 0)
     assert mix["model"]["norm_kwargs"] == {"separate_stats": True, "separate_affine": True}

@@ -35,7 +35,7 @@ import tensorflow as tf
 import tf_advscale
 from tf_advscale import attacks as attacks_lib
 from tf_advscale import data as data_lib
-from tf_advscale.files import source_commit, write_json, write_npz
+from tf_advscale.files import package_tree, write_json, write_npz
 from tf_advscale.layers import mixbn
 from tf_advscale.masking import _curve_subset, _curves, _masking_checks, threat_norm
 from tf_advscale.models import count_params
@@ -105,9 +105,9 @@ def stage_key(name, stage):
 
 def code_identity():
     """The code that computes a result: ``"tf_advscale 0.1.0"``, and in a git
-    checkout of the package `` at COMMIT`` (``+dirty`` if modified)."""
-    commit = source_commit()
-    return f"tf_advscale {tf_advscale.__version__}" + (f" at {commit}" if commit else "")
+    checkout of the package its source tree (``files.package_tree``)."""
+    tree = package_tree()
+    return f"tf_advscale {tf_advscale.__version__}" + (f", {tree}" if tree else "")
 
 
 class _SavedBatches:
@@ -156,9 +156,8 @@ class _SavedBatches:
 
     def warn_if_mixed(self):
         """Warns if the batches of this result were computed by more than one
-        version of the code (``+dirty`` aside: a checkout with uncommitted
-        results or notes is not taken for a code change)."""
-        versions = {c.replace("+dirty", "") if c else "an unrecorded version" for c in self.codes}
+        version of the package's code."""
+        versions = {c or "a version from before batches recorded it" for c in self.codes}
         if len(versions) > 1:
             warnings.warn(f"{self.workdir}: its batches were computed by {len(versions)} versions "
                           f"of the code ({'; '.join(sorted(versions))}) and the result mixes "

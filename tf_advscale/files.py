@@ -76,6 +76,31 @@ def write_npz(path, **arrays):
     os.replace(tmp, path)
 
 
+def package_tree(package_dir=None):
+    """The package's own source as git sees it: ``"tree T"``, T the git tree of
+    the package folder at HEAD (commits that change only results, notes or
+    tests leave it alone), with ``" + edits D"`` where the folder has
+    uncommitted changes (D: a hash of the diff and the untracked files' names).
+    None outside a checkout of the package (see ``source_commit``)."""
+    here = package_dir or os.path.dirname(os.path.abspath(__file__))
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=here, capture_output=True, text=True,
+                              timeout=30, check=True).stdout
+
+    try:
+        top = git("rev-parse", "--show-toplevel").strip()
+        if not os.path.samefile(top, os.path.dirname(os.path.abspath(here))):
+            return None
+        tree = git("rev-parse", "HEAD:./").strip()
+        edits = git("diff", "HEAD", "--", ".") + git("ls-files", "--others", "--exclude-standard",
+                                                    "--", ".")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"tree {tree[:12]}" + (
+        f" + edits {hashlib.sha256(edits.encode()).hexdigest()[:8]}" if edits else "")
+
+
 def source_commit(package_dir=None):
     """The git commit of the package source, with "+dirty" if modified; None
     outside a checkout of the package (a pip install, even one inside some

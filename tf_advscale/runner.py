@@ -75,15 +75,23 @@ def _train_and_validation_ids(config):
     if d["val_split"] is None:
         return d["train_subset"], val_n
     if d["val_split"] != "train":
-        raise ConfigError(f"data.val_split must be None or 'train'. "
-                          f"Received: data.val_split={d['val_split']!r}")
-    if not isinstance(d["train_subset"], (int, type(None))) or not isinstance(val_n, int):
-        raise ConfigError("data.val_split='train' needs eval.val_subset as a count and "
-                          "data.train_subset as a count or None. Received: "
-                          f"eval.val_subset={val_n!r}, data.train_subset={d['train_subset']!r}")
-    n = data_lib.split_size(d["dataset"], "train", d["source"], d["path"], d["data_dir"],
-                            d["manual_dir"])
-    return data_lib.holdout_ids(n, val_n, d["train_subset"])
+        raise ConfigError("data.val_split must be None (validation reads data.eval_split) or "
+                          f"'train'. Received: data.val_split={d['val_split']!r}")
+    key = (d["dataset"], d["source"], d["path"], d["data_dir"], d["manual_dir"], val_n,
+           d["train_subset"])
+    if key not in _HOLDOUTS:  # sized once per process, not at every (re)load
+        n = data_lib.split_size(d["dataset"], "train", d["source"], d["path"], d["data_dir"],
+                                d["manual_dir"])
+        try:
+            _HOLDOUTS[key] = data_lib.holdout_ids(n, val_n, d["train_subset"])
+        except data_lib.DataError as e:
+            raise ConfigError(f"data.val_split='train' holds eval.val_subset={val_n!r} of the "
+                              f"{n} training images out and trains on data.train_subset="
+                              f"{d['train_subset']!r} of the rest: {e}") from None
+    return _HOLDOUTS[key]
+
+
+_HOLDOUTS = {}
 
 
 def load_train(config, start_epoch=0, start_step=0):
@@ -137,6 +145,15 @@ def check_workdir(workdir, config):
         "or delete that directory to start over.")
 
 
+def final_eval_settings(config, attacks, route):
+    """What the final evaluation's saved batches are fingerprinted by.
+    ``data.val_split`` is left out at its default, as configs before it had
+    none: their killed final evaluations resume."""
+    data = {k: v for k, v in config["data"].items() if (k, v) != ("val_split", None)}
+    return {"attacks": {k: repr(v) for k, v in attacks.items()}, "route": route,
+            "seed": config["seed"], "data": data, "eval": config["eval"]}
+
+
 def final_evaluation(model, test_ds, config, workdir, verbose=0):
     """Clean and eval-attack accuracy on the test set, per route for MixBN
     models, counted by ``evaluate.run_attacks``: the function ``advscale
@@ -149,12 +166,10 @@ def final_evaluation(model, test_ds, config, workdir, verbose=0):
     for route in routes:
         if model.has_mixbn:
             mixbn.set_route(model.model, route)
-        settings = {"attacks": {k: repr(v) for k, v in attacks.items()}, "route": route,
-                    "seed": config["seed"], "data": config["data"], "eval": config["eval"]}
         correct, _ = evaluate_lib.run_attacks(
             model, test_ds, None, attacks, seed=config["seed"],
-            workdir=os.path.join(workdir, "final_eval", route), settings=settings,
-            verbose=bool(verbose))
+            workdir=os.path.join(workdir, "final_eval", route),
+            settings=final_eval_settings(config, attacks, route), verbose=bool(verbose))
         out[f"route_{route}"] = {
             "clean_accuracy": float(correct["clean"].mean()),
             "adv_accuracy": float(correct["eval_attack"].mean()) if attacks else None}

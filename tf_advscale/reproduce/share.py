@@ -18,7 +18,8 @@ global batch). Compared after both configs are merged with the defaults, as
   takes ``eval.val_subset`` of them from training; and the
   catastrophic-overfitting monitor (``trainer.catastrophic_overfitting``)
   may roll the weights back on the first batch of validation, which
-  ``eval.val_subset`` and ``data.eval_split`` choose.
+  ``eval.val_subset`` chooses, and ``data.eval_split`` where validation reads
+  it.
 - ``checkpoint``: how often training state is saved for resuming.
 - ``threads``, ``data.num_parallel_calls``, ``trainer.jit_compile``,
   ``trainer.attack_jit_compile``, ``trainer.steps_per_execution``: how the
@@ -58,8 +59,10 @@ def recipe(config):
     doc), JSON-normalised."""
     c = json.loads(json.dumps(merge(config), default=to_json))
     validation = {"val_subset": c["eval"]["val_subset"], "eval_split": c["data"]["eval_split"]}
-    keep = (["val_subset"] if c["data"]["val_split"] == "train" else []) + \
-        (["val_subset", "eval_split"] if c["trainer"]["catastrophic_overfitting"] else [])
+    held_out = c["data"]["val_split"] == "train"
+    keep = (["val_subset"] if held_out else []) + \
+        ((["val_subset"] + ([] if held_out else ["eval_split"]))
+         if c["trainer"]["catastrophic_overfitting"] else [])
     for key in IGNORED:
         section, _, leaf = key.partition(".")
         if leaf:
