@@ -264,3 +264,43 @@ def test_a_finished_run_of_another_config_is_not_reused(tmp_path):
     plan.train["optimizer"]["epochs"] = 2  # the config was edited after the run
     with pytest.raises(ConfigError, match="optimizer.epochs"):
         reproduce.train(plan, Run(), 0)
+
+
+@pytest.mark.slow
+def test_autoattack_beside_the_main_attack_where_the_scale_asks(tmp_path, monkeypatch):
+    """eval.autoattack_n (the medium scale: 1,000 images) adds AutoAttack to
+    clean_portion, mixbn and depth: a column, a finding and a plot series,
+    from evaluations the plan lists. The plumbing, on the tiny scale's runs
+    with PGD-2 standing in for AutoAttack (tests/test_autoattack.py tests the
+    attack itself; here it would only cost minutes of tracing)."""
+    import re
+    from tf_advscale import attacks as attacks_lib
+    from tf_advscale.reproduce import estimate
+    make = attacks_lib.make
+    monkeypatch.setattr(attacks_lib, "make", lambda name, *a, **k: make(
+        "pgd-2" if name == "autoattack" else name, *a, **k))
+    plan = _plan(tmp_path, seeds=[0])
+    plan.eval = {**plan.eval, "autoattack_n": 4}
+    r = reproduce.run_experiment(plan, "clean_portion")
+    assert "| AutoAttack (4 images) |" in r["table"].splitlines()[0]
+    [aa] = [f for f in r["findings"] if f["claim"].startswith("Under AutoAttack too")]
+    assert aa["paper"].startswith("not in the paper") and "AutoAttack, 4 images" in aa["ours"]
+    from tf_advscale.reproduce import plots
+    assert "ours, AutoAttack" in plots.of_result("clean_portion", r)["clean_portion"]["series"]
+    done = {p.parts[-4]: json.loads(p.read_text())
+            for p in pathlib.Path(tmp_path).rglob("*_n4_autoattack_*.json")}
+    assert sorted(done) == ["bn-c0-d8", "bn-c100-d8"], done
+    for row in r["rows"]:
+        saved = done[f"bn-c{100 * row['clean_portion']:.0f}-d8"]
+        assert saved["n"] == 4 and saved["autoattack"] <= saved["clean"]
+        assert row["autoattack"]["values"] == [round(100 * saved["autoattack"], 2)]
+
+    medium = _plan(tmp_path / "m", "medium", "cifar10")
+    work, _ = estimate.planned_work(medium, ["clean_portion", "mixbn", "depth"])
+    aa = [re.search(r"([\w-]+)/seed(\d)/evals/(\w+?)_moving_n1000_autoattack_", p).groups()
+          for p, ev in work["evals"].items() if ev.attacks == ("autoattack",)]
+    assert sorted(aa) == [
+        ("bn-c0-d20", "0", "single"), ("bn-c0-d20", "1", "single"), ("bn-c0-d56", "0", "single"),
+        ("bn-c100-d20", "0", "single"), ("bn-c100-d20", "1", "single"),
+        ("mixbn-c100-d20", "0", "adversarial"), ("mixbn-c100-d20", "0", "clean"),
+        ("mixbn-c100-d20", "1", "adversarial"), ("mixbn-c100-d20", "1", "clean")], aa

@@ -40,6 +40,30 @@ def _main_eval(plan, route=None, bn="moving"):
     return Eval(attacks=(plan.eval["attack"],), route=route, bn=bn)
 
 
+def _autoattack(plan, run, route=None):
+    """AutoAttack accuracy (%) of ``run`` over seeds, on the scale's
+    ``eval.autoattack_n`` seeded test images; None where the scale does not
+    run it."""
+    n = plan.eval.get("autoattack_n")
+    if not n:
+        return None
+    return stat(over_seeds(plan, run, Eval(attacks=("autoattack",), route=route, n=n),
+                           "autoattack"))
+
+
+def _autoattack_finding(claim, first, second, n):
+    """A claim on ``first`` minus ``second`` under AutoAttack (stats in %),
+    which the paper (2020) predates."""
+    effect = first["mean"] - second["mean"]
+    return {"claim": claim, "paper": "not in the paper (AutoAttack came later)",
+            "ours": f"{effect:+.1f} ({fmt(first)} vs {fmt(second)}, AutoAttack, {n:,} images)",
+            "verdict": verdict(effect, _spread(first, second))}
+
+
+def _aa_header(plan):
+    return f"AutoAttack ({plan.eval['autoattack_n']:,} images)"
+
+
 @experiment("clean_portion")
 def exp_clean_portion(plan):
     a = plan.eval["attack"]
@@ -47,6 +71,7 @@ def exp_clean_portion(plan):
     for p in plan.config["clean_portions"]:
         run = Run(clean_portion=p)
         rows.append({"clean_portion": p, **accuracies(plan, run, _main_eval(plan)),
+                     "autoattack": _autoattack(plan, run),
                      "paper_pgd2000": PAPER["clean_portion"].get(p)})
     first, last = rows[0], rows[-1]
     effect = first["robust"]["mean"] - last["robust"]["mean"]
@@ -59,10 +84,19 @@ def exp_clean_portion(plan):
         "ours": f"{effect:+.1f} ({fmt(first['robust'])} vs {fmt(last['robust'])}, {a})",
         "verdict": verdict(effect, _spread(first["robust"], last["robust"]), paper,
                            PAPER["clean_portion"][1.0], last["robust"]["mean"])}
-    table = _table(["clean portion", "clean", f"{a}", "paper PGD-2000"],
-                   [[f"{100 * r['clean_portion']:.0f}%", fmt(r["clean"]), fmt(r["robust"]),
-                     _num(r["paper_pgd2000"])] for r in rows])
-    return {"rows": rows, "findings": [finding], "table": table,
+    findings, aa = [finding], first["autoattack"] is not None
+    if aa:
+        findings.append(_autoattack_finding(
+            "Under AutoAttack too, removing the clean images from a one-BN mixture raises "
+            f"robustness (at {100 * first['clean_portion']:.0f}% clean minus at "
+            f"{100 * last['clean_portion']:.0f}% clean)",
+            first["autoattack"], last["autoattack"], plan.eval["autoattack_n"]))
+    table = _table(["clean portion", "clean", f"{a}"] + ([_aa_header(plan)] if aa else [])
+                   + ["paper PGD-2000"],
+                   [[f"{100 * r['clean_portion']:.0f}%", fmt(r["clean"]), fmt(r["robust"])]
+                    + ([fmt(r["autoattack"])] if aa else []) + [_num(r["paper_pgd2000"])]
+                    for r in rows])
+    return {"rows": rows, "findings": findings, "table": table,
             "plots": plots.clean_portion(rows, a)}
 
 
@@ -122,9 +156,18 @@ def exp_mixbn(plan):
                 rows[label] = {"clean": stat(over_seeds(plan, run, Eval(), "clean"))}
             else:
                 rows[label] = accuracies(plan, run, _main_eval(plan, route=route))
+                rows[label]["autoattack"] = _autoattack(plan, run, route)
     findings, recovered = _mixbn_findings(rows)
-    table = _table(["model", "clean", a],
+    aa = rows["one BN"]["autoattack"] is not None
+    if aa:
+        findings.append(_autoattack_finding(
+            "Under AutoAttack too, MixBN (adversarial route) is more robust than one BN on "
+            "the same 100%-clean mixture (MixBN minus one BN)",
+            rows["MixBN, adversarial route"]["autoattack"], rows["one BN"]["autoattack"],
+            plan.eval["autoattack_n"]))
+    table = _table(["model", "clean", a] + ([_aa_header(plan)] if aa else []),
                    [[k, fmt(v["clean"]), fmt(v["robust"]) if "robust" in v else "-"]
+                    + ([fmt(v["autoattack"]) if v.get("autoattack") else "-"] if aa else [])
                     for k, v in rows.items()])
     return {"rows": rows, "recovered_fraction": recovered, "findings": findings,
             "table": table, "plots": plots.mixbn(rows, a)}
@@ -276,6 +319,7 @@ def exp_depth(plan):
         adv, std = Run(clean_portion=0.0, depth=d), Run(standard=True, depth=d)
         acc = accuracies(plan, adv, _main_eval(plan))
         rows.append({"depth": d, "adv_robust": acc["robust"], "adv_clean": acc["clean"],
+                     "adv_autoattack": _autoattack(plan, adv),
                      "standard_clean": stat(over_seeds(plan, std, Eval(), "clean"))})
     first, last = rows[0], rows[-1]
     gain_r = last["adv_robust"]["mean"] - first["adv_robust"]["mean"]
@@ -297,9 +341,17 @@ def exp_depth(plan):
         "verdict": verdict(gain_r - gain_c, _spread(first["adv_robust"], last["adv_robust"],
                                                     first["standard_clean"],
                                                     last["standard_clean"]))}]
-    table = _table(["depth", f"adversarial, {a}", "adversarial, clean", "standard, clean"],
-                   [[r["depth"], fmt(r["adv_robust"]), fmt(r["adv_clean"]),
-                     fmt(r["standard_clean"])] for r in rows])
+    aa = first["adv_autoattack"] is not None
+    if aa:
+        findings.append(_autoattack_finding(
+            f"Under AutoAttack too, robustness rises with depth (depth {depths[-1]} minus "
+            f"depth {depths[0]})", last["adv_autoattack"], first["adv_autoattack"],
+            plan.eval["autoattack_n"]))
+    table = _table(["depth", f"adversarial, {a}"]
+                   + ([f"adversarial, {_aa_header(plan)}"] if aa else [])
+                   + ["adversarial, clean", "standard, clean"],
+                   [[r["depth"], fmt(r["adv_robust"])] + ([fmt(r["adv_autoattack"])] if aa else [])
+                    + [fmt(r["adv_clean"]), fmt(r["standard_clean"])] for r in rows])
     return {"rows": rows, "findings": findings, "table": table, "plots": plots.depth(rows, a)}
 
 

@@ -15,9 +15,17 @@ def clean_portion(rows, attack):
     return {"clean_portion": {
         "kind": "lines", "xlabel": "clean portion (%)", "ylabel": "accuracy (%)",
         "series": {f"ours, {attack}": [(100 * r["clean_portion"], r["robust"]) for r in rows],
+                   **_autoattack_series(rows, "clean_portion", "autoattack", 100),
                    "ours, clean": [(100 * r["clean_portion"], r["clean"]) for r in rows],
                    "paper, PGD-2000 (ImageNet)": [(100 * float(p), {"mean": v, "sd": 0})
                                                   for p, v in PAPER["clean_portion"].items()]}}}
+
+
+def _autoattack_series(rows, x, key, scale=1):
+    """``{"ours, AutoAttack": points}`` where the rows carry AutoAttack, else {}."""
+    if not all(r.get(key) for r in rows):
+        return {}
+    return {"ours, AutoAttack": [(scale * r[x], r[key]) for r in rows]}
 
 
 def attack_strength(curves):
@@ -35,7 +43,8 @@ def attack_strength(curves):
 def mixbn(rows, attack):
     return {"mixbn": {
         "kind": "bars", "ylabel": "accuracy (%)",
-        "groups": {k: {"clean": v["clean"], **({attack: v["robust"]} if "robust" in v else {})}
+        "groups": {k: {"clean": v["clean"], **({attack: v["robust"]} if "robust" in v else {}),
+                       **({"AutoAttack": v["autoattack"]} if v.get("autoattack") else {})}
                    for k, v in rows.items()}}}
 
 
@@ -44,6 +53,8 @@ def depth(rows, attack):
         "kind": "lines", "xlabel": "depth", "ylabel": "accuracy (%)",
         "series": {f"adversarial training, {attack}": [(r["depth"], r["adv_robust"])
                                                        for r in rows],
+                   **{k.replace("ours", "adversarial training"): v for k, v in
+                      _autoattack_series(rows, "depth", "adv_autoattack").items()},
                    "standard training, clean": [(r["depth"], r["standard_clean"])
                                                 for r in rows]}}}
 
