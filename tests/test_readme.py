@@ -138,3 +138,44 @@ def test_model_cost_figures_equal_their_json():
             f"route), the PyTorch twin {ms(bn, 'torch', grad)} and {ms(mix, 'torch', grad)} ms; "
             f"forward alone: ours {ms(bn, 'tf_advscale', fwd)} and {ms(mix, 'tf_advscale', fwd)}"
             f" ms, the twin {ms(bn, 'torch', fwd)} and {ms(mix, 'torch', fwd)} ms.") in text
+
+
+def _ci_pytest_commands():
+    """Each pytest command in .ci/run, as its argument list after 'pytest'."""
+    import shlex
+    out = []
+    for line in (ROOT / ".ci" / "run").read_text().splitlines():
+        if line.lstrip().startswith("#") or "pytest" not in line:
+            continue
+        for part in line.split("&&"):
+            words = shlex.split(part)
+            if "pytest" in words:
+                out.append(words[words.index("pytest") + 1:])
+    return out
+
+
+def _collected(args):
+    import subprocess
+    import sys
+    args = [a for a in args if a != "-q"]  # -qq would print counts, not test ids
+    done = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return {line for line in done.stdout.splitlines() if "::" in line}
+
+
+def test_ci_runs_the_readme_test_commands_and_never_a_long_test():
+    """CI runs the README's two test commands, and neither selects a test
+    marked long (over CI's budget), even one marked slow as well: a slow test
+    with long parameters once made CI's heavy step run for hours."""
+    commands = _ci_pytest_commands()
+    assert len(commands) == 2, commands
+    for args in commands:
+        assert "python -m pytest " + " ".join(
+            f'"{a}"' if " " in a else a for a in args) in " ".join(README.split()), args
+    long = _collected(["-m", "long"])
+    assert long, "no test is marked long; the check below would prove nothing"
+    for args in commands:
+        chosen = _collected(args)
+        assert chosen, args
+        assert not chosen & long, (args, sorted(chosen & long)[:5])
