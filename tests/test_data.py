@@ -96,6 +96,9 @@ def test_validation_held_out_of_training(tmp_path):
                                                      "=59990 .* must be in \\[1, "):
         runner.load_data(config_lib.merge({"data": {"val_split": "train", "train_subset": 59_990},
                                            "eval": {"val_subset": 64}}))
+    with pytest.raises(config_lib.ConfigError, match="eval.val_subset=\\[1, 2\\] of the "):
+        runner.load_data(config_lib.merge({"data": {"val_split": "train"},
+                                           "eval": {"val_subset": [1, 2]}}))
 
 
 def test_fashion_mnist_idx_full(fmnist_idx):

@@ -103,9 +103,11 @@ def stage_key(name, stage):
     return f"{name}/{stage}"
 
 
+@functools.lru_cache(maxsize=None)
 def code_identity():
     """The code that computes a result: ``"tf_advscale 0.1.0"``, and in a git
-    checkout of the package its source tree (``files.package_tree``)."""
+    checkout of the package its source tree (``files.package_tree``). Asked
+    of git once per process: the code a process runs is what it imported."""
     tree = package_tree()
     return f"tf_advscale {tf_advscale.__version__}" + (f", {tree}" if tree else "")
 

@@ -76,12 +76,11 @@ def write_npz(path, **arrays):
     os.replace(tmp, path)
 
 
-def package_tree(package_dir=None):
-    """The package's own source as git sees it: ``"tree T"``, T the git tree of
-    the package folder at HEAD (commits that change only results, notes or
-    tests leave it alone), with ``" + edits D"`` where the folder has
-    uncommitted changes (D: a hash of the diff and the untracked files' names).
-    None outside a checkout of the package (see ``source_commit``)."""
+def _package_git(package_dir=None):
+    """A function running git in the package folder and returning its output,
+    or None outside a checkout of the package: a pip install, even one inside
+    some other git repository (a virtual environment in a user's project),
+    where the package folder is not at the repository's root."""
     here = package_dir or os.path.dirname(os.path.abspath(__file__))
 
     def git(*args):
@@ -90,8 +89,23 @@ def package_tree(package_dir=None):
 
     try:
         top = git("rev-parse", "--show-toplevel").strip()
-        if not os.path.samefile(top, os.path.dirname(os.path.abspath(here))):
-            return None
+        if os.path.samefile(top, os.path.dirname(os.path.abspath(here))):
+            return git
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return None
+
+
+def package_tree(package_dir=None):
+    """The package's own source as git sees it: ``"tree T"``, T the git tree of
+    the package folder at HEAD (commits that change only results, notes or
+    tests leave it alone), with ``" + edits D"`` where the folder has
+    uncommitted changes (D: a hash of the diff and the untracked files' names).
+    None outside a checkout of the package (see ``_package_git``)."""
+    git = _package_git(package_dir)
+    if git is None:
+        return None
+    try:
         tree = git("rev-parse", "HEAD:./").strip()
         edits = git("diff", "HEAD", "--", ".") + git("ls-files", "--others", "--exclude-standard",
                                                     "--", ".")
@@ -102,19 +116,15 @@ def package_tree(package_dir=None):
 
 
 def source_commit(package_dir=None):
-    """The git commit of the package source, with "+dirty" if modified; None
-    outside a checkout of the package (a pip install, even one inside some
-    other git repository, such as a virtual environment in a user's project)."""
-    here = package_dir or os.path.dirname(os.path.abspath(__file__))
+    """The git commit of the package's checkout, with "+dirty" if a tracked
+    file is modified; None outside a checkout of the package (see
+    ``_package_git``)."""
+    git = _package_git(package_dir)
+    if git is None:
+        return None
     try:
-        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=here,
-                             capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-        if not os.path.samefile(top, os.path.dirname(os.path.abspath(here))):
-            return None  # the package is not at the root of this repository
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
-                                text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=here, capture_output=True, text=True, timeout=10).stdout.strip()
+        commit = git("rev-parse", "HEAD").strip()
+        dirty = git("status", "--porcelain", "--untracked-files=no").strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return commit + ("+dirty" if dirty else "")

@@ -20,6 +20,7 @@ directory holding a run of a different config is refused.
 """
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -77,21 +78,24 @@ def _train_and_validation_ids(config):
     if d["val_split"] != "train":
         raise ConfigError("data.val_split must be None (validation reads data.eval_split) or "
                           f"'train'. Received: data.val_split={d['val_split']!r}")
-    key = (d["dataset"], d["source"], d["path"], d["data_dir"], d["manual_dir"], val_n,
-           d["train_subset"])
-    if key not in _HOLDOUTS:  # sized once per process, not at every (re)load
-        n = data_lib.split_size(d["dataset"], "train", d["source"], d["path"], d["data_dir"],
-                                d["manual_dir"])
-        try:
-            _HOLDOUTS[key] = data_lib.holdout_ids(n, val_n, d["train_subset"])
-        except data_lib.DataError as e:
-            raise ConfigError(f"data.val_split='train' holds eval.val_subset={val_n!r} of the "
-                              f"{n} training images out and trains on data.train_subset="
-                              f"{d['train_subset']!r} of the rest: {e}") from None
-    return _HOLDOUTS[key]
+    args = (d["dataset"], d["source"], d["path"], d["data_dir"], d["manual_dir"], val_n,
+            d["train_subset"])
+    try:
+        hash(args)
+    except TypeError:  # a wrong type: holdout_ids names the value
+        return _holdout.__wrapped__(*args)
+    return _holdout(*args)
 
 
-_HOLDOUTS = {}
+@functools.lru_cache(maxsize=None)  # sized once per process, not at every (re)load
+def _holdout(dataset, source, path, data_dir, manual_dir, val_n, train_subset):
+    n = data_lib.split_size(dataset, "train", source, path, data_dir, manual_dir)
+    try:
+        return data_lib.holdout_ids(n, val_n, train_subset)
+    except data_lib.DataError as e:
+        raise ConfigError(f"data.val_split='train' holds eval.val_subset={val_n!r} of the "
+                          f"{n} training images out and trains on data.train_subset="
+                          f"{train_subset!r} of the rest: {e}") from None
 
 
 def load_train(config, start_epoch=0, start_step=0):
