@@ -14,8 +14,8 @@ broken.
 
 import tensorflow as tf
 
-from tf_advscale.attacks.base import (NORMS, Attack, _check_number, _expand, _per_example_norm,
-                                      fold_seed, on_subset, register_attack,
+from tf_advscale.attacks.base import (NORMS, Attack, _check_number, _expand, _into_l2_ball,
+                                      _unit_l2, fold_seed, on_subset, register_attack,
                                       true_and_best_other)
 
 LOSSES = ("ce", "dlr", "dlr_targeted")
@@ -96,17 +96,13 @@ class APGD(Attack):
         if self.norm == "linf":
             adv = tf.clip_by_value(adv, x - self.epsilon, x + self.epsilon)
         else:
-            d = adv - x
-            n = _per_example_norm(d, "l2")
-            d = d * _expand(tf.minimum(1.0, self.epsilon / tf.maximum(n, 1e-12)), d)
-            adv = x + d
+            adv = x + _into_l2_ball(adv - x, self.epsilon)
         return tf.clip_by_value(adv, self.clip_min, self.clip_max)
 
     def _ascent(self, grad, step):
         if self.norm == "linf":
             return _expand(step, grad) * tf.sign(grad)
-        n = _per_example_norm(grad, "l2")
-        return _expand(step, grad) * grad / _expand(tf.maximum(n, 1e-12), grad)
+        return _expand(step, grad) * _unit_l2(grad)
 
     def _start(self, x, seed):
         """Random start; ``seed``: an op seed (int), a stateless seed tensor or None."""
@@ -118,8 +114,7 @@ class APGD(Attack):
             return self._project(x, x + self.epsilon * r)
         g = tf.random.stateless_normal(shape, seed) if stateless else \
             tf.random.normal(shape, seed=seed)
-        n = _per_example_norm(g, "l2")
-        return self._project(x, x + self.epsilon * g / _expand(tf.maximum(n, 1e-12), g))
+        return self._project(x, x + self.epsilon * _unit_l2(g))
 
     # -- one run -------------------------------------------------------------
 

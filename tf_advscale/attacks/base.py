@@ -156,6 +156,18 @@ def _expand(v, x):
     return tf.reshape(v, [-1] + [1] * (len(x.shape) - 1))
 
 
+def _unit_l2(v):
+    """Each example of ``v`` scaled to L2 norm 1 (a zero example stays zero)."""
+    return v / _expand(tf.maximum(_per_example_norm(v, "l2"), 1e-12), v)
+
+
+def _into_l2_ball(d, epsilon):
+    """Each example of ``d`` scaled down onto the L2 ball of radius
+    ``epsilon`` where it lies outside; left alone inside."""
+    n = _per_example_norm(d, "l2")
+    return d * _expand(tf.minimum(1.0, epsilon / tf.maximum(n, 1e-12)), d)
+
+
 def on_subset(mask, run, x, *rows):
     """Runs ``run(x[mask], *(r[mask] for r in rows)) -> (images, ok)`` only on
     the rows where ``mask`` holds, as AutoAttack attacks only the images still
@@ -254,9 +266,7 @@ class PGD(Attack):
     def _project(self, delta):
         if self.norm == "linf":
             return tf.clip_by_value(delta, -self.epsilon, self.epsilon)
-        n = _per_example_norm(delta, "l2")
-        factor = tf.minimum(1.0, self.epsilon / tf.maximum(n, 1e-12))
-        return delta * _expand(factor, delta)
+        return _into_l2_ball(delta, self.epsilon)
 
     def _random_delta(self, x, seed=None):
         s = [None] * 2 if seed is None else [fold_seed(seed, k) for k in (1, 2)]
@@ -266,13 +276,12 @@ class PGD(Attack):
         g = normal(tf.shape(x), s[0])
         d = tf.cast(tf.reduce_prod(tf.shape(x)[1:]), tf.float32)
         r = self.epsilon * uniform(tf.shape(x)[:1], s[1]) ** (1.0 / d)
-        return g / _expand(tf.maximum(_per_example_norm(g, "l2"), 1e-12), g) * _expand(r, g)
+        return _unit_l2(g) * _expand(r, g)
 
     def _step(self, grad):
         if self.norm == "linf":
             return self.step_size * tf.sign(grad)
-        n = _per_example_norm(grad, "l2")
-        return self.step_size * grad / _expand(tf.maximum(n, 1e-12), grad)
+        return self.step_size * _unit_l2(grad)
 
     def _objective(self, logits, labels, target):
         """Per-example quantity to ascend."""
