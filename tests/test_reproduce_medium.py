@@ -256,6 +256,72 @@ def test_plan_lists_shared_runs_runs_to_train_and_their_cost(tiny_zoo, tmp_path)
         "\n".join(estimate.describe(plan, ["clean_portion"]))
 
 
+def _give_autoattack(root, name, plan, n=64, **edits):
+    """Adds an AutoAttack record to zoo entry ``name``, as ``advscale zoo
+    autoattack NAME --n N`` writes it (``edits`` change its fields)."""
+    path = root / name / "metadata.json"
+    meta = json.loads(path.read_text())
+    meta["threat_model"] = {"norm": "Linf", "epsilon_float": plan.epsilon}
+    aa = {"test_images": n, "subset_seed": 0, "command": f"advscale zoo autoattack {name}",
+          "date": "2026-12-06",
+          "results": {"default": {"clean": 0.5, "autoattack": 0.25, "n": n,
+                                  "after_each": {"apgd-ce": 0.3, "square": 0.25}}}}
+    for k, v in edits.items():
+        (meta["threat_model"] if k == "epsilon_float" else aa)[k] = v
+    meta["evaluation"] = {"autoattack": aa}
+    path.write_text(json.dumps(meta))
+
+
+def test_a_shared_runs_autoattack_is_read_from_its_entrys_record(tiny_zoo, tmp_path,
+                                                                 monkeypatch):
+    """A run shared with a zoo entry that has run AutoAttack on the images the
+    plan would (the seed-0 draw of as many test images, at the plan's
+    epsilon) takes the entry's result, and is not attacked again; any other
+    evaluation is computed."""
+    plan, _, _ = tiny_zoo
+    root = tmp_path / "zoo"
+    _give_autoattack(root, "resnet8.tiny_sample", plan)
+    attacked = []
+
+    def run_attacks(model, x, y, attacks, *args, **kwargs):
+        attacked.append((sorted(attacks), len(y)))
+        return {"clean": np.ones(len(y), bool), **{a: np.zeros(len(y), bool) for a in attacks}}, \
+            {a: 1.0 for a in attacks}
+
+    from tf_advscale import evaluate as ev_lib
+    monkeypatch.setattr(ev_lib, "run_attacks", run_attacks)
+    aa = Eval(attacks=("autoattack",), n=64)
+    listing = "\n".join(estimate.describe(plan, ["clean_portion"]))  # before any run is linked
+    assert "evaluations (4):" in listing and listing.count(": to do;") == 4  # no AutoAttack here
+    plan.planned = {"runs": {}, "evals": {}, "shared_evals": {}}
+    reproduce.evaluate_run(plan, Run(), 0, aa)
+    reproduce.evaluate_run(plan, Run(), 1, aa)
+    assert list(plan.planned["shared_evals"].values()) == [
+        "zoo entry resnet8.tiny_sample's AutoAttack record (advscale zoo autoattack "
+        "resnet8.tiny_sample, 2026-12-06)"]
+    assert len(plan.planned["evals"]) == 1  # seed 1: no entry's
+    plan.planned = None
+    got = reproduce.evaluate_run(plan, Run(), 0, aa)
+    assert attacked == [] and got["autoattack"] == 0.25 and got["clean"] == 0.5
+    assert got["autoattack/square"] == 0.25 and got["n"] == 64
+    assert reproduce.evaluate_run(plan, Run(), 0, aa) == got  # now read from its file
+    cost = reproduce.compute_cost(plan, {})
+    assert cost["shared_evals"] == {
+        "bn-c0-d8/seed0/evals/single_moving_n64_autoattack_" + plan.eval_tag() + ".json":
+        "resnet8.tiny_sample"}
+    assert not any("autoattack" in k for k in cost["evals"])
+    # Another number of images (attacked here), another epsilon, another
+    # draw, a route the record lacks, another split: not the entry's.
+    reproduce.evaluate_run(plan, Run(), 0, Eval(attacks=("autoattack",), n=32))
+    for edits in ({"epsilon_float": 0.5}, {"subset_seed": 1}, {"results": {"clean": {}}}):
+        _give_autoattack(root, "resnet8.tiny_sample", plan, **edits)
+        assert share.autoattack("resnet8.tiny_sample", None, 64, plan.epsilon, "test") is None
+    _give_autoattack(root, "resnet8.tiny_sample", plan)
+    assert share.autoattack("resnet8.tiny_sample", None, 64, plan.epsilon, "train") is None
+    assert share.autoattack("resnet8.tiny_sample", "clean", 64, plan.epsilon, "test") is None
+    assert attacked == [(["autoattack"], 32)]
+
+
 def test_plan_command_prints_the_listing(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("TF_ADVSCALE_ZOO", raising=False)
     assert cli.main(["reproduce", "plan", "--config", f"{CONFIG}:medium",

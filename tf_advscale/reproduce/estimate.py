@@ -22,10 +22,11 @@ from tf_advscale.reproduce.experiments import EXPERIMENTS, UNPLANNED
 
 
 def planned_work(plan, names):
-    """``({"runs": {path: config}, "evals": {path: Eval}}, {name: findings})``
-    of ``names``; the findings are the claims each will make, with zeros for
-    numbers."""
-    plan.planned, findings = {"runs": {}, "evals": {}}, {}
+    """``({"runs": {path: config}, "evals": {path: Eval}, "shared_evals":
+    {path: source}}, {name: findings})`` of ``names``; the findings are the
+    claims each will make, with zeros for numbers. ``shared_evals``: the
+    AutoAttack evaluations a zoo entry has made (``share.autoattack``)."""
+    plan.planned, findings = {"runs": {}, "evals": {}, "shared_evals": {}}, {}
     try:
         for name in names:
             if name not in UNPLANNED:
@@ -124,9 +125,11 @@ def describe(plan, names):
         config = work["runs"][os.path.dirname(os.path.dirname(path))]
         done = os.path.exists(path)
         evals.append((os.path.relpath(path, runs_root), done, eval_passes(plan, config, ev)))
-    lines += ["", f"evaluations ({len(evals)}):"]
-    lines += [f"  {key}: " + ("done" if done else f"to do; {_amount(p, rate)}")
-              for key, done, p in evals]
+    lines += ["", f"evaluations ({len(evals) + len(work['shared_evals'])}):"]
+    lines += sorted([f"  {key}: " + ("done" if done else f"to do; {_amount(p, rate)}")
+                     for key, done, p in evals]
+                    + [f"  {os.path.relpath(path, runs_root)}: will be read from {source}"
+                       for path, source in work["shared_evals"].items()])
     train_p = sum(p or 0 for _, _, p in todo)
     eval_p = sum(p for _, done, p in evals if not done)
     lines += ["", f"to compute: {len(todo)} runs to train ({_amount(train_p, rate)}), "

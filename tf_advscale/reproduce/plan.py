@@ -190,11 +190,23 @@ def evaluate_run(plan, run, seed, ev):
     key = f"{ev.key()}_{plan.eval_tag()}"
     out_path = os.path.join(path, "evals", key + ".json")
     plan.used_evals.add(out_path)
+    shared = _shared_autoattack(plan, run, seed, path, ev) \
+        if not os.path.exists(out_path) else None
     if plan.planned is not None:
-        plan.planned["evals"].setdefault(out_path, ev)
+        if shared:
+            plan.planned["shared_evals"][out_path] = shared["from"]
+        else:
+            plan.planned["evals"].setdefault(out_path, ev)
         return {"clean": 0.0, **{a: 0.0 for a in ev.attacks}, "n": n}
     if os.path.exists(out_path):
         return json.load(open(out_path))
+    if shared:
+        from tf_advscale.files import write_json
+        print(f"[reproduce] {os.path.relpath(out_path, plan.root)}: {shared['from']}, "
+              "not attacked again", flush=True)
+        os.makedirs(os.path.dirname(out_path), exist_ok=True)
+        write_json(out_path, shared)
+        return shared
     import keras
 
     from tf_advscale import attacks as attacks_lib
@@ -216,6 +228,21 @@ def evaluate_run(plan, run, seed, ev):
     from tf_advscale.files import write_json
     write_json(out_path, result)
     return result
+
+
+def _shared_autoattack(plan, run, seed, path, ev):
+    """The zoo's AutoAttack result (``share.autoattack``) of a run shared with
+    a zoo entry, where ``ev`` is that evaluation; else None."""
+    if ev.attacks != ("autoattack",) or ev.bn != "moving":
+        return None
+    rec = share.record(path)
+    if rec:
+        entry = rec["entry"]
+    else:  # planning: the run is not linked yet
+        entry, diff = share.closest(plan.train_config(run, seed))
+        if entry is None or diff:
+            return None
+    return share.autoattack(entry, ev.route, ev.n, plan.epsilon, plan.split)
 
 
 def over_seeds(plan, run, ev, metric):

@@ -83,7 +83,8 @@ def compute_cost(plan, result):
     of each run it used (keyed ``KEY/seedS``; ``shared``: the runs that are a
     zoo entry's, by entry name, trained elsewhere), the seconds of each evaluation
     (keyed by file: each run's own end-of-training test, ``KEY/seedS/test``,
-    and the experiment's), and the depth search's trials. Runs and
+    and the experiment's; ``shared_evals``: those read from a zoo entry's
+    record, by entry name), and the depth search's trials. Runs and
     evaluations are shared by experiments; the report counts each once."""
     runs_root = os.path.join(plan.root, "runs")
     runs, evals, shared = {}, {}, {}
@@ -96,11 +97,17 @@ def compute_cost(plan, result):
             evals[f"{key}/test"] = m.get("eval_seconds", 0.0)
         elif share.record(path):
             shared[key] = share.record(path)["entry"]
+    shared_evals = {}
     for path in sorted(plan.used_evals):
         if os.path.exists(path):
-            evals[os.path.relpath(path, runs_root)] = json.load(open(path)).get("seconds", 0.0)
+            e = json.load(open(path))
+            if e.get("entry"):  # a zoo entry's own evaluation (share.autoattack)
+                shared_evals[os.path.relpath(path, runs_root)] = e["entry"]
+            else:
+                evals[os.path.relpath(path, runs_root)] = e.get("seconds", 0.0)
     trials = round(sum(t["train_seconds"] or 0.0 for t in result.get("trials", [])), 1)
-    return {"runs": runs, "shared": shared, "evals": evals, "search_seconds": trials,
+    return {"runs": runs, "shared": shared, "evals": evals, "shared_evals": shared_evals,
+            "search_seconds": trials,
             "train_seconds": round(sum(runs.values()), 1),
             "eval_seconds": round(sum(evals.values()), 1)}
 
@@ -331,6 +338,10 @@ def _section(name, dataset, r, rel):
         if c.get("shared"):
             parts.append(f"{len(c['shared'])} runs shared with the zoo (trained there: "
                          f"{', '.join(f'`{e}`' for e in sorted(set(c['shared'].values())))})")
+        if c.get("shared_evals"):
+            parts.append(f"{len(c['shared_evals'])} AutoAttack evaluations read from the zoo's "
+                         "records (the same attack on the same images, made there: "
+                         f"{', '.join(f'`{e}`' for e in sorted(set(c['shared_evals'].values())))})")
         if c["search_seconds"]:
             parts.append(f"{c['search_seconds'] / 60:.0f} min of search trials")
         parts.append(f"{c['eval_seconds'] / 60:.0f} min of evaluation")

@@ -169,3 +169,30 @@ def run_model(path, route=None):
                            f"not the {rec['sha256']} that {path}/{RECORD} was evaluated with; "
                            "delete that directory's evals/ and record to use the new one")
     return model
+
+
+def autoattack(entry, route, n, epsilon, split):
+    """Zoo entry ``entry``'s own AutoAttack result for MixBN ``route`` (None:
+    its one route) where that is the evaluation reproduce would make: the
+    standard AutoAttack at ``epsilon`` (L-inf) on the ``n`` test images of the
+    seed-0 draw (``data.load(..., subset=n, seed=0)``), through the moving
+    statistics. As ``plan.evaluate_run`` returns results, with ``"from"``
+    naming the record; None where the entry has no such result. The images
+    and the attack are the same; the attack's random draws are the entry's
+    (its batches of ``--batch-size``, PGD-20 and APGD-CE run beside it)."""
+    from tf_advscale import zoo
+    meta = zoo.info(entry)
+    aa = (meta.get("evaluation") or {}).get("autoattack")
+    threat = meta.get("threat_model") or {}
+    if (not aa or split != "test" or aa.get("test_images") != n or aa.get("subset_seed") != 0
+            or str(threat.get("norm", "")).lower() != "linf"
+            or abs(threat.get("epsilon_float", -1) - epsilon) > 1e-9):
+        return None
+    r = (aa.get("results") or {}).get(route or "default")
+    if not r or r.get("n") != n:
+        return None
+    return {"clean": r["clean"], "autoattack": r["autoattack"],
+            **{f"autoattack/{k}": v for k, v in (r.get("after_each") or {}).items()},
+            "n": n, "seconds": None, "entry": entry,
+            "from": f"zoo entry {entry}'s AutoAttack record ({aa.get('command')}, "
+                    f"{aa.get('date')})"}
