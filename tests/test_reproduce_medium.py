@@ -300,7 +300,12 @@ def test_a_shared_runs_autoattack_is_read_from_its_entrys_record(tiny_zoo, tmp_p
         "zoo entry resnet8.tiny_sample's AutoAttack record (advscale zoo autoattack "
         "resnet8.tiny_sample, 2026-12-06)"]
     assert len(plan.planned["evals"]) == 1  # seed 1: no entry's
+    # Seed 1's AutoAttack is costed at the share the seed-0 entry kept after
+    # APGD-CE (0.3); a recipe no entry shares at 35%.
     plan.planned = None
+    one, other = plan.train_config(Run(), 1), plan.train_config(Run(clean_portion=1.0), 1)
+    assert estimate.eval_passes(plan, one, aa) == 64 * (1 + 100 + 0.3 * 5000)
+    assert estimate.eval_passes(plan, other, aa) == 64 * (1 + 100 + 0.35 * 5000)
     got = reproduce.evaluate_run(plan, Run(), 0, aa)
     assert attacked == [] and got["autoattack"] == 0.25 and got["clean"] == 0.5
     assert got["autoattack/square"] == 0.25 and got["n"] == 64

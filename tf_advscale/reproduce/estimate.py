@@ -41,15 +41,35 @@ def planned_work(plan, names):
 # equivalents on each image still robust (APGD-T 9 x 100, FAB-T 9 x 100 with an
 # extra forward each, Square 5,000 forwards; measured per image attacked on a
 # ResNet-20: 1.09, 1.77 and 2.47 s, results/autoattack_stages_resnet20_pgd3.json),
-# counted at 35% robust after APGD-CE (the zoo's robust ResNet-20s: 29-36%).
-AUTOATTACK_PASSES = 100 + 0.35 * 5000
+# counted at the share still robust after APGD-CE that a zoo entry of the same
+# recipe but for the seed measured (``_robust_after_apgd_ce``), else at 35% (the
+# zoo's robust ResNet-20s: 29-36%).
+ROBUST_AFTER_APGD_CE = 0.35
 
 
-def _steps(attack):
+def autoattack_passes(robust_after_apgd_ce=ROBUST_AFTER_APGD_CE):
+    return 100 + robust_after_apgd_ce * 5000
+
+
+def _robust_after_apgd_ce(config, ev):
+    """The share of images still robust after AutoAttack's APGD-CE that the
+    zoo entry of ``config``'s recipe, or of the same recipe with another seed,
+    measured on ``ev.route``; None where no such entry has."""
+    from tf_advscale import zoo
+    name, diff = share.closest(config)
+    if name is None or any(not d.startswith("seed ") for d in diff):
+        return None
+    aa = (zoo.info(name).get("evaluation") or {}).get("autoattack") or {}
+    r = (aa.get("results") or {}).get(ev.route or "default") or {}
+    return (r.get("after_each") or {}).get("apgd-ce")
+
+
+def _steps(attack, robust=None):
     """Image passes per image of an attack: the steps of one named like
-    ``pgd-50``, ``AUTOATTACK_PASSES`` for AutoAttack, 100 (APGD's) otherwise."""
+    ``pgd-50``, ``autoattack_passes(robust)`` for AutoAttack, 100 (APGD's)
+    otherwise."""
     if attack.startswith("autoattack"):
-        return AUTOATTACK_PASSES
+        return autoattack_passes(ROBUST_AFTER_APGD_CE if robust is None else robust)
     tail = attack.rsplit("-", 1)[-1]
     return int(tail) if tail.isdigit() else 100
 
@@ -74,7 +94,8 @@ def _depth_factor(plan, config):
 
 def eval_passes(plan, config, ev):
     """Image passes of one evaluation of a run of ``config``."""
-    return ev.n * (1 + sum(_steps(a) for a in ev.attacks)) * _depth_factor(plan, config)
+    robust = _robust_after_apgd_ce(config, ev) if "autoattack" in ev.attacks else None
+    return ev.n * (1 + sum(_steps(a, robust) for a in ev.attacks)) * _depth_factor(plan, config)
 
 
 def _status(path, config):
