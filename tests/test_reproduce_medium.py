@@ -315,16 +315,52 @@ def test_a_shared_runs_autoattack_is_read_from_its_entrys_record(tiny_zoo, tmp_p
         "bn-c0-d8/seed0/evals/single_moving_n64_autoattack_" + plan.eval_tag() + ".json":
         "resnet8.tiny_sample"}
     assert not any("autoattack" in k for k in cost["evals"])
-    # Another number of images (attacked here), another epsilon, another
-    # draw, a route the record lacks, another split: not the entry's.
+    # Another number of images (attacked here), another epsilon (or none),
+    # another draw, another copy of the data, a route the record lacks,
+    # another split: not the entry's.
     reproduce.evaluate_run(plan, Run(), 0, Eval(attacks=("autoattack",), n=32))
-    for edits in ({"epsilon_float": 0.5}, {"subset_seed": 1}, {"results": {"clean": {}}}):
+    path = plan.run_dir(Run(), 0)
+    for edits in ({"epsilon_float": 0.5}, {"epsilon_float": None}, {"subset_seed": 1},
+                  {"data_override": {"source": "tfds", "path": None}},
+                  {"results": {"clean": {}}}, {"results": {"default": {"n": 64}}}):
         _give_autoattack(root, "resnet8.tiny_sample", plan, **edits)
-        assert share.autoattack("resnet8.tiny_sample", None, 64, plan.epsilon, "test") is None
+        assert share.autoattack(path, None, 64, plan.epsilon, "test") is None, edits
     _give_autoattack(root, "resnet8.tiny_sample", plan)
-    assert share.autoattack("resnet8.tiny_sample", None, 64, plan.epsilon, "train") is None
-    assert share.autoattack("resnet8.tiny_sample", "clean", 64, plan.epsilon, "test") is None
+    assert share.autoattack(path, None, 64, plan.epsilon, "train") is None
+    assert share.autoattack(path, "clean", 64, plan.epsilon, "test") is None
     assert attacked == [(["autoattack"], 32)]
+    # The entry's model is no longer the one the run was linked to.
+    record = pathlib.Path(path) / share.RECORD
+    record.write_text(json.dumps({**share.record(path), "sha256": "0" * 64}))
+    with pytest.raises(zoo.ZooError, match="not the 0{64} that .* was evaluated with"):
+        share.autoattack(path, None, 64, plan.epsilon, "test")
+
+
+def test_a_run_trained_here_never_takes_a_zoo_entrys_autoattack(tiny_zoo, tmp_path):
+    """A run trained (or started) here before an entry of its recipe was
+    published is its own model: it is never linked, and neither planning nor
+    evaluation reads the entry's AutoAttack for it."""
+    plan, _, _ = tiny_zoo
+    _give_autoattack(tmp_path / "zoo", "resnet8.tiny_sample", plan)
+    path = pathlib.Path(plan.run_dir(Run(), 0))
+    config = plan.train_config(Run(), 0)
+    assert share.would_link(str(path), config) == "resnet8.tiny_sample"
+    for done in ("metrics.json", "state", "final.keras"):
+        if done == "state":
+            (path / done).mkdir(parents=True)
+        else:
+            path.mkdir(parents=True, exist_ok=True)
+            (path / done).write_text(json.dumps({"train_seconds": 1.0}))
+        assert share.would_link(str(path), config) is None
+        assert share.autoattack(str(path), None, 64, plan.epsilon, "test", config) is None
+        text = "\n".join(estimate.describe(plan, ["clean_portion"]))
+        assert "bn-c0-d8/seed0: will be shared" not in text and "will be read from" not in text
+        shutil.rmtree(path / done) if done == "state" else (path / done).unlink()
+    # A linked run whose entry is broken since: nothing read from it.
+    reproduce.train(plan, Run(), 0)
+    assert share.autoattack(str(path), None, 64, plan.epsilon, "test")["autoattack"] == 0.25
+    (tmp_path / "zoo" / "resnet8.tiny_sample" / "metadata.json").write_text("{")
+    assert share.autoattack(str(path), None, 64, plan.epsilon, "test") is None
 
 
 def test_plan_command_prints_the_listing(tmp_path, capsys, monkeypatch):

@@ -610,6 +610,7 @@ def test_zoo_autoattack_fills_the_record_card_and_table_and_resumes(tmp_path, mo
     aa = meta["evaluation"]["autoattack"]
     r = aa["results"]["default"]
     assert aa["test_images"] == r["n"] == 24 and aa["subset_seed"] == 0
+    assert aa["data_override"] is None  # the recipe's own test set
     # The check set (the first 14 ids) in batches of 10 and 4, then the other 10.
     assert len(os.listdir(scratch / "default" / "check" / "main" / "batches")) == 2
     assert len(os.listdir(scratch / "default" / "rest" / "main" / "batches")) == 1

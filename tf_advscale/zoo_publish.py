@@ -248,6 +248,8 @@ def add_autoattack(entry, n=1000, seed=0, scratch=None, source=None, path=None, 
         "command": f"advscale zoo autoattack {name}" + (f" --n {n}" if n else " --n all")
                    + (f" --seed {seed}" if seed else "") + f" --batch-size {batch_size}",
         "test_images": len(ids), "subset_seed": seed if n else None,
+        # Another copy of the test set than the recipe's (--source/--path).
+        "data_override": ({"source": source, "path": path} if (source or path) else None),
         "attacks": "AutoAttack, standard version (APGD-CE, APGD-T, FAB-T, Square-5000, each on "
                    "the images still unbroken), with PGD-20 and APGD-CE on the same images",
         "results": results,

@@ -17,6 +17,7 @@ time is known (finished, or the zoo's for shared ones) when there are some.
 import json
 import os
 
+from tf_advscale.config import ConfigError
 from tf_advscale.reproduce import share
 from tf_advscale.reproduce.experiments import EXPERIMENTS, UNPLANNED
 
@@ -52,16 +53,21 @@ def autoattack_passes(robust_after_apgd_ce=ROBUST_AFTER_APGD_CE):
 
 
 def _robust_after_apgd_ce(config, ev):
-    """The share of images still robust after AutoAttack's APGD-CE that the
-    zoo entry of ``config``'s recipe, or of the same recipe with another seed,
+    """The share of images still robust after AutoAttack's APGD-CE that a zoo
+    entry of ``config``'s recipe, or of the same recipe with another seed,
     measured on ``ev.route``; None where no such entry has."""
     from tf_advscale import zoo
-    name, diff = share.closest(config)
-    if name is None or any(not d.startswith("seed ") for d in diff):
-        return None
-    aa = (zoo.info(name).get("evaluation") or {}).get("autoattack") or {}
-    r = (aa.get("results") or {}).get(ev.route or "default") or {}
-    return (r.get("after_each") or {}).get("apgd-ce")
+    mine = share.recipe({**config, "seed": 0})
+    for name, meta in share._entries():
+        try:
+            theirs = share.recipe({**meta["recipe"]["config"], "seed": 0})
+        except ConfigError:
+            continue
+        r = zoo.autoattack_results(meta, ev.route or "default") or {}
+        robust = (r.get("after_each") or {}).get("apgd-ce")
+        if theirs == mine and isinstance(robust, (int, float)):
+            return robust
+    return None
 
 
 def _steps(attack, robust=None):
@@ -105,11 +111,12 @@ def _status(path, config):
     rec = share.record(path)
     if rec:
         return f"shared with zoo entry {rec['entry']}", rec.get("train_seconds")
-    name, diff = share.closest(config)
-    if name and not diff:
+    name = share.would_link(path, config)
+    if name:
         from tf_advscale import zoo
         return (f"will be shared with zoo entry {name}",
                 (zoo.info(name).get("training") or {}).get("train_seconds"))
+    name, diff = share.closest(config)
     started = os.path.isdir(os.path.join(path, "state"))
     near = f" (closest zoo entry {name} differs at {', '.join(diff[:3])})" if name else ""
     return ("partly trained, resumes" if started else "to train") + near, None

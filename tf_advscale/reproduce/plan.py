@@ -76,7 +76,8 @@ class Plan:
         # What the current experiment used: run directories and evaluation
         # files, for its compute cost (see ``compute_cost``).
         self.used_runs, self.used_evals = set(), set()
-        # ``estimate.planned``: {"runs": {path: config}, "evals": {path: ...}}
+        # ``estimate.planned_work``: {"runs": {path: config}, "evals": {path:
+        # Eval}, "shared_evals": {path: source}}
         # while the experiments are only listed, not computed.
         self.planned = None
 
@@ -235,14 +236,8 @@ def _shared_autoattack(plan, run, seed, path, ev):
     a zoo entry, where ``ev`` is that evaluation; else None."""
     if ev.attacks != ("autoattack",) or ev.bn != "moving":
         return None
-    rec = share.record(path)
-    if rec:
-        entry = rec["entry"]
-    else:  # planning: the run is not linked yet
-        entry, diff = share.closest(plan.train_config(run, seed))
-        if entry is None or diff:
-            return None
-    return share.autoattack(entry, ev.route, ev.n, plan.epsilon, plan.split)
+    planning = plan.train_config(run, seed) if plan.planned is not None else None
+    return share.autoattack(path, ev.route, ev.n, plan.epsilon, plan.split, planning)
 
 
 def over_seeds(plan, run, ev, metric):

@@ -340,7 +340,7 @@ def _section(name, dataset, r, rel):
                          f"{', '.join(f'`{e}`' for e in sorted(set(c['shared'].values())))})")
         if c.get("shared_evals"):
             parts.append(f"{len(c['shared_evals'])} AutoAttack evaluations read from the zoo's "
-                         "records (the same attack on the same images, made there: "
+                         "records (the same attack settings on the same images, made there: "
                          f"{', '.join(f'`{e}`' for e in sorted(set(c['shared_evals'].values())))})")
         if c["search_seconds"]:
             parts.append(f"{c['search_seconds'] / 60:.0f} min of search trials")

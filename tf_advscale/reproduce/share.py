@@ -112,15 +112,25 @@ def closest(config):
     return best[0], best[1] or []
 
 
+def would_link(path, config):
+    """The zoo entry ``link(path, config)`` would link ``path`` to: the entry
+    whose recipe equals ``config``'s, where training of ``path`` never started
+    here (no ``metrics.json``, ``state`` or ``final.keras``) and it has no
+    record yet; else None."""
+    if record(path) or any(os.path.exists(os.path.join(path, n))
+                           for n in ("metrics.json", "state", "final.keras")):
+        return None
+    name, diff = closest(config)
+    return None if name is None or diff else name
+
+
 def link(path, config):
     """Writes ``path``'s record of the zoo entry whose recipe equals
     ``config``'s and returns the entry's name; None (nothing written) when no
     entry does. Only a run directory where training never started is linked."""
     from tf_advscale import zoo
-    if any(os.path.exists(os.path.join(path, n)) for n in ("state", "final.keras")):
-        return None
-    name, diff = closest(config)
-    if name is None or diff:
+    name = would_link(path, config)
+    if name is None:
         return None
     meta = zoo.info(name)
     theirs = json.loads(json.dumps(merge(meta["recipe"]["config"]), default=to_json))
@@ -171,28 +181,48 @@ def run_model(path, route=None):
     return model
 
 
-def autoattack(entry, route, n, epsilon, split):
-    """Zoo entry ``entry``'s own AutoAttack result for MixBN ``route`` (None:
-    its one route) where that is the evaluation reproduce would make: the
-    standard AutoAttack at ``epsilon`` (L-inf) on the ``n`` test images of the
-    seed-0 draw (``data.load(..., subset=n, seed=0)``), through the moving
-    statistics. As ``plan.evaluate_run`` returns results, with ``"from"``
-    naming the record; None where the entry has no such result. The images
-    and the attack are the same; the attack's random draws are the entry's
-    (its batches of ``--batch-size``, PGD-20 and APGD-CE run beside it)."""
+def autoattack(path, route, n, epsilon, split, planning_config=None):
+    """The AutoAttack result that the zoo entry run directory ``path`` shares
+    (its record, ``link``; when planning, the entry ``would_link`` of
+    ``planning_config``) has made on MixBN ``route`` (None: its one route),
+    where that is the evaluation reproduce would make: the standard AutoAttack
+    at ``epsilon`` (L-inf) on the ``n`` test images of the seed-0 draw
+    (``data.load(..., subset=n, seed=0)``) of the recipe's own data (no
+    ``--source``/``--path`` override), through the moving statistics. As
+    ``plan.evaluate_run`` returns results, with ``entry`` and ``from`` naming
+    the record; None where the entry has no such result, or ``path`` shares
+    no entry. The attack's settings and images are the same; its random draws
+    are the entry's (its batches of ``--batch-size``, PGD-20 and APGD-CE run
+    beside it), so the number is one draw of the same evaluation, as another
+    seed's would be. An entry whose model is not the one the record names is
+    refused, as ``run_model`` refuses it."""
     from tf_advscale import zoo
-    meta = zoo.info(entry)
-    aa = (meta.get("evaluation") or {}).get("autoattack")
-    threat = meta.get("threat_model") or {}
-    if (not aa or split != "test" or aa.get("test_images") != n or aa.get("subset_seed") != 0
-            or str(threat.get("norm", "")).lower() != "linf"
-            or abs(threat.get("epsilon_float", -1) - epsilon) > 1e-9):
+    rec = record(path)
+    if rec is None and planning_config is not None:
+        name = would_link(path, planning_config)
+        rec = name and {"entry": name, "sha256": None}
+    if not rec:
         return None
-    r = (aa.get("results") or {}).get(route or "default")
-    if not r or r.get("n") != n:
+    try:
+        meta = zoo.info(rec["entry"])
+    except zoo.ZooError:
+        return None  # a broken or removed entry: evaluated here if its model loads
+    if rec["sha256"] is not None and meta["source"]["sha256"] != rec["sha256"]:
+        raise zoo.ZooError(f"{rec['entry']}: its model has sha256 {meta['source']['sha256']}, "
+                           f"not the {rec['sha256']} that {path}/{RECORD} was evaluated with; "
+                           "delete that directory's evals/ and record to use the new one")
+    aa = (meta.get("evaluation") or {}).get("autoattack") or {}
+    threat = meta.get("threat_model") or {}
+    eps = threat.get("epsilon_float")
+    r = zoo.autoattack_results(meta, route or "default") or {}
+    numbers = [r.get(k) for k in ("clean", "autoattack")]
+    if (split != "test" or aa.get("test_images") != n or aa.get("subset_seed") != 0
+            or aa.get("data_override") or str(threat.get("norm", "")).lower() != "linf"
+            or not isinstance(eps, (int, float)) or abs(eps - epsilon) > 1e-9
+            or r.get("n") != n or not all(isinstance(v, (int, float)) for v in numbers)):
         return None
     return {"clean": r["clean"], "autoattack": r["autoattack"],
             **{f"autoattack/{k}": v for k, v in (r.get("after_each") or {}).items()},
-            "n": n, "seconds": None, "entry": entry,
-            "from": f"zoo entry {entry}'s AutoAttack record ({aa.get('command')}, "
+            "n": n, "seconds": None, "entry": rec["entry"],
+            "from": f"zoo entry {rec['entry']}'s AutoAttack record ({aa.get('command')}, "
                     f"{aa.get('date')})"}
