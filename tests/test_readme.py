@@ -4,6 +4,8 @@ import json
 import pathlib
 import re
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 # The "Measured results" table: config -> its metrics.json copy in results/.
@@ -144,13 +146,19 @@ def _ci_pytest_commands():
     """Each pytest command in .ci/run, as its argument list after 'pytest'."""
     import shlex
     out = []
-    for line in (ROOT / ".ci" / "run").read_text().splitlines():
-        if line.lstrip().startswith("#") or "pytest" not in line:
-            continue
-        for part in line.split("&&"):
-            words = shlex.split(part)
+    for line in (ROOT / ".ci" / "run").read_text().replace("\\\n", " ").splitlines():
+        lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        words = []
+        for token in list(lexer) + [";"]:
+            if token not in ("&&", "||", ";", "|", "&"):
+                words.append(token)
+                continue
             if "pytest" in words:
+                assert not any("=" in w for w in words[:words.index("pytest")]), \
+                    f"an environment setting before pytest in .ci/run: {words}"
                 out.append(words[words.index("pytest") + 1:])
+            words = []
     return out
 
 
@@ -164,15 +172,19 @@ def _collected(args):
     return {line for line in done.stdout.splitlines() if "::" in line}
 
 
+@pytest.mark.slow  # three pytest collections in subprocesses
 def test_ci_runs_the_readme_test_commands_and_never_a_long_test():
     """CI runs the README's two test commands, and neither selects a test
     marked long (over CI's budget), even one marked slow as well: a slow test
     with long parameters once made CI's heavy step run for hours."""
     commands = _ci_pytest_commands()
     assert len(commands) == 2, commands
+    readme = " ".join(README.split())
     for args in commands:
-        assert "python -m pytest " + " ".join(
-            f'"{a}"' if " " in a else a for a in args) in " ".join(README.split()), args
+        command = "python -m pytest " + " ".join(f'"{a}"' if " " in a else a for a in args)
+        # The whole command: an inline code span, or the end of a code block's line.
+        assert re.search(re.escape(command) + "`", readme) or \
+            re.search(r"^ {4}.*" + re.escape(command) + r"$", README, re.M), command
     long = _collected(["-m", "long"])
     assert long, "no test is marked long; the check below would prove nothing"
     for args in commands:

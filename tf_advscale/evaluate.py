@@ -107,7 +107,9 @@ def stage_key(name, stage):
 def code_identity():
     """The code that computes a result: ``"tf_advscale 0.1.0"``, and in a git
     checkout of the package its source tree (``files.package_tree``). Asked
-    of git once per process: the code a process runs is what it imported."""
+    of git once per process, at its first evaluation with a work directory:
+    the source a process runs is, but for edits made before then, what it
+    imported."""
     tree = package_tree()
     return f"tf_advscale {tf_advscale.__version__}" + (f", {tree}" if tree else "")
 

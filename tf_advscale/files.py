@@ -76,16 +76,17 @@ def write_npz(path, **arrays):
     os.replace(tmp, path)
 
 
-def _package_git(package_dir=None):
-    """A function running git in the package folder and returning its output,
-    or None outside a checkout of the package: a pip install, even one inside
-    some other git repository (a virtual environment in a user's project),
-    where the package folder is not at the repository's root."""
+def _package_git(package_dir=None, timeout=30):
+    """A function running git in the package folder and returning its output
+    (``check=False``: whatever it printed, even on failure), or None outside a
+    checkout of the package: a pip install, even one inside some other git
+    repository (a virtual environment in a user's project), where the package
+    folder is not at the repository's root."""
     here = package_dir or os.path.dirname(os.path.abspath(__file__))
 
-    def git(*args):
+    def git(*args, check=True):
         return subprocess.run(["git", *args], cwd=here, capture_output=True, text=True,
-                              timeout=30, check=True).stdout
+                              timeout=timeout, check=check).stdout
 
     try:
         top = git("rev-parse", "--show-toplevel").strip()
@@ -119,12 +120,12 @@ def source_commit(package_dir=None):
     """The git commit of the package's checkout, with "+dirty" if a tracked
     file is modified; None outside a checkout of the package (see
     ``_package_git``)."""
-    git = _package_git(package_dir)
+    git = _package_git(package_dir, timeout=10)
     if git is None:
         return None
     try:
         commit = git("rev-parse", "HEAD").strip()
-        dirty = git("status", "--porcelain", "--untracked-files=no").strip()
+        dirty = git("status", "--porcelain", "--untracked-files=no", check=False).strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return commit + ("+dirty" if dirty else "")

@@ -87,11 +87,14 @@ def _train_and_validation_ids(config):
     return _holdout(*args)
 
 
-@functools.lru_cache(maxsize=None)  # sized once per process, not at every (re)load
+@functools.lru_cache(maxsize=None, typed=True)  # once per process, not at every (re)load
 def _holdout(dataset, source, path, data_dir, manual_dir, val_n, train_subset):
     n = data_lib.split_size(dataset, "train", source, path, data_dir, manual_dir)
     try:
-        return data_lib.holdout_ids(n, val_n, train_subset)
+        ids = data_lib.holdout_ids(n, val_n, train_subset)
+        for a in ids:
+            a.flags.writeable = False  # shared by every caller
+        return ids
     except data_lib.DataError as e:
         raise ConfigError(f"data.val_split='train' holds eval.val_subset={val_n!r} of the "
                           f"{n} training images out and trains on data.train_subset="
