@@ -297,9 +297,16 @@ def test_autoattack_beside_the_main_attack_where_the_scale_asks(tmp_path, monkey
 
     medium = _plan(tmp_path / "m", "medium", "cifar10")
     work, _ = estimate.planned_work(medium, ["clean_portion", "mixbn", "depth"])
-    aa = [re.search(r"([\w-]+)/seed(\d)/evals/(\w+?)_moving_n1000_autoattack_", p).groups()
-          for p, ev in work["evals"].items() if ev.attacks == ("autoattack",)]
-    assert sorted(aa) == [
+    def which(path):
+        return re.search(r"([\w-]+)/seed(\d)/evals/(\w+?)_moving_n1000_autoattack_",
+                         path).groups()
+    aa = [which(p) for p, ev in work["evals"].items() if ev.attacks == ("autoattack",)]
+    # The seed-0 runs are the zoo's, whose own AutoAttack records are read.
+    shared = [which(p) for p in work["shared_evals"]]
+    assert sorted(shared) == [
+        ("bn-c0-d20", "0", "single"), ("bn-c100-d20", "0", "single"),
+        ("mixbn-c100-d20", "0", "adversarial"), ("mixbn-c100-d20", "0", "clean")], shared
+    assert sorted(aa + shared) == [
         ("bn-c0-d20", "0", "single"), ("bn-c0-d20", "1", "single"), ("bn-c0-d56", "0", "single"),
         ("bn-c100-d20", "0", "single"), ("bn-c100-d20", "1", "single"),
         ("mixbn-c100-d20", "0", "adversarial"), ("mixbn-c100-d20", "0", "clean"),
