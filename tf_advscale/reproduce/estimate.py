@@ -17,7 +17,6 @@ time is known (finished, or the zoo's for shared ones) when there are some.
 import json
 import os
 
-from tf_advscale.config import ConfigError
 from tf_advscale.reproduce import share
 from tf_advscale.reproduce.experiments import EXPERIMENTS, UNPLANNED
 
@@ -57,15 +56,10 @@ def _robust_after_apgd_ce(config, ev):
     entry of ``config``'s recipe, or of the same recipe with another seed,
     measured on ``ev.route``; None where no such entry has."""
     from tf_advscale import zoo
-    mine = share.recipe({**config, "seed": 0})
-    for name, meta in share._entries():
-        try:
-            theirs = share.recipe({**meta["recipe"]["config"], "seed": 0})
-        except ConfigError:
-            continue
-        r = zoo.autoattack_results(meta, ev.route or "default") or {}
-        robust = (r.get("after_each") or {}).get("apgd-ce")
-        if theirs == mine and isinstance(robust, (int, float)):
+    for _, meta, diff in share.compared(config, ignore=("seed",)):
+        robust = ((zoo.autoattack_results(meta, ev.route or "default") or {})
+                  .get("after_each") or {}).get("apgd-ce")
+        if not diff and isinstance(robust, (int, float)):
             return robust
     return None
 
@@ -111,12 +105,11 @@ def _status(path, config):
     rec = share.record(path)
     if rec:
         return f"shared with zoo entry {rec['entry']}", rec.get("train_seconds")
-    name = share.would_link(path, config)
-    if name:
+    name, diff = share.closest(config)
+    if name and not diff and share.unstarted(path):  # as share.would_link
         from tf_advscale import zoo
         return (f"will be shared with zoo entry {name}",
                 (zoo.info(name).get("training") or {}).get("train_seconds"))
-    name, diff = share.closest(config)
     started = os.path.isdir(os.path.join(path, "state"))
     near = f" (closest zoo entry {name} differs at {', '.join(diff[:3])})" if name else ""
     return ("partly trained, resumes" if started else "to train") + near, None

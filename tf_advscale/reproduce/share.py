@@ -94,31 +94,47 @@ def _entries():
             yield name, meta
 
 
-def closest(config):
-    """``(name, differences)`` of the zoo entry whose recipe differs least from
-    ``config``'s (no differences: the run is shared), or ``(None, [])`` when
-    no entry has a recipe."""
+def compared(config, ignore=()):
+    """``(name, metadata, differences)`` for each zoo entry with a recipe this
+    version reads: where its recipe differs from ``config``'s, with the
+    top-level keys ``ignore`` (e.g. ``("seed",)``) taken as equal."""
     # A section left out (standard training's attack: None) differs at each
     # of the other's leaves, so that the closest entry is the likeliest recipe.
-    mine, best = _leaves(recipe(config)), (None, None)
+    mine = merge(config)
+    same = {k: mine[k] for k in ignore}
+    mine = _leaves(recipe(mine))
     for name, meta in _entries():
         try:
-            theirs = _leaves(recipe(meta["recipe"]["config"]))
+            theirs = _leaves(recipe({**meta["recipe"]["config"], **same}))
         except ConfigError:
             continue  # a recipe with keys this version does not know
-        diff = sorted(differences(theirs, mine))
+        yield name, meta, sorted(differences(theirs, mine))
+
+
+def closest(config):
+    """``(name, differences)`` of the zoo entry whose recipe differs least from
+    ``config``'s (no differences: the run is shared; of equally close ones,
+    the first listed), or ``(None, [])`` when no entry has a recipe."""
+    best = (None, None)
+    for name, _, diff in compared(config):
         if best[1] is None or len(diff) < len(best[1]):
             best = (name, diff)
     return best[0], best[1] or []
 
 
+def unstarted(path):
+    """True where ``path`` has no zoo record and training never started there
+    (no ``metrics.json``, ``state`` or ``final.keras``): a run ``link`` may
+    link."""
+    return not record(path) and not any(
+        os.path.exists(os.path.join(path, n)) for n in ("metrics.json", "state", "final.keras"))
+
+
 def would_link(path, config):
     """The zoo entry ``link(path, config)`` would link ``path`` to: the entry
-    whose recipe equals ``config``'s, where training of ``path`` never started
-    here (no ``metrics.json``, ``state`` or ``final.keras``) and it has no
-    record yet; else None."""
-    if record(path) or any(os.path.exists(os.path.join(path, n))
-                           for n in ("metrics.json", "state", "final.keras")):
+    whose recipe equals ``config``'s, where ``path`` is ``unstarted``; else
+    None."""
+    if not unstarted(path):
         return None
     name, diff = closest(config)
     return None if name is None or diff else name
