@@ -371,6 +371,9 @@ def _run(config, workdir, verbose):
     save_model_atomic(model, os.path.join(workdir, "final.keras"))
 
     start = time.time()
+    # Under multi_worker every worker evaluates (into its own directory; the
+    # chief's is the run's). A worker that exits before the chief can have the
+    # coordination service report its task as failed to the chief.
     _log.info("Final evaluation on %s test images", f"{test_info['num_examples']:,}")
     results = final_evaluation(model, test, config, workdir, verbose=verbose)
     metrics = _metrics(model, config, test_info, results, train_time, time.time() - start,
