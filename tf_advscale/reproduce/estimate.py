@@ -105,11 +105,13 @@ def _status(path, config):
     rec = share.record(path)
     if rec:
         return f"shared with zoo entry {rec['entry']}", rec.get("train_seconds")
-    name, diff = share.closest(config)
-    if name and not diff and share.unstarted(path):  # as share.would_link
+    nearest = share.closest(config)
+    name = share.would_link(path, config, nearest)
+    if name:
         from tf_advscale import zoo
         return (f"will be shared with zoo entry {name}",
                 (zoo.info(name).get("training") or {}).get("train_seconds"))
+    name, diff = nearest
     started = os.path.isdir(os.path.join(path, "state"))
     near = f" (closest zoo entry {name} differs at {', '.join(diff[:3])})" if name else ""
     return ("partly trained, resumes" if started else "to train") + near, None

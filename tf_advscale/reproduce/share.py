@@ -122,21 +122,16 @@ def closest(config):
     return best[0], best[1] or []
 
 
-def unstarted(path):
-    """True where ``path`` has no zoo record and training never started there
-    (no ``metrics.json``, ``state`` or ``final.keras``): a run ``link`` may
-    link."""
-    return not record(path) and not any(
-        os.path.exists(os.path.join(path, n)) for n in ("metrics.json", "state", "final.keras"))
-
-
-def would_link(path, config):
+def would_link(path, config, nearest=None):
     """The zoo entry ``link(path, config)`` would link ``path`` to: the entry
-    whose recipe equals ``config``'s, where ``path`` is ``unstarted``; else
-    None."""
-    if not unstarted(path):
+    whose recipe equals ``config``'s, where training of ``path`` never started
+    here (no ``metrics.json``, ``state`` or ``final.keras``) and it has no
+    record yet; else None. ``nearest``: ``closest(config)`` where the caller
+    has it already."""
+    if record(path) or any(os.path.exists(os.path.join(path, n))
+                           for n in ("metrics.json", "state", "final.keras")):
         return None
-    name, diff = closest(config)
+    name, diff = nearest or closest(config)
     return None if name is None or diff else name
 
 
