@@ -183,3 +183,49 @@ def test_fgsm_rs_stays_in_the_ball_and_n_fgsm_config_round_trips():
     assert attacks.FGSM.from_config(a.get_config()) == a
     with pytest.raises(ValueError, match="project='no'"):
         attacks.FGSM(project="no")
+
+
+def test_pgd_checkpoints_equal_separate_runs_with_the_same_seed(trained, sample):
+    """Reading PGD-k off one trajectory gives, at each k, exactly what a
+    separate k-step run with the same seed gives: the same random start and
+    target, the same steps."""
+    x, y = tf.constant(sample[0][:48]), tf.constant(sample[1][:48].astype("int32"))
+    fn, seed = _fn(trained), tf.constant([3, 9], tf.int64)
+    one = attacks.make("paper-pgd-2-5-12", 0.1)
+    assert one.stage_names() == ("step-2", "step-5", "step-12") and one.steps == 12
+    adv, after = one.stages(fn, x, y, seed=seed)
+    for k in (2, 5, 12):
+        alone = attacks.make(f"paper-pgd-{k}", 0.1)(fn, x, y, seed=seed)
+        correct = trained(alone, training=False).numpy().argmax(-1) == y.numpy()
+        np.testing.assert_array_equal(after[f"step-{k}"].numpy(), correct)
+    np.testing.assert_array_equal(adv.numpy(), attacks.make("paper-pgd-12", 0.1)(
+        fn, x, y, seed=seed).numpy())
+    # The attack does something along the way: fewer images survive 12 steps than the clean pass.
+    clean = trained(x, training=False).numpy().argmax(-1) == y.numpy()
+    assert after["step-12"].numpy().sum() < clean.sum()
+
+
+@pytest.mark.parametrize("name,match", [
+    ("paper-pgd-10-20", "1.6/255"),
+    ("paper-pgd-50-20", "must increase"),
+    ("paper-pgd-20-20", "must increase"),
+    ("paper-pgd", "paper-pgd-K"),
+    ("paper-pgd-20-x", "paper-pgd-K"),
+])
+def test_bad_trajectory_names_say_why(name, match):
+    with pytest.raises(ValueError, match=match):
+        attacks.make(name, 8 / 255)
+
+
+def test_checkpoints_are_checked_and_kept_out_of_plain_configs():
+    with pytest.raises(ValueError, match=r"checkpoints=\(0,"):
+        attacks.PGD(steps=5, checkpoints=(0, 2))
+    with pytest.raises(ValueError, match=r"checkpoints=\(5,\)"):
+        attacks.PGD(steps=5, checkpoints=(5,))
+    with pytest.raises(ValueError, match="restarts=2"):
+        attacks.PGD(steps=5, restarts=2, checkpoints=(2,))
+    # A plain PGD's config (which saved evaluations fingerprint) has no checkpoints key.
+    assert "checkpoints" not in attacks.PGD(steps=5).get_config()
+    a = attacks.PGD(steps=5, checkpoints=(2, 4))
+    assert attacks.PGD.from_config(a.get_config()) == a
+    assert attacks.PGD(steps=5).stage_names() == ()

@@ -358,3 +358,19 @@ def test_an_l2_evaluation_reports_l2_and_curves_and_checks_with_l2_attacks(train
     with pytest.raises(ValueError, match="mix L-inf and L2"):
         evaluate(trained, x=x[:8], y=y[:8], epsilon=0.1, attacks=["pgd-5", "pgd-5-l2"],
                  checks=False, verbose=False)
+
+
+def test_a_trajectory_attack_reports_each_step_count_it_was_read_at():
+    """``paper-pgd-2-6``: one 6-step trajectory, read at 2 and 6 steps; the
+    report's ``after_each`` has both, and its last is the attack's accuracy."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1))
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(inputs)))
+    x = np.random.default_rng(0).random((60, 8, 8, 1)).astype("float32")
+    y = np.arange(60) % 3
+    r = evaluate(model, x=x, y=y, epsilon=0.05, attacks=["paper-pgd-2-6"], batch_size=25,
+                 checks=False, verbose=False)
+    a = r["attacks"]["paper-pgd-2-6"]
+    assert list(a["after_each"]) == ["step-2", "step-6"]
+    assert a["after_each"]["step-6"] == a["accuracy"] < r["clean_accuracy"]
+    assert a["config"]["checkpoints"] == [2] and a["config"]["steps"] == 6

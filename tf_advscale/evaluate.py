@@ -94,12 +94,15 @@ def _attack_stages(attack, fn, images, labels, seed):
 
 
 def _stage_names(attack):
-    """The stages of a composite attack (AutoAttack), else ()."""
-    return tuple(n for n, _ in attack.attacks()) if hasattr(attack, "stages") else ()
+    """The stages an attack reports apart (AutoAttack's attacks, a PGD's
+    checkpoints; ``Attack.stage_names``), else ()."""
+    names = getattr(attack, "stage_names", None)
+    return tuple(names()) if names else ()
 
 
 def stage_key(name, stage):
-    """Result key of one stage of a composite attack: ``"autoattack/apgd-t"``."""
+    """Result key of one stage of an attack: ``"autoattack/apgd-t"``,
+    ``"paper-pgd-20-100/step-20"``."""
     return f"{name}/{stage}"
 
 

@@ -64,6 +64,9 @@ class AutoAttack(Attack):
             ("square", Square(eps, 5000, p_init=0.8, seed=self.seed, norm=norm)),
         ]
 
+    def stage_names(self):
+        return tuple(name for name, _ in self.attacks())
+
     def stages(self, model_fn, images, labels, seed=None):
         """Runs the four attacks; returns (adversarial images, {name: robust
         after that attack}), the masks cumulative and in AutoAttack's order."""

@@ -52,6 +52,17 @@ class Attack:
     def perturb(self, model_fn, images, labels, target=None, seed=None):
         raise NotImplementedError
 
+    def stage_names(self):
+        """The stages an evaluation reports apart, in order: AutoAttack's
+        attacks, or the steps at which a PGD reads its trajectory. () for an
+        attack of one stage (most)."""
+        return ()
+
+    def stages(self, model_fn, images, labels, seed=None):
+        """(adversarial images, {stage name: bool per image, classified
+        correctly after that stage}); for attacks with ``stage_names``."""
+        raise NotImplementedError(f"{type(self).__name__} has no stages")
+
     def get_config(self):
         return {}
 
@@ -192,6 +203,11 @@ def on_subset(mask, run, x, *rows):
     return out, tf.equal(fell, 0)
 
 
+def _restart_seed(seed, i):
+    """The stateless seed of a PGD's run ``i`` (its restarts), or None."""
+    return None if seed is None else fold_seed(seed, 100 + i)
+
+
 @register_attack
 class PGD(Attack):
     """Projected gradient descent (Madry et al. 2018), L-inf or L2.
@@ -211,6 +227,12 @@ class PGD(Attack):
         num_classes: needed for random targets; read from the logits if None.
         clip_min, clip_max: valid image range.
         loss: ``"ce"`` (cross-entropy) or ``"cw"`` (logit margin).
+        checkpoints: step counts below ``steps`` at which ``stages`` also
+            reports which images the iterate leaves classified correctly: the
+            accuracy under PGD-k for each k, read off one trajectory (the same
+            random start and target), for the cost of the longest alone. Each
+            one is what a separate ``steps=k`` run with the same seed gives.
+            Needs ``restarts=1``.
     """
 
     # Set by single-step variants only (N-FGSM): the random start's radius in
@@ -220,7 +242,7 @@ class PGD(Attack):
 
     def __init__(self, epsilon=8 / 255, step_size=2 / 255, steps=10, norm="linf",
                  targeted=False, random_start=1.0, restarts=1, num_classes=None,
-                 clip_min=0.0, clip_max=1.0, loss="ce"):
+                 clip_min=0.0, clip_max=1.0, loss="ce", checkpoints=()):
         _check_number("epsilon", epsilon, 0.0, None)
         if norm == "linf" and epsilon > 1.0:
             raise ValueError(f"epsilon is in [0, 1] pixel units for linf; {epsilon} would "
@@ -242,6 +264,16 @@ class PGD(Attack):
             raise ValueError(f"loss must be 'ce' or 'cw'. Received: loss={loss!r}")
         if not clip_min < clip_max:
             raise ValueError(f"need clip_min < clip_max. Received: {clip_min}, {clip_max}")
+        checkpoints = tuple(checkpoints)
+        if checkpoints and (any(not isinstance(k, int) or isinstance(k, bool) for k in checkpoints)
+                            or list(checkpoints) != sorted(set(checkpoints))
+                            or not 0 < checkpoints[0] or not checkpoints[-1] < steps):
+            raise ValueError(f"checkpoints must be increasing ints in [1, steps - 1] = "
+                             f"[1, {steps - 1}]. Received: checkpoints={checkpoints!r}")
+        if checkpoints and restarts != 1:
+            raise ValueError(f"checkpoints read one trajectory, so they need restarts=1. "
+                             f"Received: restarts={restarts!r}")
+        self.checkpoints = checkpoints
         self.epsilon = float(epsilon)
         self.step_size = float(step_size)
         self.steps = steps
@@ -259,7 +291,14 @@ class PGD(Attack):
                 "norm": self.norm, "targeted": self.targeted,
                 "random_start": self.random_start, "restarts": self.restarts,
                 "num_classes": self.num_classes, "clip_min": self.clip_min,
-                "clip_max": self.clip_max, "loss": self.loss}
+                "clip_max": self.clip_max, "loss": self.loss,
+                # Only when set: saved evaluations fingerprint the config.
+                **({"checkpoints": list(self.checkpoints)} if self.checkpoints else {})}
+
+    def stage_names(self):
+        """``step-k`` for each checkpoint and for ``steps``; () without checkpoints."""
+        return tuple(f"step-{k}" for k in self.checkpoints + (self.steps,)) \
+            if self.checkpoints else ()
 
     # -- pieces -------------------------------------------------------------
 
@@ -297,7 +336,9 @@ class PGD(Attack):
         pred = tf.argmax(logits, -1, output_type=tf.int32)
         return tf.equal(pred, target) if self.targeted else tf.not_equal(pred, labels)
 
-    def _run(self, model_fn, x, labels, target, seed=None):
+    def _run(self, model_fn, x, labels, target, seed=None, record=()):
+        """The last iterate; with ``record`` (step counts below ``steps``),
+        also the iterate after each of them."""
         start = self._random_delta(x, seed)
         if self.start_scale != 1.0:
             start = self.start_scale * start
@@ -319,23 +360,42 @@ class PGD(Attack):
             adv = tf.clip_by_value(x + project(adv - x), self.clip_min, self.clip_max)
             return i + 1, tf.stop_gradient(adv)
 
-        # Keras traces train steps without autograph: an explicit while loop.
-        _, adv = tf.while_loop(lambda i, _: i < self.steps, step, (tf.constant(0), adv))
-        return adv
+        # Keras traces train steps without autograph: explicit while loops, one
+        # per stretch between recorded steps (the same steps as one loop).
+        iterates, i = [], tf.constant(0)
+        for k in tuple(record) + (self.steps,):
+            i, adv = tf.while_loop(lambda i, _, k=k: i < k, step, (i, adv))
+            iterates.append(adv)
+        return (adv, iterates[:-1]) if record else adv
 
-    def perturb(self, model_fn, images, labels, target=None, seed=None):
-        run_seed = (lambda i: None) if seed is None else (lambda i: fold_seed(seed, 100 + i))
+    def _target(self, model_fn, images, labels, target, seed):
         if self.targeted and target is None:
             k = self.num_classes
             if k is None:
                 k = tf.shape(model_fn(images[:1]))[-1]
             target = random_targets(labels, k, None if seed is None else fold_seed(seed, 0))
-        best = self._run(model_fn, images, labels, target, run_seed(0))
+        return target
+
+    def stages(self, model_fn, images, labels, seed=None):
+        """(the last iterate, {``step-k``: classified correctly at step k})
+        for each checkpoint k and for ``steps``: one trajectory."""
+        if not self.checkpoints:
+            raise ValueError("stages needs checkpoints; this PGD has none")
+        target = self._target(model_fn, images, labels, None, seed)
+        adv, iterates = self._run(model_fn, images, labels, target, _restart_seed(seed, 0),
+                                  record=self.checkpoints)
+        correct = [tf.equal(tf.argmax(model_fn(a), -1, output_type=tf.int32), labels)
+                   for a in iterates + [adv]]
+        return tf.stop_gradient(adv), dict(zip(self.stage_names(), correct))
+
+    def perturb(self, model_fn, images, labels, target=None, seed=None):
+        target = self._target(model_fn, images, labels, target, seed)
+        best = self._run(model_fn, images, labels, target, _restart_seed(seed, 0))
         if self.restarts > 1:
             done = self._success(model_fn(best), labels, target)
 
             def restart(i, best, done):
-                adv = self._run(model_fn, images, labels, target, run_seed(i + 1))
+                adv = self._run(model_fn, images, labels, target, _restart_seed(seed, i + 1))
                 ok = self._success(model_fn(adv), labels, target)
                 best = tf.where(_expand(tf.logical_and(ok, tf.logical_not(done)), adv), adv, best)
                 return i + 1, best, tf.logical_or(done, ok)

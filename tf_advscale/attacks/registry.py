@@ -14,7 +14,11 @@ Names (epsilon in [0, 1] pixel units, L-inf unless the name ends in -l2):
                     R restarts (Madry et al.; the step makes K steps able to
                     cross the ball 2.5 times)
 ``paper-pgd-K``     the paper's targeted PGD toward a random wrong class, step
-                    1/255 scaled by epsilon / (16/255), 1.6/255 for K = 10
+                    1/255 scaled by epsilon / (16/255), 1.6/255 for K = 10;
+                    ``paper-pgd-K1-K2-...`` (K1 > 10): one trajectory of the
+                    longest, read at each K (an evaluation's ``after_each``,
+                    keys ``step-K``), each what ``paper-pgd-K`` with the same
+                    seed gives
 ``fgsm``            one signed step of epsilon from the image
 ``apgd-ce``         APGD, cross-entropy, 100 iterations (``apgd-ce-l2``)
 ``apgd-dlr``        APGD, DLR loss, 100 iterations (``apgd-dlr-l2``)
@@ -76,11 +80,18 @@ def pgd_step(epsilon, steps):
     return 2.5 * epsilon / steps
 
 
-@register_name("paper-pgd", "paper-pgd-K")
+@register_name("paper-pgd", "paper-pgd-K[-K2-...]")
 def _paper_pgd(args, epsilon, num_classes, norm):
-    steps = int(args[0])
+    ks = [int(a) for a in args]
+    *checkpoints, steps = ks
+    if checkpoints and 10 in ks:
+        raise ValueError("paper-pgd-10 steps by 1.6/255, the others by 1/255, so it cannot "
+                         "share their trajectory; name it on its own")
+    if ks != sorted(set(ks)):
+        raise ValueError(f"the step counts must increase, got {ks}")
     base = (1.6 if steps == 10 else 1.0) / 255 * epsilon / (16 / 255)
-    return PGD(epsilon, base, steps, targeted=True, num_classes=num_classes, norm=norm)
+    return PGD(epsilon, base, steps, targeted=True, num_classes=num_classes, norm=norm,
+               checkpoints=tuple(checkpoints))
 
 
 @register_name("fgsm", "fgsm")
