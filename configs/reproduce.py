@@ -28,9 +28,12 @@ Scales (the argument after ':'):
          Only clean_portion (0% and 100%), attack_strength, mixbn (no
          ablations) and depth (20 and 56, one seed) run; 2 seeds; evaluation
          on all 10,000 test images (PGD-50, untargeted), attack-strength curves
-         on 1,000, and AutoAttack (standard) on 1,000 seeded test images beside
-         PGD-50 for clean_portion, mixbn and depth. Runs and results go under
-         medium/ in --workdir and --results.
+         on 1,000 (the paper's targeted PGD-K for K = 20 to 1000 read off one
+         1,000-step trajectory per image, which gives at each K what a
+         separate PGD-K with the same seed gives), and AutoAttack (standard)
+         on 1,000 seeded test images beside PGD-50 for clean_portion, mixbn
+         and depth. Runs and results go under medium/ in --workdir and
+         --results.
   paper  the published protocol for users with the hardware: ImageNet
          (tensorflow-datasets imagenet2012), ResNet-152 (depth: 152-638),
          targeted PGD-30 training at 16/255 (random start for 80%), label
@@ -45,7 +48,10 @@ SMALL_EVAL = {"n": 1000, "attack": "pgd-50", "curve_n": 500,
               "curve_attacks": ["pgd", "paper-pgd"], "batch_size": 250, "diagnosis_n": 500}
 # autoattack_n: AutoAttack (standard) on that many seeded test images, beside
 # the main attack, for clean_portion, mixbn and depth; absent: not run.
-MEDIUM_EVAL = {**SMALL_EVAL, "n": 10000, "curve_n": 1000, "autoattack_n": 1000}
+# curve_one_trajectory: the curve's K whose attacks differ in their step count
+# alone are read off one run of the longest (experiments.curve_attacks).
+MEDIUM_EVAL = {**SMALL_EVAL, "n": 10000, "curve_n": 1000, "autoattack_n": 1000,
+               "curve_one_trajectory": True}
 
 
 def _train(data, epsilon, step, steps, epochs, depth=8, family="cifar", lr=0.1, batch=128,

@@ -11,11 +11,13 @@ import shutil
 import numpy as np
 import pytest
 
-from tf_advscale import cli, files, zoo
+from tf_advscale import attacks, cli, files, zoo
 from tf_advscale import config as config_lib
 from tf_advscale import reproduce
 from tf_advscale.models import count_params, resnet
+from tf_advscale.evaluate import stage_key
 from tf_advscale.reproduce import Eval, Run, estimate, share
+from tf_advscale.reproduce.experiments import curve_attacks
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "configs" / "reproduce.py")
@@ -375,6 +377,48 @@ def test_plan_command_prints_the_listing(tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "medium").exists()
 
 
+def test_medium_reads_the_papers_pgd_curve_off_one_trajectory(monkeypatch):
+    monkeypatch.delenv("TF_ADVSCALE_ZOO", raising=False)
+    eps = 8 / 255
+    long = "paper-pgd-20-50-100-200-500-1000"
+    got = curve_attacks("paper-pgd", [10, 20, 50, 100, 200, 500, 1000], eps, True)
+    assert got[10] == ("paper-pgd-10", "paper-pgd-10")  # its own step size: run apart
+    assert got[20] == (long, f"{long}/step-20") and got[1000] == (long, f"{long}/step-1000")
+    # Untargeted pgd-K steps by 2.5 epsilon / K: no two share a trajectory.
+    assert curve_attacks("pgd", [10, 20], eps, True) == {10: ("pgd-10",) * 2, 20: ("pgd-20",) * 2}
+    assert curve_attacks("paper-pgd", [20, 50], eps) == {20: ("paper-pgd-20",) * 2,
+                                                         50: ("paper-pgd-50",) * 2}
+    plan = _plan("unused", _config("medium"), dataset="cifar10")
+    assert plan.eval["curve_one_trajectory"]
+    planned, _ = estimate.planned_work(plan, ["attack_strength"])
+    evs = {ev.attacks for ev in planned["evals"].values()}
+    assert ("paper-pgd-10", long) in evs
+    ev = next(e for e in planned["evals"].values() if e.attacks == ("paper-pgd-10", long))
+    config = plan.train_config(Run(), 1)
+    assert estimate.eval_passes(plan, config, ev) == 1000 * (1 + 10 + 1000)
+
+
+def test_a_curve_read_off_one_trajectory_is_the_curve_of_separate_runs(tmp_path, monkeypatch):
+    """With a stand-in whose accuracy depends on K alone, the experiment finds
+    each K's point under its stage's key: the same curves as separate attacks."""
+    asked = []
+
+    def fake(plan, run, seed, ev):
+        asked.append(ev.attacks)
+        return _fake(plan, run, seed, ev)
+
+    monkeypatch.setattr(reproduce.plan, "evaluate_run", fake)
+    apart = reproduce.run_experiment(_plan(tmp_path / "a"), "attack_strength")
+    assert set(asked) == {("pgd-2", "pgd-5"), ("paper-pgd-2", "paper-pgd-5")}
+    config = _config("tiny")
+    config["datasets"]["sample"]["eval"]["curve_one_trajectory"] = True
+    asked.clear()
+    one = reproduce.run_experiment(_plan(tmp_path / "b", config), "attack_strength")
+    assert set(asked) == {("pgd-2", "pgd-5"), ("paper-pgd-2-5",)}
+    assert one["curves"] == apart["curves"] and one["table"] == apart["table"]
+    assert one["setup"]["curve_one_trajectory"] and "curve_one_trajectory" not in apart["setup"]
+
+
 # -- experiments per scale, and the report with two scales --------------------------------
 
 def _fake(plan, run, seed, ev):
@@ -386,6 +430,9 @@ def _fake(plan, run, seed, ev):
     robust = 0.5 - drop * mixed + 0.001 * (run.depth or plan.base_depth) + 0.002 * seed
     out = {"clean": (0.9 if run.standard else 0.8) + 0.002 * seed, "n": ev.n or 64}
     out.update({a: robust - 0.0001 * int(a.rsplit("-", 1)[1]) for a in ev.attacks})
+    for a in ev.attacks:  # the step counts a trajectory was read at
+        for st in attacks.make(a, plan.epsilon).stage_names():
+            out[stage_key(a, st)] = robust - 0.0001 * int(st.rsplit("-", 1)[1])
     return out
 
 

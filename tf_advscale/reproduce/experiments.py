@@ -3,6 +3,7 @@ the runs it needs and returns its rows, findings, table and plot specs.
 ``experiment`` registers them in ``EXPERIMENTS``, in the order
 ``advscale reproduce all`` runs them and the report lists them."""
 
+import json
 import os
 
 import numpy as np
@@ -100,6 +101,30 @@ def exp_clean_portion(plan):
             "plots": plots.clean_portion(rows, a)}
 
 
+def curve_attacks(family, steps, epsilon, one_trajectory=False):
+    """``{K: (attack name, result key)}`` that measure ``family-K`` for each K
+    of ``steps``: one attack per K; or, with ``one_trajectory``, one run of
+    the longest for the K whose attacks differ in their step count alone,
+    read at each K (``paper-pgd-20-50-...-1000``; paper-pgd-10 steps by
+    1.6/255 and untargeted pgd-K by 2.5 epsilon / K, so those run apart)."""
+    from tf_advscale.attacks import make
+    from tf_advscale.evaluate import stage_key
+    groups = {}
+    for k in steps:
+        config = make(f"{family}-{k}", epsilon).get_config()
+        del config["steps"]
+        groups.setdefault(json.dumps(config, sort_keys=True) if one_trajectory else k, []).append(k)
+    out = {}
+    for ks in groups.values():
+        name = f"{family}-" + "-".join(str(k) for k in ks)
+        if len(ks) == 1:
+            out[ks[0]] = (name, name)
+        else:
+            out.update({k: (name, stage_key(name, st))
+                        for k, st in zip(ks, make(name, epsilon).stage_names())})
+    return out
+
+
 @experiment("attack_strength")
 def exp_attack_strength(plan):
     e = plan.eval
@@ -107,8 +132,10 @@ def exp_attack_strength(plan):
     runs = {"adv_only": Run(clean_portion=0.0), "mixed_bn": Run(clean_portion=1.0)}
     curves, findings, lines = {}, [], []
     for family in e["curve_attacks"]:
-        ev = Eval(attacks=tuple(f"{family}-{k}" for k in steps), n=e["curve_n"])
-        curves[family] = {name: {k: stat(over_seeds(plan, run, ev, f"{family}-{k}"))
+        measured = curve_attacks(family, steps, plan.epsilon, e.get("curve_one_trajectory", False))
+        ev = Eval(attacks=tuple(dict.fromkeys(name for name, _ in measured.values())),
+                  n=e["curve_n"])
+        curves[family] = {name: {k: stat(over_seeds(plan, run, ev, measured[k][1]))
                                  for k in steps} for name, run in runs.items()}
         c = curves[family]
         lo, hi = steps[0], steps[-1]

@@ -198,7 +198,7 @@ def evaluate_run(plan, run, seed, ev):
             plan.planned["shared_evals"][out_path] = shared["from"]
         else:
             plan.planned["evals"].setdefault(out_path, ev)
-        return {"clean": 0.0, **{a: 0.0 for a in ev.attacks}, "n": n}
+        return {"clean": 0.0, **{k: 0.0 for k in _result_keys(ev.attacks, plan.epsilon)}, "n": n}
     if os.path.exists(out_path):
         return json.load(open(out_path))
     if shared:
@@ -229,6 +229,14 @@ def evaluate_run(plan, run, seed, ev):
     from tf_advscale.files import write_json
     write_json(out_path, result)
     return result
+
+
+def _result_keys(names, epsilon):
+    """The keys of an evaluation's result: each attack's, and each of its stages'."""
+    from tf_advscale import attacks as attacks_lib
+    from tf_advscale.evaluate import stage_key
+    return [k for a in names for k in
+            [a] + [stage_key(a, st) for st in attacks_lib.make(a, epsilon).stage_names()]]
 
 
 def _shared_autoattack(plan, run, seed, path, ev):

@@ -74,7 +74,8 @@ def scale_summary(plan):
         "train_attack_spec": {k: atk[k] for k in ("name", "steps", "step_size", "epsilon")
                               if k in atk} | {"targeted": bool(atk.get("targeted"))},
         "epsilon": plan.epsilon, "eval_n": e["n"], "eval_attack": e["attack"],
-        "curve_n": e["curve_n"], "seeds": plan.seeds}
+        "curve_n": e["curve_n"], "seeds": plan.seeds,
+        **({"curve_one_trajectory": True} if e.get("curve_one_trajectory") else {})}
 
 
 def compute_cost(plan, result):
@@ -262,7 +263,12 @@ def _setup_text(dataset, s, datasets):
             f"{s['epochs']} epochs, batch {s['batch_size']}, training attack "
             f"{attack}, epsilon {_number(s['epsilon'])}; evaluation on "
             f"{s['eval_n']:,} test images with {s['eval_attack']} (curves on "
-            f"{s['curve_n']:,}); seeds {s['seeds']}")
+            f"{s['curve_n']:,}{ONE_TRAJECTORY if s.get('curve_one_trajectory') else ''}); "
+            f"seeds {s['seeds']}")
+
+
+# How a scale with ``curve_one_trajectory`` measured its curves.
+ONE_TRAJECTORY = "; the targeted PGD-K of equal step size: one trajectory per image, read at each K"
 
 
 def _number(v):
