@@ -229,3 +229,18 @@ def test_checkpoints_are_checked_and_kept_out_of_plain_configs():
     a = attacks.PGD(steps=5, checkpoints=(2, 4))
     assert attacks.PGD.from_config(a.get_config()) == a
     assert attacks.PGD(steps=5).stage_names() == ()
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_noise_has_the_size_epsilon_in_its_norm(norm):
+    """The baseline every attack must beat: random noise exactly epsilon in
+    size (mid-grey images, so that clipping does not shrink it)."""
+    x = np.full((6, 8, 8, 3), 0.5, np.float32)
+    eps = 0.3 if norm == "l2" else 0.05
+    d = (attacks.make(f"noise{'-l2' if norm == 'l2' else ''}", eps)(
+        lambda v: v, x, np.zeros(6), seed=[1, 2]).numpy() - x).reshape(6, -1)
+    size = np.linalg.norm(d, axis=1) if norm == "l2" else np.abs(d).max(axis=1)
+    np.testing.assert_allclose(size, eps, rtol=1e-5)
+    if norm == "linf":
+        np.testing.assert_allclose(np.abs(d), eps, rtol=1e-5)  # every pixel at a corner
+    assert len({tuple(r) for r in np.sign(d)}) == 6  # random: a different draw per image

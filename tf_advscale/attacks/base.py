@@ -111,8 +111,7 @@ class UniformNoise(Attack):
         if self.norm == "l2":
             d = (normal(tf.shape(images), seed) if seed is not None
                  else tf.random.normal(tf.shape(images), seed=self.seed))
-            d = d / (_expand(_per_example_norm(d, "l2"), d) + 1e-12)
-            return tf.clip_by_value(images + self.epsilon * d, 0.0, 1.0)
+            return tf.clip_by_value(images + self.epsilon * _unit_l2(d), 0.0, 1.0)
         if seed is not None:
             noise = tf.sign(tf.random.stateless_uniform(tf.shape(images), seed, -1.0, 1.0))
         else:
