@@ -29,8 +29,9 @@ Scales (the argument after ':'):
          ablations) and depth (20 and 56, one seed) run; 2 seeds; evaluation
          on all 10,000 test images (PGD-50, untargeted), attack-strength curves
          on 1,000 (the paper's targeted PGD-K for K = 20 to 1000 read off one
-         1,000-step trajectory per image, which gives at each K what a
-         separate PGD-K with the same seed gives), and AutoAttack (standard)
+         1,000-step trajectory per image: one random start and target for
+         all those K, and at each K what a separate PGD-K given that seed
+         gives), and AutoAttack (standard)
          on 1,000 seeded test images beside PGD-50 for clean_portion, mixbn
          and depth. Runs and results go under medium/ in --workdir and
          --results.

@@ -368,9 +368,16 @@ def test_a_trajectory_attack_reports_each_step_count_it_was_read_at():
     model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(inputs)))
     x = np.random.default_rng(0).random((60, 8, 8, 1)).astype("float32")
     y = np.arange(60) % 3
-    r = evaluate(model, x=x, y=y, epsilon=0.05, attacks=["paper-pgd-2-6"], batch_size=25,
-                 checks=False, verbose=False)
+    run = lambda name: evaluate(model, x=x, y=y, epsilon=0.05, attacks=[name],  # noqa: E731
+                                batch_size=25, checks=False, verbose=False)
+    r = run("paper-pgd-2-6")
     a = r["attacks"]["paper-pgd-2-6"]
     assert list(a["after_each"]) == ["step-2", "step-6"]
     assert a["after_each"]["step-6"] == a["accuracy"] < r["clean_accuracy"]
     assert a["config"]["checkpoints"] == [2] and a["config"]["steps"] == 6
+    # In the evaluation's graphs, at the same place in the list (so the same
+    # seeds): each step count is what the separate attack gives.
+    for k in (2, 6):
+        alone = run(f"paper-pgd-{k}")["attacks"][f"paper-pgd-{k}"]["accuracy"]
+        assert a["after_each"][f"step-{k}"] == alone
+    assert a["after_each"]["step-2"] != a["accuracy"]  # two different points

@@ -398,6 +398,14 @@ def test_medium_reads_the_papers_pgd_curve_off_one_trajectory(monkeypatch):
     assert estimate.eval_passes(plan, config, ev) == 1000 * (1 + 10 + 1000)
 
 
+def test_the_plan_counts_each_attacks_passes_per_image():
+    steps = {"pgd-50": 50, "pgd-20-r3": 60, "pgd-20-l2": 20, "paper-pgd-20-50-1000": 1000,
+             "paper-pgd-10": 10, "apgd-ce": 100, "apgd-t": 900, "fab-t-l2": 900,
+             "square-5000-l2": 5000, "square": 1000, "fgsm": 1,
+             "autoattack": estimate.autoattack_passes()}
+    assert {a: estimate._steps(a) for a in steps} == steps
+
+
 def test_a_curve_read_off_one_trajectory_is_the_curve_of_separate_runs(tmp_path, monkeypatch):
     """With a stand-in whose accuracy depends on K alone, the experiment finds
     each K's point under its stage's key: the same curves as separate attacks."""

@@ -106,6 +106,13 @@ def stage_key(name, stage):
     return f"{name}/{stage}"
 
 
+def result_keys(attacks):
+    """The per-example results ``run_attacks`` returns for ``{name: attack}``
+    besides "clean": each attack's, then each stage's (``stage_key``)."""
+    return list(attacks) + [stage_key(name, st) for name, atk in attacks.items()
+                            for st in _stage_names(atk)]
+
+
 @functools.lru_cache(maxsize=None)
 def code_identity():
     """The code that computes a result: ``"tf_advscale 0.1.0"``, and in a git
@@ -254,7 +261,7 @@ def run_attacks(model, x, y, attacks, batch_size=250, seed=0, workdir=None, sett
     stages = {name: _stage_names(atk) for name, atk in attacks.items()}
     predict = tf.function(functools.partial(_predict, fn), reduce_retracing=True)
     store = _SavedBatches(workdir, settings, correct_only) if workdir else None
-    names = ["clean"] + list(attacks) + [stage_key(a, st) for a in attacks for st in stages[a]]
+    names = ["clean"] + result_keys(attacks)
     out = {k: [] for k in names}
     seconds = {k: 0.0 for k in attacks}
     batches, n_batches = _batches(x, y, batch_size)

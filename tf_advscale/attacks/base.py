@@ -229,9 +229,9 @@ class PGD(Attack):
         checkpoints: step counts below ``steps`` at which ``stages`` also
             reports which images the iterate leaves classified correctly: the
             accuracy under PGD-k for each k, read off one trajectory (the same
-            random start and target), for the cost of the longest alone. Each
-            one is what a separate ``steps=k`` run with the same seed gives.
-            Needs ``restarts=1``.
+            random start and target), for the cost of the longest plus one
+            forward pass per checkpoint. Each one is what a separate
+            ``steps=k`` run given the same seed gives. Needs ``restarts=1``.
     """
 
     # Set by single-step variants only (N-FGSM): the random start's radius in

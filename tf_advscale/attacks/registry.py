@@ -15,10 +15,10 @@ Names (epsilon in [0, 1] pixel units, L-inf unless the name ends in -l2):
                     cross the ball 2.5 times)
 ``paper-pgd-K``     the paper's targeted PGD toward a random wrong class, step
                     1/255 scaled by epsilon / (16/255), 1.6/255 for K = 10;
-                    ``paper-pgd-K1-K2-...`` (K1 > 10): one trajectory of the
-                    longest, read at each K (an evaluation's ``after_each``,
-                    keys ``step-K``), each what ``paper-pgd-K`` with the same
-                    seed gives
+                    ``paper-pgd-K1-K2-...`` (no K = 10: its step differs): one
+                    trajectory of the longest, read at each K (an evaluation's
+                    ``after_each``, keys ``step-K``), each what ``paper-pgd-K``
+                    given the same seed gives
 ``fgsm``            one signed step of epsilon from the image
 ``apgd-ce``         APGD, cross-entropy, 100 iterations (``apgd-ce-l2``)
 ``apgd-dlr``        APGD, DLR loss, 100 iterations (``apgd-dlr-l2``)

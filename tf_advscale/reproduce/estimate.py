@@ -65,13 +65,21 @@ def _robust_after_apgd_ce(config, ev):
 
 
 def _steps(attack, robust=None):
-    """Image passes per image of an attack: the steps of one named like
-    ``pgd-50``, ``autoattack_passes(robust)`` for AutoAttack, 100 (APGD's)
-    otherwise."""
-    if attack.startswith("autoattack"):
+    """Image passes per image of the attack named ``attack``: its steps times
+    its runs (restarts, and targets for APGD-T and FAB-T; a trajectory read at
+    several K, ``paper-pgd-20-...-1000``, counts its longest); Square's
+    queries (forward passes, counted whole); ``autoattack_passes(robust)``
+    for AutoAttack."""
+    from tf_advscale.attacks import FAB, AutoAttack, Square, make
+    a = make(attack, 8 / 255)  # the count does not depend on epsilon
+    if isinstance(a, AutoAttack):
         return autoattack_passes(ROBUST_AFTER_APGD_CE if robust is None else robust)
-    tail = attack.rsplit("-", 1)[-1]
-    return int(tail) if tail.isdigit() else 100
+    if isinstance(a, Square):
+        return a.queries
+    runs = getattr(a, "restarts", 1)
+    if isinstance(a, FAB) or getattr(a, "loss", None) == "dlr_targeted":
+        runs *= a.n_target_classes
+    return getattr(a, "steps", 1) * runs
 
 
 def train_passes(plan, config):

@@ -110,10 +110,13 @@ def curve_attacks(family, steps, epsilon, one_trajectory=False):
     from tf_advscale.attacks import make
     from tf_advscale.evaluate import stage_key
     groups = {}
-    for k in steps:
-        config = make(f"{family}-{k}", epsilon).get_config()
-        del config["steps"]
-        groups.setdefault(json.dumps(config, sort_keys=True) if one_trajectory else k, []).append(k)
+    for k in sorted(steps):
+        key = k
+        if one_trajectory:
+            config = make(f"{family}-{k}", epsilon).get_config()
+            config.pop("steps", None)
+            key = json.dumps(config, sort_keys=True)
+        groups.setdefault(key, []).append(k)
     out = {}
     for ks in groups.values():
         name = f"{family}-" + "-".join(str(k) for k in ks)

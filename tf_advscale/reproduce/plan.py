@@ -184,6 +184,7 @@ class BatchStatistics:
 
 def evaluate_run(plan, run, seed, ev):
     """Clean and attacked accuracy of one run (resumable); a dict of floats."""
+    from tf_advscale import attacks as attacks_lib
     from tf_advscale import evaluate as ev_lib
     path = train(plan, run, seed)
     n = ev.n or plan.eval["n"]
@@ -198,7 +199,8 @@ def evaluate_run(plan, run, seed, ev):
             plan.planned["shared_evals"][out_path] = shared["from"]
         else:
             plan.planned["evals"].setdefault(out_path, ev)
-        return {"clean": 0.0, **{k: 0.0 for k in _result_keys(ev.attacks, plan.epsilon)}, "n": n}
+        made = {a: attacks_lib.make(a, plan.epsilon) for a in ev.attacks}
+        return {"clean": 0.0, **{k: 0.0 for k in ev_lib.result_keys(made)}, "n": n}
     if os.path.exists(out_path):
         return json.load(open(out_path))
     if shared:
@@ -210,7 +212,6 @@ def evaluate_run(plan, run, seed, ev):
         return shared
     import keras
 
-    from tf_advscale import attacks as attacks_lib
     keras.backend.clear_session()  # graphs of earlier evaluations are not kept
     model = share.run_model(path, ev.route)
     x, y = plan.test_data(n)
@@ -229,14 +230,6 @@ def evaluate_run(plan, run, seed, ev):
     from tf_advscale.files import write_json
     write_json(out_path, result)
     return result
-
-
-def _result_keys(names, epsilon):
-    """The keys of an evaluation's result: each attack's, and each of its stages'."""
-    from tf_advscale import attacks as attacks_lib
-    from tf_advscale.evaluate import stage_key
-    return [k for a in names for k in
-            [a] + [stage_key(a, st) for st in attacks_lib.make(a, epsilon).stage_names()]]
 
 
 def _shared_autoattack(plan, run, seed, path, ev):
