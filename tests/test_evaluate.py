@@ -381,3 +381,4 @@ def test_a_trajectory_attack_reports_each_step_count_it_was_read_at():
         alone = run(f"paper-pgd-{k}")["attacks"][f"paper-pgd-{k}"]["accuracy"]
         assert a["after_each"][f"step-{k}"] == alone
     assert a["after_each"]["step-2"] != a["accuracy"]  # two different points
+    assert f"| paper-pgd-2-6: after step-2 | {100 * a['after_each']['step-2']:.2f} |" in markdown(r)

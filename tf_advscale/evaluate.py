@@ -434,6 +434,8 @@ def markdown(report):
              f"| clean | {100 * report['clean_accuracy']:.2f} |"]
     for k, v in report["attacks"].items():
         lines.append(f"| {k} | {100 * v['accuracy']:.2f} |")
+        lines += [f"| {k}: after {st} | {100 * acc:.2f} |"
+                  for st, acc in v.get("after_each", {}).items()]
     lines.append(f"| **worst case (per example)** | **{100 * report['worst_case_accuracy']:.2f}** |")
     lines += ["", "## Sanity checks", ""]
     if report["gradient_masking_suspected"] is None:
