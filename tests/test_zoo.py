@@ -636,7 +636,10 @@ def test_zoo_autoattack_fills_the_record_card_and_table_and_resumes(tmp_path, mo
     assert rb["reported"] == f"{100 * r['worst_case']:.2f}" and "24 test images" in rb["footnote"]
     card = (entry / "README.md").read_text()
     assert card == zoo_publish.render_card(str(entry), meta) and "## AutoAttack" in card
-    capsys.readouterr()
+    out = capsys.readouterr().out  # each part's batches are counted apart: say which
+    assert "[zoo autoattack] resnet8.aa_sample, route default: the check set, 14 of the " \
+           "24 images\nbatch 1/2: " in out
+    assert "route default: the other images, 10 of the 24 images\nbatch 1/1: " in out
     assert cli.main(["zoo", "list", "--markdown"]) == 0
     row = [line for line in capsys.readouterr().out.splitlines() if "resnet8.aa_sample" in line]
     assert f"| {100 * r['autoattack']:.2f} | {100 * r['worst_case']:.2f} | 24 |" in row[0]

@@ -235,6 +235,10 @@ def add_autoattack(entry, n=1000, seed=0, scratch=None, source=None, path=None, 
         for which, part_ids in parts.items():
             if not part_ids:
                 continue
+            if verbose:
+                label = "the check set" if which == "check" else "the other images"
+                print(f"[zoo autoattack] {name}, route {key}: {label}, "
+                      f"{len(part_ids)} of the {len(ids)} images", flush=True)
             report = evaluate.evaluate(
                 classifier, **data, ids=part_ids, seed=seed,
                 epsilon=meta["threat_model"]["epsilon_float"], attacks=list(AUTOATTACK_ATTACKS),
