@@ -396,3 +396,43 @@ def test_autoattack_l2_keeps_every_stage_in_the_l2_ball(trained_small):
     counts = [int(after[k].numpy().sum()) for k in STAGES]
     assert counts == sorted(counts, reverse=True)
     assert counts[-1] == int((fn(adv).numpy().argmax(1) == y).sum())
+
+
+def _counting(fn):
+    """``fn`` and a list whose length is the number of model calls (eager)."""
+    calls = []
+
+    def counted(z):
+        calls.append(1)
+        return fn(z)
+    return counted, calls
+
+
+@pytest.mark.parametrize("make", [
+    lambda eps: attacks.APGD(eps, 50, loss="ce", seed=1),
+    lambda eps: attacks.APGD(eps, 50, norm="l2", loss="ce", seed=1),
+    lambda eps: attacks.APGD(eps, 50, loss="dlr_targeted", n_target_classes=3, seed=1),
+    lambda eps: Square(eps, 200, seed=1),
+    lambda eps: Square(eps, 200, seed=1, norm="l2"),
+], ids=["apgd-ce", "apgd-ce-l2", "apgd-t", "square", "square-l2"])
+def test_a_run_stops_once_every_image_is_broken_and_returns_the_same_images(make):
+    """APGD and Square stop once no image of the batch is left: the images
+    they return are the full run's, bit for bit, after far fewer model
+    calls; with an image that survives they run every step."""
+    x, y, _, _, fn = _linear(n=12)
+    eps_all, eps_some = (3.0, 0.03) if make(1.0).norm == "l2" else (0.25, 0.03)
+    for eps, stops in ((eps_all, True), (eps_some, False)):
+        runs = {}
+        for early in (True, False):
+            attack = make(eps)
+            attack._stop_when_all_broken = attack._stop_when_all_fooled = early
+            counted, calls = _counting(fn)
+            adv = attack(counted, tf.constant(x), tf.constant(y), seed=[5, 0]).numpy()
+            runs[early] = adv, len(calls)
+        broken = fn(runs[False][0]).numpy().argmax(1) != y
+        assert broken.all() == stops, (eps, broken.sum())
+        np.testing.assert_array_equal(runs[True][0], runs[False][0])
+        if stops:
+            assert runs[True][1] < runs[False][1] / 3, (runs[True][1], runs[False][1])
+        else:
+            assert runs[True][1] == runs[False][1]
