@@ -203,6 +203,31 @@ def test_several_attacks_trace_without_a_retracing_warning():
     assert not [m for m in handler.messages if "retracing" in m], handler.messages
 
 
+def test_each_attack_is_traced_once_whatever_each_batch_leaves_it():
+    """The attacks run on the images classified correctly, a different
+    number in each batch; each attack (and the clean prediction) is traced
+    once, not once for the first size and again relaxed."""
+    from tf_advscale.evaluate import run_attacks
+
+    traces = []
+
+    class Counted(attacks.PGD):
+        def perturb(self, *args, **kwargs):
+            traces.append(1)  # Python runs only while TensorFlow traces
+            return super().perturb(*args, **kwargs)
+
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(3)])
+    x = np.random.default_rng(0).random((30, 8, 8, 1)).astype("float32")
+    pred = model.predict(x, verbose=0).argmax(1)
+    right = np.concatenate([np.arange(10) < k for k in (7, 3, 5)])  # 7, 3, 5 correct
+    y = np.where(right, pred, (pred + 1) % 3)
+    out, _ = run_attacks(model, x, y, {"pgd": Counted(0.1, 0.05, 2)}, batch_size=10,
+                         verbose=False)
+    assert [int(out["clean"][b * 10:(b + 1) * 10].sum()) for b in range(3)] == [7, 3, 5]
+    assert len(traces) == 1, len(traces)
+
+
 def test_resumed_evaluation_reports_the_time_its_saved_batches_took(tmp_path):
     from tf_advscale.evaluate import run_attacks
     model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),

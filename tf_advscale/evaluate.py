@@ -178,12 +178,34 @@ class _SavedBatches:
                           "them; a fresh workdir gives one version's", stacklevel=3)
 
 
+class _AnyBatch:
+    """``py_fn`` as a ``tf.function`` traced once for every batch size: its
+    first ``batch_args`` arguments get a batch dimension of None, the others
+    (a seed) keep their shape. The attacks see only the images classified
+    correctly, so their batch size changes from batch to batch; with
+    ``reduce_retracing`` that cost two traces (the first size, then a relaxed
+    one), and AutoAttack's trace takes about a minute here."""
+
+    def __init__(self, py_fn, batch_args):
+        self.py_fn, self.batch_args, self.traced = py_fn, batch_args, {}
+
+    def __call__(self, *args):
+        args = [tf.convert_to_tensor(a) for a in args]
+        spec = tuple(tf.TensorSpec(tf.TensorShape([None]).concatenate(a.shape[1:])
+                                   if i < self.batch_args else a.shape,
+                                   a.dtype) for i, a in enumerate(args))
+        if spec not in self.traced:
+            self.traced[spec] = tf.function(self.py_fn, input_signature=spec)
+        return self.traced[spec](*args)
+
+
 def _compile(fn, attacks):
-    """One ``tf.function`` per attack. TensorFlow counts traces per code
-    object, and lambdas made in a loop share one, so tracing each attack once
+    """One function per attack, each traced once (``_AnyBatch``). TensorFlow
+    counts traces per code object, and lambdas made in a loop share one, so
+    each attack gets its own ``functools.partial``: tracing each once used to
     read as "excessive retracing"."""
-    return {name: tf.function(functools.partial(
-        _attack_stages if _stage_names(atk) else _attack_images, atk, fn), reduce_retracing=True)
+    return {name: _AnyBatch(functools.partial(
+        _attack_stages if _stage_names(atk) else _attack_images, atk, fn), 2)
         for name, atk in attacks.items()}
 
 
@@ -259,7 +281,7 @@ def run_attacks(model, x, y, attacks, batch_size=250, seed=0, workdir=None, sett
         fn = lambda images: model(images, training=False)  # noqa: E731
     compiled = _compile(fn, attacks)
     stages = {name: _stage_names(atk) for name, atk in attacks.items()}
-    predict = tf.function(functools.partial(_predict, fn), reduce_retracing=True)
+    predict = _AnyBatch(functools.partial(_predict, fn), 1)
     store = _SavedBatches(workdir, settings, correct_only) if workdir else None
     names = ["clean"] + result_keys(attacks)
     out = {k: [] for k in names}
