@@ -436,3 +436,30 @@ def test_a_run_stops_once_every_image_is_broken_and_returns_the_same_images(make
             assert runs[True][1] < runs[False][1] / 3, (runs[True][1], runs[False][1])
         else:
             assert runs[True][1] == runs[False][1]
+
+
+def test_the_targeted_runs_are_traced_once_and_give_the_unrolled_result(monkeypatch):
+    """APGD-T's and FAB-T's runs (one per target) are one graph loop, so
+    each is traced once, not once per target; with a stateless seed the
+    loop returns what the runs unrolled one by one return."""
+    from tf_advscale.attacks import base
+    x, y, _, _, fn = _linear(n=16, k=6)
+    seed = tf.constant([3, 1], tf.int64)
+    for attack in (attacks.APGD(0.05, 8, loss="dlr_targeted", n_target_classes=4),
+                   FAB(0.05, 8, n_target_classes=4)):
+        traced = []
+        run = type(attack).run
+        monkeypatch.setattr(type(attack), "run",
+                            lambda self, *a, **k: traced.append(1) or run(self, *a, **k))
+        looped = tf.function(lambda a, b: attack(fn, a, b, seed=seed))(x, y).numpy()
+        assert len(traced) == 1, (type(attack).__name__, len(traced))
+        real_over_runs = base.over_runs
+        for module in (attacks.apgd, attacks.fab):
+            monkeypatch.setattr(module, "over_runs",
+                                lambda n, f, s, loop=True: real_over_runs(n, f, s, loop=False))
+        unrolled = tf.function(lambda a, b: attack(fn, a, b, seed=seed))(x, y).numpy()
+        assert len(traced) == 1 + 4
+        monkeypatch.undo()
+        moved = np.abs(looped - x).reshape(len(x), -1).max(1) > 0
+        assert 0 < moved.sum() < len(x), moved.sum()  # some targets succeed, not all
+        np.testing.assert_array_equal(looped, unrolled)

@@ -18,8 +18,8 @@ nothing it returns (AutoAttack against a standard model: a few steps, not
 import tensorflow as tf
 
 from tf_advscale.attacks.base import (NORMS, Attack, _check_number, _expand, _into_l2_ball,
-                                      _unit_l2, fold_seed, on_subset, register_attack,
-                                      true_and_best_other)
+                                      _unit_l2, fold_seed, on_subset, over_runs,
+                                      register_attack, true_and_best_other)
 
 LOSSES = ("ce", "dlr", "dlr_targeted")
 
@@ -209,24 +209,28 @@ class APGD(Attack):
         x = images
         logits = model_fn(x)
         correct = tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels)
-        best = x
         if self.loss == "dlr_targeted":
+            # Run i aims at the (i + 2)-th most likely class.
             order = tf.argsort(logits, axis=-1, direction="DESCENDING", stable=True)
-            k = min(self.n_target_classes, int(logits.shape[-1]) - 1)
-            runs = [(order[:, t], i) for i, t in enumerate(range(1, k + 1))]
+            n_runs = min(self.n_target_classes, int(logits.shape[-1]) - 1)
         else:
-            runs = [(None, i) for i in range(self.restarts)]
-        for tgt, i in runs:
+            n_runs = self.restarts
+
+        def one_run(i, best, correct):
             if seed is not None:
                 run_seed = fold_seed(seed, i)
             else:
                 run_seed = None if self.seed is None else self.seed + i
+            extra = () if self.loss != "dlr_targeted" else (tf.gather(order, i + 1, axis=1),)
 
-            def attack(xs, ys, *t, run_seed=run_seed):
+            def attack(xs, ys, *t):
                 return self.run(model_fn, xs, ys, t[0] if t else None, run_seed)
 
             # Each run attacks only the images no earlier run has broken (AutoAttack's order).
-            extra = () if tgt is None else (tgt,)
             best, ok = on_subset(correct, attack, best, labels, *extra)
-            correct = tf.logical_and(correct, ok)
+            return best, tf.logical_and(correct, ok)
+
+        # An op-level seed (self.seed + i) must be a Python int: then unrolled.
+        best, _ = over_runs(n_runs, one_run, (x, correct),
+                            loop=n_runs > 1 and (seed is not None or self.seed is None))
         return tf.stop_gradient(best)

@@ -202,6 +202,24 @@ def on_subset(mask, run, x, *rows):
     return out, tf.equal(fell, 0)
 
 
+def over_runs(n_runs, one_run, state, loop=True):
+    """``state = one_run(i, *state)`` for i in ``range(n_runs)``: the runs
+    of an attack (APGD-T's targets, restarts). With ``loop``, one
+    ``tf.while_loop`` (``i`` a tensor), so the run is traced once, not
+    ``n_runs`` times: AutoAttack's 9-target stages made its trace most of a
+    minute. Without, unrolled in Python (``i`` an int), for a run that needs
+    a Python integer (an op-level seed)."""
+    state = tuple(state)
+    if not loop:
+        for i in range(n_runs):
+            state = tuple(one_run(i, *state))
+        return state
+    out = tf.while_loop(lambda i, *_: i < n_runs,
+                        lambda i, *s: (i + 1,) + tuple(one_run(i, *s)),
+                        (tf.constant(0),) + state)
+    return tuple(out[1:])
+
+
 def _restart_seed(seed, i):
     """The stateless seed of a PGD's run ``i`` (its restarts), or None."""
     return None if seed is None else fold_seed(seed, 100 + i)

@@ -19,7 +19,8 @@ Everything is TensorFlow graph code: the projections are a closed-form
 import tensorflow as tf
 
 from tf_advscale.attacks.base import (NORMS, Attack, _check_number, _expand, _per_example_norm,
-                                      fold_seed, normal, on_subset, register_attack, uniform)
+                                      fold_seed, normal, on_subset, over_runs, register_attack,
+                                      uniform)
 
 
 def _water_fill(v, r, target):
@@ -171,21 +172,26 @@ class FAB(Attack):
         robust = tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels)
         order = tf.argsort(logits, axis=-1, direction="DESCENDING", stable=True)
         k = min(self.n_target_classes, int(logits.shape[-1]) - 1)
-        adv = x
-        run = 0
-        for rank in range(1, k + 1):
+
+        def one_target(i, adv, robust):
+            # Target i: the (i + 2)-th most likely class, with self.restarts runs.
             for restart in range(self.restarts):
+                run = i * self.restarts + restart
                 run_seed = None
                 if restart > 0:
                     run_seed = (fold_seed(seed, run) if seed is not None else
-                                tf.constant([self.seed or 0, run], tf.int64))
-                run += 1
+                                tf.stack([tf.constant(self.seed or 0, tf.int64),
+                                          tf.cast(run, tf.int64)]))
 
                 def attack(xs, ys, ts, run_seed=run_seed):
                     found, dist = self.run(model_fn, xs, ys, ts, run_seed)
                     return found, dist > self.epsilon  # farther than epsilon: no success
 
                 # Only the images still unbroken are attacked (AutoAttack's order).
-                adv, ok = on_subset(robust, attack, adv, labels, order[:, rank])
+                adv, ok = on_subset(robust, attack, adv, labels,
+                                    tf.gather(order, i + 1, axis=1))
                 robust = tf.logical_and(robust, ok)
+            return adv, robust
+
+        adv, _ = over_runs(k, one_target, (x, robust), loop=k > 1)
         return tf.stop_gradient(adv)
