@@ -417,8 +417,8 @@ def _counting(fn):
 ], ids=["apgd-ce", "apgd-ce-l2", "apgd-t", "square", "square-l2"])
 def test_a_run_stops_once_every_image_is_broken_and_returns_the_same_images(make):
     """APGD and Square stop once no image of the batch is left: the images
-    they return are the full run's, bit for bit, after far fewer model
-    calls; with an image that survives they run every step."""
+    they return are the full run's, bit for bit (eager and graph), after far
+    fewer model calls; with an image that survives they run every step."""
     x, y, _, _, fn = _linear(n=12)
     eps_all, eps_some = (3.0, 0.03) if make(1.0).norm == "l2" else (0.25, 0.03)
     for eps, stops in ((eps_all, True), (eps_some, False)):
@@ -428,38 +428,76 @@ def test_a_run_stops_once_every_image_is_broken_and_returns_the_same_images(make
             attack._stop_when_all_broken = attack._stop_when_all_fooled = early
             counted, calls = _counting(fn)
             adv = attack(counted, tf.constant(x), tf.constant(y), seed=[5, 0]).numpy()
-            runs[early] = adv, len(calls)
+            graph = tf.function(lambda a, b: attack(fn, a, b, seed=[5, 0]))(x, y).numpy()
+            runs[early] = adv, len(calls), graph
         broken = fn(runs[False][0]).numpy().argmax(1) != y
         assert broken.all() == stops, (eps, broken.sum())
         np.testing.assert_array_equal(runs[True][0], runs[False][0])
+        np.testing.assert_array_equal(runs[True][2], runs[False][2])  # graph mode too
         if stops:
             assert runs[True][1] < runs[False][1] / 3, (runs[True][1], runs[False][1])
         else:
             assert runs[True][1] == runs[False][1]
 
 
-def test_the_targeted_runs_are_traced_once_and_give_the_unrolled_result(monkeypatch):
-    """APGD-T's and FAB-T's runs (one per target) are one graph loop, so
-    each is traced once, not once per target; with a stateless seed the
-    loop returns what the runs unrolled one by one return."""
-    from tf_advscale.attacks import base
+def _runs_one_by_one(attack, fn, x, y, seed):
+    """The reference for ``perturb``'s runs, written out: run j (target
+    rank 1 + j // restarts, restart j % restarts) attacks the images no
+    earlier run broke, with the seed the attack's docs give it."""
+    from tf_advscale.attacks.base import fold_seed, on_subset
+    logits = fn(x)
+    order = tf.argsort(logits, axis=-1, direction="DESCENDING", stable=True)
+    robust = tf.equal(tf.argmax(logits, -1, output_type=tf.int32), y)
+    targeted = isinstance(attack, FAB) or attack.loss == "dlr_targeted"
+    ranks = range(1, attack.n_target_classes + 1) if targeted else [None]
+    restarts = attack.restarts if isinstance(attack, FAB) or not targeted else 1
+    adv, j = x, 0
+    for rank in ranks:
+        for restart in range(restarts):
+            if isinstance(attack, FAB):
+                s = None if restart == 0 else fold_seed(seed, j)
+
+                def run(xs, ys, ts, s=s):
+                    found, dist = attack.run(fn, xs, ys, ts, s)
+                    return found, dist > attack.epsilon
+            else:
+                def run(xs, ys, *ts, s=fold_seed(seed, j)):
+                    return attack.run(fn, xs, ys, ts[0] if ts else None, s)
+            extra = () if rank is None else (order[:, rank],)
+            adv, ok = on_subset(robust, run, adv, y, *extra)
+            robust = tf.logical_and(robust, ok)
+            j += 1
+    return adv
+
+
+def test_the_runs_are_one_graph_loop_traced_once_with_the_written_out_result(monkeypatch):
+    """APGD-T's and FAB-T's targets (and restarts) are one graph loop, so a
+    run is traced once, not once per target; the loop returns what the runs
+    written out one by one return. An op-level seed (an int seed, no call
+    seed) still unrolls: one trace per run."""
     x, y, _, _, fn = _linear(n=16, k=6)
     seed = tf.constant([3, 1], tf.int64)
-    for attack in (attacks.APGD(0.05, 8, loss="dlr_targeted", n_target_classes=4),
-                   FAB(0.05, 8, n_target_classes=4)):
+    # (attack, traces of its run): FAB's restarts of one target stay unrolled.
+    cases = [(attacks.APGD(0.05, 8, loss="dlr_targeted", n_target_classes=4), 1),
+             (attacks.APGD(0.05, 8, loss="ce", restarts=3), 1),
+             (FAB(0.05, 8, n_target_classes=4), 1),
+             (FAB(0.05, 8, n_target_classes=3, restarts=2), 2)]
+    for attack, traces in cases:
         traced = []
         run = type(attack).run
         monkeypatch.setattr(type(attack), "run",
                             lambda self, *a, **k: traced.append(1) or run(self, *a, **k))
         looped = tf.function(lambda a, b: attack(fn, a, b, seed=seed))(x, y).numpy()
-        assert len(traced) == 1, (type(attack).__name__, len(traced))
-        real_over_runs = base.over_runs
-        for module in (attacks.apgd, attacks.fab):
-            monkeypatch.setattr(module, "over_runs",
-                                lambda n, f, s, loop=True: real_over_runs(n, f, s, loop=False))
-        unrolled = tf.function(lambda a, b: attack(fn, a, b, seed=seed))(x, y).numpy()
-        assert len(traced) == 1 + 4
-        monkeypatch.undo()
+        assert len(traced) == traces, (attack, len(traced))
+        written = tf.function(lambda a, b: _runs_one_by_one(attack, fn, a, b, seed))(x, y)
         moved = np.abs(looped - x).reshape(len(x), -1).max(1) > 0
-        assert 0 < moved.sum() < len(x), moved.sum()  # some targets succeed, not all
-        np.testing.assert_array_equal(looped, unrolled)
+        assert 0 < moved.sum() < len(x), (attack, moved.sum())  # some runs succeed, not all
+        np.testing.assert_array_equal(looped, written.numpy())
+        monkeypatch.undo()
+    traced = []
+    run = attacks.APGD.run
+    monkeypatch.setattr(attacks.APGD, "run",
+                        lambda self, *a, **k: traced.append(1) or run(self, *a, **k))
+    op_seeded = attacks.APGD(0.05, 8, loss="dlr_targeted", n_target_classes=4, seed=1)
+    tf.function(lambda a, b: op_seeded(fn, a, b))(x, y)
+    assert len(traced) == 4

@@ -203,13 +203,17 @@ def test_several_attacks_trace_without_a_retracing_warning():
     assert not [m for m in handler.messages if "retracing" in m], handler.messages
 
 
-def test_each_attack_is_traced_once_whatever_each_batch_leaves_it():
+def test_each_attack_is_traced_once_whatever_each_batch_leaves_it(monkeypatch):
     """The attacks run on the images classified correctly, a different
     number in each batch; each attack (and the clean prediction) is traced
     once, not once for the first size and again relaxed."""
+    from tf_advscale import evaluate as evaluate_lib
     from tf_advscale.evaluate import run_attacks
 
-    traces = []
+    traces, predict_traces = [], []
+    predict = evaluate_lib._predict
+    monkeypatch.setattr(evaluate_lib, "_predict",
+                        lambda fn, images: predict_traces.append(1) or predict(fn, images))
 
     class Counted(attacks.PGD):
         def perturb(self, *args, **kwargs):
@@ -226,6 +230,7 @@ def test_each_attack_is_traced_once_whatever_each_batch_leaves_it():
                          verbose=False)
     assert [int(out["clean"][b * 10:(b + 1) * 10].sum()) for b in range(3)] == [7, 3, 5]
     assert len(traces) == 1, len(traces)
+    assert len(predict_traces) == 1, len(predict_traces)
 
 
 def test_resumed_evaluation_reports_the_time_its_saved_batches_took(tmp_path):

@@ -208,7 +208,9 @@ def over_runs(n_runs, one_run, state, loop=True):
     ``tf.while_loop`` (``i`` a tensor), so the run is traced once, not
     ``n_runs`` times: AutoAttack's 9-target stages made its trace most of a
     minute. Without, unrolled in Python (``i`` an int), for a run that needs
-    a Python integer (an op-level seed)."""
+    a Python integer (an op-level seed). With no seed at all, the looped runs
+    draw from one stateful op, so their random starts are not the unrolled
+    code's (a seeded call repeats bit for bit either way)."""
     state = tuple(state)
     if not loop:
         for i in range(n_runs):

@@ -58,13 +58,14 @@ class Square(Attack):
     Args:
         epsilon: radius, in [0, 1] pixel units (L2: of the whole image's
             perturbation, e.g. 0.5 on CIFAR-10).
-        queries: model queries per example (AutoAttack: 5000).
+        queries: model queries per example, at most (AutoAttack: 5000).
         p_init: initial fraction of pixels in the square (0.8).
         seed: random seed (None: TF's global seed).
         norm: ``"linf"`` or ``"l2"``.
 
-    The search stops once every image of the batch is fooled: a fooled image
-    never moves again, so the result is the same with fewer queries.
+    The search stops once no image of the batch has a positive margin (true
+    logit minus the largest other): such an image never moves again, so the
+    result is the same with fewer queries.
     """
 
     # A test turns it off to compare against the full search.
