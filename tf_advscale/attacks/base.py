@@ -207,10 +207,11 @@ def over_runs(n_runs, one_run, state, loop=True):
     of an attack (APGD-T's targets, restarts). With ``loop``, one
     ``tf.while_loop`` (``i`` a tensor), so the run is traced once, not
     ``n_runs`` times (tracing AutoAttack on a ResNet-20 here: 30 s of CPU
-    unrolled, 11 s looped). Without, unrolled in Python (``i`` an int), for a run that needs
-    a Python integer (an op-level seed). With no seed at all, the looped runs
-    draw from one stateful op, so their random starts are not the unrolled
-    code's (a seeded call repeats bit for bit either way)."""
+    unrolled, 11 s looped). Without, unrolled in Python (``i`` an int), for
+    a run that needs a Python integer (an op-level seed). With no seed at
+    all, the looped runs draw from one stateful op, so their random starts
+    are not the unrolled code's (a seeded call repeats bit for bit either
+    way)."""
     state = tuple(state)
     if not loop:
         for i in range(n_runs):
