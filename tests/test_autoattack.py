@@ -425,7 +425,7 @@ def test_a_run_stops_once_every_image_is_broken_and_returns_the_same_images(make
         runs = {}
         for early in (True, False):
             attack = make(eps)
-            attack._stop_when_all_broken = attack._stop_when_all_fooled = early
+            attack._stop_when_all_broken = early
             counted, calls = _counting(fn)
             adv = attack(counted, tf.constant(x), tf.constant(y), seed=[5, 0]).numpy()
             graph = tf.function(lambda a, b: attack(fn, a, b, seed=[5, 0]))(x, y).numpy()

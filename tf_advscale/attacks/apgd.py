@@ -232,5 +232,5 @@ class APGD(Attack):
 
         # An op-level seed (self.seed + i) must be a Python int: then unrolled.
         best, _ = over_runs(n_runs, one_run, (x, correct),
-                            loop=n_runs > 1 and (seed is not None or self.seed is None))
+                            loop=seed is not None or self.seed is None)
         return tf.stop_gradient(best)

@@ -211,9 +211,9 @@ def over_runs(n_runs, one_run, state, loop=True):
     a run that needs a Python integer (an op-level seed). With no seed at
     all, the looped runs draw from one stateful op, so their random starts
     are not the unrolled code's (a seeded call repeats bit for bit either
-    way)."""
+    way). A single run is never looped."""
     state = tuple(state)
-    if not loop:
+    if not loop or n_runs <= 1:
         for i in range(n_runs):
             state = tuple(one_run(i, *state))
         return state

@@ -193,5 +193,5 @@ class FAB(Attack):
                 robust = tf.logical_and(robust, ok)
             return adv, robust
 
-        adv, _ = over_runs(k, one_target, (x, robust), loop=k > 1)
+        adv, _ = over_runs(k, one_target, (x, robust))
         return tf.stop_gradient(adv)

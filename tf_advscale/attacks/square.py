@@ -68,8 +68,9 @@ class Square(Attack):
     result is the same with fewer queries.
     """
 
-    # A test turns it off to compare against the full search.
-    _stop_when_all_fooled = True
+    # Stop once no margin is positive (the same result, fewer queries); the
+    # same switch as APGD's: a test turns it off to compare with the full search.
+    _stop_when_all_broken = True
 
     def __init__(self, epsilon=8 / 255, queries=1000, p_init=0.8, seed=None,
                  clip_min=0.0, clip_max=1.0, norm="linf"):
@@ -165,7 +166,7 @@ class Square(Attack):
 
         def more(i, adv, margin):
             # Once no image is left unfooled nothing moves again: stop there.
-            if not self._stop_when_all_fooled:
+            if not self._stop_when_all_broken:
                 return i < self.queries - 1
             return tf.logical_and(i < self.queries - 1, tf.reduce_any(margin > 0))
 
