@@ -9,9 +9,13 @@ The argument after ':' is ARCH,RECIPE.
 
 Recipes (both: SGD momentum 0.9, weight decay 5e-4, batch 128, a cyclic
 learning rate 0 -> 0.2 -> 0 peaking at 2/5 of the run, as Wong et al. 2020;
-mixed bfloat16 precision, as Wong et al. trained in mixed precision, which is
-faster on this CPU: see results/bench_fast_training.json, from
-`python benchmarks/peers.py --only-fast --out results/bench_fast_training.json`):
+mixed bfloat16 precision, as Wong et al. trained in mixed precision, which was
+faster on the CPU of results/bench_fast_training.json, from
+`python benchmarks/peers.py --only-fast --out results/bench_fast_training.json`.
+On a CPU without native bfloat16 it is several times slower than float32
+(results/bench_precision_amd_epyc.json, from `python benchmarks/precision.py`:
+5.2x for resnet20, 8.0x for preactresnet18); there, train with
+`--set trainer.precision=float32`):
   fgsmrs       FGSM from a uniform random start, step 1.25 epsilon, projected
                (Wong et al. 2020, "Fast is better than free")
   nfgsm        N-FGSM: noise from the 2-epsilon ball, step epsilon, no
