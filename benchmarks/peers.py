@@ -269,37 +269,51 @@ def peer_torch(depth, family, shape, batch, repeats, num_classes, threads):
 
 # -- Fast adversarial training: PreActResNet-18, N-FGSM --------------------------------
 
+def random_batch(batch):
+    """A seeded batch of CIFAR-sized images in [0, 1] and int32 labels."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(batch, 32, 32, 3)).astype("float32")
+    y = rng.integers(0, 10, size=(batch,)).astype("int32")
+    return x, y
+
+
+def nfgsm_step_rate(family, depth, precision, x, y, repeats, warmup=2):
+    """Images/s of our N-FGSM training step (configs/fast.py's attack, an
+    AdversarialModel in graph mode) of ``resnet(depth, family=family)`` on
+    the batch ``x, y``, under the Keras dtype policy ``precision``."""
+    import keras
+
+    from tf_advscale.models import resnet
+    from tf_advscale.training import AdversarialModel
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(precision)
+    try:
+        keras.utils.set_random_seed(0)
+        model = AdversarialModel(resnet(depth, 10, family=family),
+                                 attack={"name": "n_fgsm", "epsilon": EPS},
+                                 weight_decay=5e-4, seed=0)
+        model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
+        return len(x) / _time(lambda: model.train_on_batch(x, y), repeats, warmup=warmup)
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
 def fast_training(batch, repeats, threads):
     """One N-FGSM training step of PreActResNet-18 (configs/fast.py's recipe),
     images/s: tf_advscale (AdversarialModel, graph mode) against plain PyTorch
     (the same network from tf_advscale.torch_models, channels-last memory
     format, the same step written out), each in float32 and in bfloat16
     (Keras' mixed_bfloat16 policy; torch.autocast on the CPU)."""
-    import keras
-    import numpy as np
     import torch
 
-    from tf_advscale.models import resnet
     from tf_advscale.torch_models import preact_resnet18
-    from tf_advscale.training import AdversarialModel
 
-    rng = np.random.default_rng(0)
-    x = rng.uniform(size=(batch, 32, 32, 3)).astype("float32")
-    y = rng.integers(0, 10, size=(batch,)).astype("int32")
+    x, y = random_batch(batch)
     out = {"tf_advscale": {}, "torch_channels_last": {}}
     for precision in ("float32", "mixed_bfloat16"):
-        previous = keras.config.dtype_policy()
-        keras.config.set_dtype_policy(precision)
-        try:
-            keras.utils.set_random_seed(0)
-            model = AdversarialModel(resnet(18, 10, family="preact"),
-                                     attack={"name": "n_fgsm", "epsilon": EPS},
-                                     weight_decay=5e-4, seed=0)
-            model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
-            out["tf_advscale"][precision] = batch / _time(
-                lambda: model.train_on_batch(x, y), repeats)
-        finally:
-            keras.config.set_dtype_policy(previous)
+        out["tf_advscale"][precision] = nfgsm_step_rate("preact", 18, precision, x, y, repeats)
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

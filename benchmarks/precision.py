@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from benchmarks.peers import EPS, _threads, _time  # noqa: E402
+from benchmarks.peers import _threads, nfgsm_step_rate, random_batch  # noqa: E402
 
 ARCHS = {"resnet20": ("cifar", 20), "preactresnet18": ("preact", 18)}
 PRECISIONS = ("float32", "mixed_bfloat16")
@@ -31,8 +31,8 @@ BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
 def cpu():
-    """The CPU's model name and its bfloat16 flags, from /proc/cpuinfo
-    (empty where there is none)."""
+    """The CPU's model name and whether it has each bfloat16 flag, from
+    /proc/cpuinfo (where it cannot be read: the platform's name, no flags)."""
     name, flags = platform.processor() or platform.machine(), set()
     try:
         with open("/proc/cpuinfo") as f:
@@ -45,31 +45,6 @@ def cpu():
     except OSError:
         pass
     return {"model": name, "native_bfloat16": {f: f in flags for f in BF16_FLAGS}}
-
-
-def step_rate(arch, precision, batch, repeats, warmup):
-    """Images/s of one N-FGSM training step (configs/fast.py's attack)."""
-    import keras
-    import numpy as np
-
-    from tf_advscale.models import resnet
-    from tf_advscale.training import AdversarialModel
-
-    family, depth = ARCHS[arch]
-    rng = np.random.default_rng(0)
-    x = rng.uniform(size=(batch, 32, 32, 3)).astype("float32")
-    y = rng.integers(0, 10, size=(batch,)).astype("int32")
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(precision)
-    try:
-        keras.utils.set_random_seed(0)
-        model = AdversarialModel(resnet(depth, 10, family=family),
-                                 attack={"name": "n_fgsm", "epsilon": EPS},
-                                 weight_decay=5e-4, seed=0)
-        model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
-        return batch / _time(lambda: model.train_on_batch(x, y), repeats, warmup=warmup)
-    finally:
-        keras.config.set_dtype_policy(previous)
 
 
 def main():
@@ -87,9 +62,11 @@ def main():
         p.error(f"--archs: unknown {unknown[0]!r}; expected some of {sorted(ARCHS)}")
     _threads(a.threads)
     import tensorflow as tf
+    x, y = random_batch(a.batch)
     rates = {}
     for arch in archs:
-        rates[arch] = {pr: round(step_rate(arch, pr, a.batch, a.repeats, a.warmup), 2)
+        family, depth = ARCHS[arch]
+        rates[arch] = {pr: round(nfgsm_step_rate(family, depth, pr, x, y, a.repeats, a.warmup), 2)
                        for pr in PRECISIONS}
         rates[arch]["float32_over_mixed_bfloat16"] = round(
             rates[arch]["float32"] / rates[arch]["mixed_bfloat16"], 2)
