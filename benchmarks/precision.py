@@ -24,27 +24,17 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from benchmarks.peers import _threads, nfgsm_step_rate, random_batch  # noqa: E402
+from tf_advscale import distribute  # noqa: E402
 
 ARCHS = {"resnet20": ("cifar", 20), "preactresnet18": ("preact", 18)}
 PRECISIONS = ("float32", "mixed_bfloat16")
-BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
 def cpu():
-    """The CPU's model name and whether it has each bfloat16 flag, from
-    /proc/cpuinfo (where it cannot be read: the platform's name, no flags)."""
-    name, flags = platform.processor() or platform.machine(), set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name":
-                    name = value.strip()
-                elif key.strip() == "flags":
-                    flags = set(value.split())
-    except OSError:
-        pass
-    return {"model": name, "native_bfloat16": {f: f in flags for f in BF16_FLAGS}}
+    """The CPU's model name and whether it has each native bfloat16 flag."""
+    info = distribute.cpu_info()
+    return {"model": info["model"],
+            "native_bfloat16": {f: f in info["flags"] for f in distribute.BF16_CPU_FLAGS}}
 
 
 def main():

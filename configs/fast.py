@@ -9,13 +9,14 @@ The argument after ':' is ARCH,RECIPE.
 
 Recipes (both: SGD momentum 0.9, weight decay 5e-4, batch 128, a cyclic
 learning rate 0 -> 0.2 -> 0 peaking at 2/5 of the run, as Wong et al. 2020;
-mixed bfloat16 precision, as Wong et al. trained in mixed precision, which was
-faster on the CPU of results/bench_fast_training.json, from
-`python benchmarks/peers.py --only-fast --out results/bench_fast_training.json`.
-On a CPU without native bfloat16 it is several times slower than float32
+trainer.precision "auto": mixed bfloat16 where the hardware computes it
+natively (a GPU or TPU, or a CPU with avx512_bf16 or amx_bf16), else
+float32. Wong et al. trained in mixed precision; on a CPU without native
+bfloat16 it is several times slower than float32
 (results/bench_precision_amd_epyc.json, from `python benchmarks/precision.py`:
-5.2x for resnet20, 8.0x for preactresnet18); there, train with
-`--set trainer.precision=float32`):
+5.2x for resnet20, 8.0x for preactresnet18). The choice is recorded in the
+work directory's config.json and kept when the run resumes elsewhere;
+`--set trainer.precision=float32` (or mixed_bfloat16) fixes it by hand):
   fgsmrs       FGSM from a uniform random start, step 1.25 epsilon, projected
                (Wong et al. 2020, "Fast is better than free")
   nfgsm        N-FGSM: noise from the 2-epsilon ball, step epsilon, no
@@ -68,7 +69,7 @@ def get_config(runlocal=False, arg="preactresnet18,nfgsm"):
         "trainer": {"clean_portion": 1.0 if mixbn else 0.0,
                     "mixing": "mixbn" if mixbn else "joint",
                     "weight_decay": 5e-4, "catastrophic_overfitting": True,
-                    "precision": "mixed_bfloat16"},
+                    "precision": "auto"},
         "optimizer": {"learning_rate": 0.2, "momentum": 0.9, "nesterov": False,
                       "schedule": "cyclic", "warmup_epochs": 0,
                       "epochs": 1 if runlocal else a["epochs"]},

@@ -69,9 +69,10 @@ def test_attack_gradients_do_not_underflow_in_float16(policy, sample, monkeypatc
 
 
 def test_a_model_trained_in_bfloat16_loads_and_evaluates_in_float32(sample, tmp_path):
-    """A zoo entry trained under mixed_bfloat16 (configs/fast.py) is evaluated in
-    float32: the saved config holds the architecture's arguments, not the policy,
-    so a process under the default policy rebuilds float32 layers."""
+    """A zoo entry trained under mixed_bfloat16 (configs/fast.py's "auto" on
+    native-bfloat16 hardware) is evaluated in float32: the saved config holds
+    the architecture's arguments, not the policy, so a process under the
+    default policy rebuilds float32 layers."""
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_bfloat16")
     try:

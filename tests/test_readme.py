@@ -142,6 +142,16 @@ def test_model_cost_figures_equal_their_json():
             f" ms, the twin {ms(bn, 'torch', fwd)} and {ms(mix, 'torch', fwd)} ms.") in text
 
 
+def test_bfloat16_slowdowns_equal_their_json():
+    """The README's and configs/fast.py's reasons for precision "auto"."""
+    d = _json("bench_precision_amd_epyc")["train_images_per_s"]
+    r20, prn = (f"{d[arch]['float32_over_mixed_bfloat16']:.1f}x"
+                for arch in ("resnet20", "preactresnet18"))
+    assert f"{r20} (ResNet-20) and {prn} (PreActResNet-18) slower than float32" in _flat(README)
+    fast = _flat((ROOT / "configs" / "fast.py").read_text())
+    assert f"{r20} for resnet20, {prn} for preactresnet18" in fast
+
+
 def _ci_pytest_commands():
     """Each pytest command in .ci/run, as its argument list after 'pytest'."""
     import shlex

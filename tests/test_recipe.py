@@ -86,3 +86,125 @@ def test_the_overfitting_monitor_watches_the_first_validation_batch():
     assert (monitor.images.numpy() == x[:5].numpy()).all()
     with pytest.raises(ValueError, match="Received: tuple"):
         recipe.overfitting_monitor(on, (x, y))
+
+
+CPUINFO = """processor\t: 0
+model name\t: Some CPU
+flags\t\t: fpu sse2 avx2 fma {extra}
+
+processor\t: 1
+model name\t: Some CPU
+flags\t\t: fpu sse2 avx2 fma {extra}
+"""
+
+
+def _cpu(tmp_path, extra=""):
+    path = tmp_path / f"cpuinfo{len(extra)}"
+    path.write_text(CPUINFO.format(extra=extra))
+    return str(path)
+
+
+@pytest.fixture
+def no_accelerator(monkeypatch):
+    import tensorflow as tf
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [])
+    monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind=None: [])
+
+
+def test_cpu_info_reads_the_model_and_flags_and_survives_no_file(tmp_path):
+    from tf_advscale import distribute
+    info = distribute.cpu_info(_cpu(tmp_path, "avx512_bf16"))
+    assert info["model"] == "Some CPU"
+    assert {"avx2", "avx512_bf16"} <= info["flags"] and "amx_bf16" not in info["flags"]
+    missing = distribute.cpu_info(str(tmp_path / "absent"))
+    assert missing["flags"] == frozenset() and missing["model"]
+
+
+@pytest.mark.parametrize("extra, expected", [("", "float32"), ("avx512_bf16", "mixed_bfloat16"),
+                                             ("amx_tile amx_bf16", "mixed_bfloat16"),
+                                             ("avx512f avx512_vnni", "float32")])
+def test_auto_precision_on_a_cpu_is_bfloat16_only_where_it_is_native(
+        tmp_path, no_accelerator, extra, expected):
+    assert recipe.resolve_precision("auto", cpuinfo=_cpu(tmp_path, extra)) == expected
+
+
+@pytest.mark.parametrize("capability, expected", [((9, 0), "mixed_bfloat16"),
+                                                  ((8, 0), "mixed_bfloat16"),
+                                                  ((7, 5), "mixed_float16"),
+                                                  ((6, 1), "float32"), (None, "float32")])
+def test_auto_precision_on_a_gpu_follows_its_compute_capability(
+        tmp_path, monkeypatch, capability, expected):
+    import tensorflow as tf
+    monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind=None: [])
+    monkeypatch.setattr(tf.config, "list_physical_devices",
+                        lambda kind=None: ["GPU:0"] if kind == "GPU" else [])
+    monkeypatch.setattr(tf.config.experimental, "get_device_details",
+                        lambda device: {"compute_capability": capability} if capability else {})
+    # A CPU with native bfloat16 does not decide it where a GPU is present.
+    assert recipe.resolve_precision("auto", cpuinfo=_cpu(tmp_path, "amx_bf16")) == expected
+
+
+def test_concrete_precisions_pass_and_others_are_refused():
+    for name in ("float32", "mixed_bfloat16", "mixed_float16"):
+        assert recipe.resolve_precision(name) == name
+    with pytest.raises(ConfigError, match="'bf16'"):
+        recipe.resolve_precision("bf16")
+
+
+def test_auto_precision_builds_under_the_resolved_policy(monkeypatch, no_accelerator):
+    from tf_advscale import distribute
+    monkeypatch.setattr(distribute, "cpu_info",
+                        lambda path=None: {"model": "x", "flags": frozenset({"amx_bf16"})})
+    c = config_lib.merge({"model": {"depth": 8}, "trainer": {"precision": "auto"}})
+    model = recipe.build(c, INFO)
+    assert model.model.backbone.get_layer("stem_conv").compute_dtype == "bfloat16"
+    assert not isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert keras.config.dtype_policy().name == "float32"
+
+
+def test_auto_precision_is_settled_once_per_work_directory(tmp_path, monkeypatch, no_accelerator):
+    """A run started where "auto" meant float32 keeps float32 when it resumes
+    on a machine where "auto" means mixed bfloat16; a new run there gets
+    bfloat16. The work directory's config.json records the concrete choice."""
+    import json
+
+    from tf_advscale import distribute
+    seen = []
+
+    class Built(Exception):
+        pass
+
+    def build(config, info, **model):
+        seen.append((config["trainer"]["precision"], keras.config.dtype_policy().name))
+        raise Built
+
+    def machine(flags):
+        monkeypatch.setattr(distribute, "cpu_info",
+                            lambda path=None: {"model": "x", "flags": frozenset(flags)})
+
+    monkeypatch.setattr(recipe, "build", build)
+    c = config_lib.merge({"data": {"train_subset": 64, "batch_size": 32},
+                          "eval": {"val_subset": 32, "test_subset": 32},
+                          "trainer": {"precision": "auto"}})
+    started, fresh = tmp_path / "started", tmp_path / "fresh"
+    machine({"avx2"})
+    with pytest.raises(Built):
+        runner.run(c, str(started))
+    saved = json.loads((started / "config.json").read_text())["trainer"]["precision"]
+    assert saved == "float32" and seen[-1] == ("float32", "float32")
+    (started / "state").mkdir()  # the run has checkpoints: it is resumed below
+    machine({"avx2", "amx_bf16"})
+    with pytest.raises(Built):
+        runner.run(c, str(started))
+    assert seen[-1] == ("float32", "float32")
+    assert "as the run being resumed started" in (started / "run.log").read_text()
+    with pytest.raises(Built):
+        runner.run(c, str(fresh))
+    assert seen[-1] == ("mixed_bfloat16", "mixed_bfloat16")
+    assert json.loads((fresh / "config.json").read_text())["trainer"]["precision"] == \
+        "mixed_bfloat16"
+    assert keras.config.dtype_policy().name == "float32"
+    # A precision named outright is not overridden by the started run's.
+    bf16 = config_lib.merge({**c, "trainer": {**c["trainer"], "precision": "mixed_bfloat16"}})
+    with pytest.raises(ConfigError, match="differs at trainer.precision"):
+        runner.run(bf16, str(started))

@@ -70,7 +70,8 @@ DEFAULTS = {
         "jit_compile": False,
         "steps_per_execution": 1,
         "catastrophic_overfitting": False,
-        # float32 | mixed_bfloat16 | mixed_float16 (dynamic loss scaling)
+        # float32 | mixed_bfloat16 | mixed_float16 (dynamic loss scaling) | auto
+        # (by the hardware, fixed per work directory: recipe.resolve_precision)
         "precision": "float32",
     },
     "optimizer": {

@@ -14,6 +14,8 @@ TPUStrategy: the code path exists (``make_strategy("tpu")``, the config's
 ``distribute.strategy = "tpu"``) but has not been run: no TPU here.
 """
 
+import platform
+
 import tensorflow as tf
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
@@ -55,6 +57,30 @@ def resolve_jit(value):
     if not isinstance(value, bool):
         raise ValueError(f"jit_compile must be True, False or 'auto'. Received: {value!r}")
     return value
+
+
+# CPU flags of native bfloat16 arithmetic, as Linux's /proc/cpuinfo names them.
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_info(cpuinfo="/proc/cpuinfo"):
+    """``{"model": name, "flags": frozenset}`` of the CPU, from Linux's
+    ``/proc/cpuinfo`` (its first processor); where that cannot be read
+    (other systems), the platform's processor name and no flags."""
+    model = flags = None
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name" and model is None:
+                    model = value.strip()
+                elif key in ("flags", "Features") and flags is None:
+                    flags = frozenset(value.split())
+    except OSError:
+        pass
+    return {"model": model or platform.processor() or platform.machine(),
+            "flags": flags or frozenset()}
 
 
 _FAILED = -2  # a worker that could not read its checkpoints

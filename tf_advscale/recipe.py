@@ -9,7 +9,8 @@ to both. Config keys are constructor arguments:
                                                           from the top level), less:
         jit_compile, steps_per_execution   model.compile's arguments
         precision                          the dtype policy the model is built under
-                                           (mixed_float16: a dynamic loss scale)
+                                           (mixed_float16: a dynamic loss scale;
+                                           "auto": ``resolve_precision``)
         catastrophic_overfitting           a callback (``overfitting_monitor``) on held-out data
     config["optimizer"] keras SGD; its learning rate ``schedules.learning_rate``
 
@@ -28,7 +29,7 @@ from tf_advscale.models import resnet
 from tf_advscale.callbacks import CatastrophicOverfittingMonitor
 from tf_advscale.training import AdversarialModel
 
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "auto")
 # Trainer keys that are not AdversarialModel's arguments, and where they go.
 COMPILE_KEYS = ("jit_compile", "steps_per_execution")
 NOT_TRAINER_ARGS = COMPILE_KEYS + ("precision", "catastrophic_overfitting")
@@ -39,6 +40,40 @@ def check_precision(precision):
         raise ConfigError(f"trainer.precision must be one of {PRECISIONS}. "
                           f"Received: {precision!r}")
     return precision
+
+
+def resolve_precision(precision, cpuinfo="/proc/cpuinfo"):
+    """``trainer.precision`` as a Keras dtype policy name. A concrete name is
+    returned as given; ``"auto"`` picks by the hardware:
+
+    - a TPU, or a GPU of compute capability 8.0 or newer: ``mixed_bfloat16``;
+    - a GPU of compute capability 7.x: ``mixed_float16`` (its tensor cores
+      have float16, not bfloat16);
+    - a CPU with native bfloat16 (``avx512_bf16`` or ``amx_bf16``):
+      ``mixed_bfloat16``;
+    - anything else: ``float32``.
+
+    The CPU rule is measured: without native bfloat16, mixed bfloat16 made
+    the N-FGSM training step several times slower than float32
+    (``results/bench_precision_amd_epyc.json``), while on the CPU of
+    ``results/bench_fast_training.json`` it was faster.
+    ``runner.run`` resolves ``"auto"`` once per work directory, so that a
+    run resumed on other hardware keeps the precision it started with.
+    """
+    check_precision(precision)
+    if precision != "auto":
+        return precision
+    if tf.config.list_logical_devices("TPU"):
+        return "mixed_bfloat16"
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        capability = tf.config.experimental.get_device_details(gpus[0]).get(
+            "compute_capability") or (0, 0)
+        if tuple(capability) >= (8, 0):
+            return "mixed_bfloat16"
+        return "mixed_float16" if tuple(capability) >= (7, 0) else "float32"
+    native = distribute.cpu_info(cpuinfo)["flags"] & set(distribute.BF16_CPU_FLAGS)
+    return "mixed_bfloat16" if native else "float32"
 
 
 def build(config, info, **model):
@@ -53,12 +88,13 @@ def build(config, info, **model):
         **model: ``config["model"]`` keys to override (a tuner's depth and width).
 
     The classifier and trainer are built under ``trainer.precision``'s
-    dtype policy (the caller's policy is restored afterwards).
+    dtype policy, ``"auto"`` resolved by ``resolve_precision`` (the caller's
+    policy is restored afterwards).
     """
     unknown = sorted(set(model) - set(config["model"]))
     if unknown:
         raise ValueError(f"model overrides must be config['model'] keys. Received: {unknown}")
-    precision = check_precision(config["trainer"]["precision"])
+    precision = resolve_precision(config["trainer"]["precision"])
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(precision)
     try:
@@ -66,7 +102,7 @@ def build(config, info, **model):
                             **{**config["model"], **model})
         trainer = AdversarialModel(classifier, **_trainer_kwargs(config))
         t = config["trainer"]
-        trainer.compile(optimizer=_optimizer(config, info["steps_per_epoch"]),
+        trainer.compile(optimizer=_optimizer(config, info["steps_per_epoch"], precision),
                         jit_compile=distribute.resolve_jit(t["jit_compile"]),
                         steps_per_execution=t["steps_per_execution"])
     finally:
@@ -87,7 +123,7 @@ def _trainer_kwargs(config):
                 seed=int(config["seed"]))
 
 
-def _optimizer(config, steps_per_epoch):
+def _optimizer(config, steps_per_epoch, precision):
     o = config["optimizer"]
     if o["name"] != "sgd":
         raise ConfigError(f"optimizer.name: only 'sgd' is supported. Received: {o['name']!r}")
@@ -96,7 +132,7 @@ def _optimizer(config, steps_per_epoch):
         warmup_epochs=o["warmup_epochs"], decay_epochs=o["decay_epochs"],
         peak_epoch=o["peak_epoch"])
     optimizer = keras.optimizers.SGD(schedule, momentum=o["momentum"], nesterov=o["nesterov"])
-    if config["trainer"]["precision"] == "mixed_float16":
+    if precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)  # dynamic loss scale
     return optimizer
 

@@ -152,6 +152,32 @@ def check_workdir(workdir, config):
         "or delete that directory to start over.")
 
 
+def settle_precision(config, workdir):
+    """``config`` with ``trainer.precision="auto"`` made concrete, and the
+    line that says how. The run in ``workdir``, if one started, keeps the
+    precision it was started with (its ``config.json``), so that a resume on
+    other hardware does not switch precision halfway; a new run takes
+    ``recipe.resolve_precision``'s choice for this machine. A concrete
+    precision is left as given (``check_workdir`` refuses one that differs
+    from the started run's)."""
+    if config["trainer"]["precision"] != "auto":
+        return config, None
+    saved = None
+    path = os.path.join(workdir, "config.json")
+    if os.path.exists(os.path.join(workdir, "state")) and os.path.exists(path):
+        with open(path) as f:
+            try:
+                saved = json.load(f).get("trainer", {}).get("precision")
+            except ValueError:
+                saved = None
+    if saved in recipe.PRECISIONS and saved != "auto":
+        how = f"trainer.precision auto: {saved}, as the run being resumed started"
+    else:
+        saved = recipe.resolve_precision("auto")
+        how = f"trainer.precision auto: {saved} on this machine"
+    return dict(config, trainer=dict(config["trainer"], precision=saved)), how
+
+
 def final_eval_settings(config, attacks, route):
     """What the final evaluation's saved batches are fingerprinted by.
     ``data.val_split`` is left out at its default, as configs before it had
@@ -304,15 +330,18 @@ def run(config, workdir, verbose=None):
         # Every worker keeps its own state (to resume); the chief's is the run's.
         workdir = os.path.join(workdir, f"{kind}{index}")
     os.makedirs(workdir, exist_ok=True)
+    recipe.check_precision(config["trainer"]["precision"])
+    config, settled = settle_precision(config, workdir)
     check_workdir(workdir, config)
     write_json(os.path.join(workdir, "config.json"), config)
     setup_runtime(config)
     strategy = distribute.make_strategy(dist["strategy"], tpu=dist["tpu"])
-    precision = recipe.check_precision(config["trainer"]["precision"])
     previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(precision)
+    keras.config.set_dtype_policy(config["trainer"]["precision"])
     try:
-        with strategy.scope(), run_log(workdir):
+        with strategy.scope(), run_log(workdir) as log:
+            if settled:
+                log.info("%s", settled)
             return _run(config, workdir, verbose)
     finally:
         keras.config.set_dtype_policy(previous)
