@@ -9,14 +9,15 @@ The argument after ':' is ARCH,RECIPE.
 
 Recipes (both: SGD momentum 0.9, weight decay 5e-4, batch 128, a cyclic
 learning rate 0 -> 0.2 -> 0 peaking at 2/5 of the run, as Wong et al. 2020;
-trainer.precision "auto": mixed bfloat16 where the hardware computes it
-natively (a GPU or TPU, or a CPU with avx512_bf16 or amx_bf16), else
-float32. Wong et al. trained in mixed precision; on a CPU without native
-bfloat16 it is several times slower than float32
+trainer.precision "auto": mixed bfloat16 on a TPU, a GPU of compute
+capability 8.0 or newer or a CPU with avx512_bf16 or amx_bf16; mixed float16
+on a 7.x GPU; float32 elsewhere. Wong et al. trained in mixed precision; on
+a CPU without native bfloat16 it is several times slower than float32
 (results/bench_precision_amd_epyc.json, from `python benchmarks/precision.py`:
 5.2x for resnet20, 8.0x for preactresnet18). The choice is recorded in the
 work directory's config.json and kept when the run resumes elsewhere;
-`--set trainer.precision=float32` (or mixed_bfloat16) fixes it by hand):
+`--set trainer.precision=float32` (or another) fixes it by hand, and must be
+given under multi_worker):
   fgsmrs       FGSM from a uniform random start, step 1.25 epsilon, projected
                (Wong et al. 2020, "Fast is better than free")
   nfgsm        N-FGSM: noise from the 2-epsilon ball, step epsilon, no

@@ -1,6 +1,7 @@
 """recipe.build: the one place a config becomes a compiled AdversarialModel."""
 
 import inspect
+import pathlib
 
 import keras
 import pytest
@@ -10,6 +11,7 @@ from tf_advscale import recipe, runner
 from tf_advscale.config import ConfigError
 from tf_advscale.training import AdversarialModel
 
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 INFO = {"num_classes": 10, "shape": (28, 28, 1), "steps_per_epoch": 10}
 
 
@@ -108,7 +110,6 @@ def _cpu(tmp_path, extra=""):
 def no_accelerator(monkeypatch):
     import tensorflow as tf
     monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [])
-    monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind=None: [])
 
 
 def test_cpu_info_reads_the_model_and_flags_and_survives_no_file(tmp_path):
@@ -128,20 +129,45 @@ def test_auto_precision_on_a_cpu_is_bfloat16_only_where_it_is_native(
     assert recipe.resolve_precision("auto", cpuinfo=_cpu(tmp_path, extra)) == expected
 
 
-@pytest.mark.parametrize("capability, expected", [((9, 0), "mixed_bfloat16"),
-                                                  ((8, 0), "mixed_bfloat16"),
-                                                  ((7, 5), "mixed_float16"),
-                                                  ((6, 1), "float32"), (None, "float32")])
-def test_auto_precision_on_a_gpu_follows_its_compute_capability(
-        tmp_path, monkeypatch, capability, expected):
+@pytest.mark.parametrize("capabilities, expected", [([(9, 0)], "mixed_bfloat16"),
+                                                    ([(8, 0), (8, 6)], "mixed_bfloat16"),
+                                                    ([(7, 5)], "mixed_float16"),
+                                                    ([(8, 0), (7, 0)], "mixed_float16"),
+                                                    ([(6, 1)], "float32"), ([None], "float32")])
+def test_auto_precision_on_gpus_follows_the_oldest_compute_capability(
+        tmp_path, monkeypatch, capabilities, expected):
     import tensorflow as tf
-    monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind=None: [])
+    gpus = [f"GPU:{i}" for i in range(len(capabilities))]
     monkeypatch.setattr(tf.config, "list_physical_devices",
-                        lambda kind=None: ["GPU:0"] if kind == "GPU" else [])
-    monkeypatch.setattr(tf.config.experimental, "get_device_details",
-                        lambda device: {"compute_capability": capability} if capability else {})
+                        lambda kind=None: gpus if kind == "GPU" else [])
+    details = {gpu: ({"compute_capability": c} if c else {}) for gpu, c in zip(gpus, capabilities)}
+    monkeypatch.setattr(tf.config.experimental, "get_device_details", details.__getitem__)
     # A CPU with native bfloat16 does not decide it where a GPU is present.
     assert recipe.resolve_precision("auto", cpuinfo=_cpu(tmp_path, "amx_bf16")) == expected
+
+
+def test_auto_precision_under_the_tpu_strategy_is_bfloat16_before_the_tpu_is_connected(
+        tmp_path, no_accelerator):
+    assert recipe.resolve_precision("auto", strategy="tpu", cpuinfo=_cpu(tmp_path)) == \
+        "mixed_bfloat16"
+
+
+def test_auto_precision_does_not_start_the_tensorflow_runtime():
+    """runner.run settles "auto" before setup_runtime sets the thread counts
+    and before a multi-worker strategy configures collectives: both need a
+    runtime that has not started."""
+    import subprocess
+    import sys
+    code = ("import tensorflow as tf\n"
+            "from tensorflow.python.eager import context\n"
+            "from tf_advscale import recipe\n"
+            "print(recipe.resolve_precision('auto'))\n"
+            "assert context.context()._context_handle is None, 'runtime started'\n"
+            "tf.config.threading.set_inter_op_parallelism_threads(1)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, cwd=str(ROOT))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] in recipe.PRECISIONS
 
 
 def test_concrete_precisions_pass_and_others_are_refused():
@@ -197,7 +223,7 @@ def test_auto_precision_is_settled_once_per_work_directory(tmp_path, monkeypatch
     with pytest.raises(Built):
         runner.run(c, str(started))
     assert seen[-1] == ("float32", "float32")
-    assert "as the run being resumed started" in (started / "run.log").read_text()
+    assert f"as the run in {started} started" in (started / "run.log").read_text()
     with pytest.raises(Built):
         runner.run(c, str(fresh))
     assert seen[-1] == ("mixed_bfloat16", "mixed_bfloat16")
@@ -208,3 +234,36 @@ def test_auto_precision_is_settled_once_per_work_directory(tmp_path, monkeypatch
     bf16 = config_lib.merge({**c, "trainer": {**c["trainer"], "precision": "mixed_bfloat16"}})
     with pytest.raises(ConfigError, match="differs at trainer.precision"):
         runner.run(bf16, str(started))
+
+
+def test_auto_precision_keeps_a_finished_run_s_and_an_old_config_s_default(
+        tmp_path, monkeypatch, no_accelerator):
+    """A run that left only its results (no state/) counts as started, as
+    check_workdir counts it; a config.json written before trainer.precision
+    existed ran in the default, float32."""
+    import json
+
+    from tf_advscale import distribute
+    monkeypatch.setattr(distribute, "cpu_info",
+                        lambda path=None: {"model": "x", "flags": frozenset({"amx_bf16"})})
+    c = config_lib.merge({"trainer": {"precision": "auto"}})
+    finished, old = tmp_path / "finished", tmp_path / "old"
+    for workdir, saved in ((finished, config_lib.merge({})), (old, config_lib.merge({}))):
+        workdir.mkdir()
+        (workdir / "metrics.json").write_text("{}")
+        if workdir == old:
+            del saved["trainer"]["precision"]
+        (workdir / "config.json").write_text(json.dumps(saved, default=str))
+    for workdir in (finished, old):
+        settled, how = runner.settle_precision(c, str(workdir))
+        assert settled["trainer"]["precision"] == "float32", how
+    settled, how = runner.settle_precision(c, str(tmp_path / "new"))
+    assert settled["trainer"]["precision"] == "mixed_bfloat16" and "this machine" in how
+    assert c["trainer"]["precision"] == "auto"  # the caller's config is not changed
+
+
+def test_auto_precision_is_refused_under_multi_worker(tmp_path):
+    c = config_lib.merge({"trainer": {"precision": "auto"},
+                          "distribute": {"strategy": "multi_worker"}})
+    with pytest.raises(ConfigError, match="multi_worker.*Received: 'auto'"):
+        runner.settle_precision(c, str(tmp_path))

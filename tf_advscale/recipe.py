@@ -42,36 +42,42 @@ def check_precision(precision):
     return precision
 
 
-def resolve_precision(precision, cpuinfo="/proc/cpuinfo"):
+def resolve_precision(precision, strategy="default", cpuinfo="/proc/cpuinfo"):
     """``trainer.precision`` as a Keras dtype policy name. A concrete name is
     returned as given; ``"auto"`` picks by the hardware:
 
-    - a TPU, or a GPU of compute capability 8.0 or newer: ``mixed_bfloat16``;
-    - a GPU of compute capability 7.x: ``mixed_float16`` (its tensor cores
-      have float16, not bfloat16);
-    - a CPU with native bfloat16 (``avx512_bf16`` or ``amx_bf16``):
+    - a TPU (``strategy="tpu"``, or one attached to this host), or GPUs of
+      compute capability 8.0 or newer: ``mixed_bfloat16``;
+    - GPUs of compute capability 7.x: ``mixed_float16`` (their tensor cores
+      have float16, not bfloat16); with several GPUs the oldest decides;
+    - an x86 CPU with native bfloat16 (``avx512_bf16`` or ``amx_bf16``):
       ``mixed_bfloat16``;
-    - anything else: ``float32``.
+    - anything else: ``float32``, including GPUs that report no compute
+      capability and ARM CPUs (bfloat16 there is not measured).
 
-    The CPU rule is measured: without native bfloat16, mixed bfloat16 made
-    the N-FGSM training step several times slower than float32
-    (``results/bench_precision_amd_epyc.json``), while on the CPU of
-    ``results/bench_fast_training.json`` it was faster.
-    ``runner.run`` resolves ``"auto"`` once per work directory, so that a
+    Only physical devices are listed, so TensorFlow's runtime is not started
+    (threads and collectives are still configurable afterwards).
+
+    Measured: on a CPU without native bfloat16, mixed bfloat16 made the
+    N-FGSM training step several times slower than float32
+    (``results/bench_precision_amd_epyc.json``). It was faster on the CPU of
+    ``results/bench_fast_training.json``, whose flags that file does not
+    record; that native bfloat16 makes it faster is the rule's assumption.
+    ``runner.run`` settles ``"auto"`` once per work directory, so that a
     run resumed on other hardware keeps the precision it started with.
     """
     check_precision(precision)
     if precision != "auto":
         return precision
-    if tf.config.list_logical_devices("TPU"):
+    if strategy == "tpu" or tf.config.list_physical_devices("TPU"):
         return "mixed_bfloat16"
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
-        capability = tf.config.experimental.get_device_details(gpus[0]).get(
-            "compute_capability") or (0, 0)
-        if tuple(capability) >= (8, 0):
+        oldest = min(tuple(tf.config.experimental.get_device_details(gpu).get(
+            "compute_capability") or (0, 0)) for gpu in gpus)
+        if oldest >= (8, 0):
             return "mixed_bfloat16"
-        return "mixed_float16" if tuple(capability) >= (7, 0) else "float32"
+        return "mixed_float16" if oldest >= (7, 0) else "float32"
     native = distribute.cpu_info(cpuinfo)["flags"] & set(distribute.BF16_CPU_FLAGS)
     return "mixed_bfloat16" if native else "float32"
 
@@ -94,7 +100,8 @@ def build(config, info, **model):
     unknown = sorted(set(model) - set(config["model"]))
     if unknown:
         raise ValueError(f"model overrides must be config['model'] keys. Received: {unknown}")
-    precision = resolve_precision(config["trainer"]["precision"])
+    precision = resolve_precision(config["trainer"]["precision"],
+                                  strategy=config["distribute"]["strategy"])
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(precision)
     try:

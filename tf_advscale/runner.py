@@ -124,26 +124,38 @@ def load_data(config):
     return (train, train_info), (val, val_info), (test, test_info)
 
 
-def check_workdir(workdir, config):
-    """Refuses a work directory that holds a run of a different config."""
+def _started(workdir):
+    """Whether ``workdir`` holds a run that trained (checkpoints or results)."""
+    return any(os.path.exists(os.path.join(workdir, n))
+               for n in ("state", "metrics.json", "final.keras"))
+
+
+def _saved_config(workdir):
+    """``workdir``'s ``config.json`` with the defaults of keys added since it
+    was written; None where there is none or it never completed its write."""
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
-        return
+        return None
     with open(path) as f:
         try:
             old = json.load(f)
         except ValueError:
-            return  # never completed its first write; nothing to protect
-    new = json.loads(json.dumps(config, default=to_json))
-    try:  # a run from an older version lacks keys added since: compare with defaults
-        old = json.loads(json.dumps(merge(old), default=to_json))
+            return None
+    try:
+        return json.loads(json.dumps(merge(old), default=to_json))
     except ConfigError:
-        pass
+        return old
+
+
+def check_workdir(workdir, config):
+    """Refuses a work directory that holds a run of a different config."""
+    old = _saved_config(workdir)
+    if old is None:
+        return  # none, or it never completed its first write: nothing to protect
+    new = json.loads(json.dumps(config, default=to_json))
     if old == new:
         return
-    started = any(os.path.exists(os.path.join(workdir, n))
-                  for n in ("state", "metrics.json", "final.keras"))
-    if not started:
+    if not _started(workdir):
         return
     diff = sorted(differences(old, new))
     raise ConfigError(
@@ -154,28 +166,30 @@ def check_workdir(workdir, config):
 
 def settle_precision(config, workdir):
     """``config`` with ``trainer.precision="auto"`` made concrete, and the
-    line that says how. The run in ``workdir``, if one started, keeps the
-    precision it was started with (its ``config.json``), so that a resume on
-    other hardware does not switch precision halfway; a new run takes
-    ``recipe.resolve_precision``'s choice for this machine. A concrete
-    precision is left as given (``check_workdir`` refuses one that differs
-    from the started run's)."""
-    if config["trainer"]["precision"] != "auto":
+    line that says how. A run that already trained in ``workdir`` (the runs
+    ``check_workdir`` protects) keeps the precision its ``config.json``
+    records, so that a resume on other hardware does not switch precision
+    halfway; a new run takes ``recipe.resolve_precision``'s choice for this
+    machine. A concrete precision is left as given (``check_workdir``
+    refuses one that differs from the started run's). Under
+    ``multi_worker`` "auto" is refused: each worker would decide on its own
+    hardware, and workers that differ would not train one model."""
+    t = config["trainer"]
+    if t["precision"] != "auto":
         return config, None
-    saved = None
-    path = os.path.join(workdir, "config.json")
-    if os.path.exists(os.path.join(workdir, "state")) and os.path.exists(path):
-        with open(path) as f:
-            try:
-                saved = json.load(f).get("trainer", {}).get("precision")
-            except ValueError:
-                saved = None
-    if saved in recipe.PRECISIONS and saved != "auto":
-        how = f"trainer.precision auto: {saved}, as the run being resumed started"
+    strategy = config["distribute"]["strategy"]
+    if strategy == "multi_worker":
+        raise ConfigError("trainer.precision 'auto' is decided per machine; under "
+                          "distribute.strategy='multi_worker' name one of "
+                          f"{[p for p in recipe.PRECISIONS if p != 'auto']}. Received: 'auto'")
+    saved = (_saved_config(workdir) or {}) if _started(workdir) else {}
+    precision = saved.get("trainer", {}).get("precision")
+    if precision in recipe.PRECISIONS and precision != "auto":
+        how = f"trainer.precision auto: {precision}, as the run in {workdir} started"
     else:
-        saved = recipe.resolve_precision("auto")
-        how = f"trainer.precision auto: {saved} on this machine"
-    return dict(config, trainer=dict(config["trainer"], precision=saved)), how
+        precision = recipe.resolve_precision("auto", strategy=strategy)
+        how = f"trainer.precision auto: {precision} on this machine"
+    return dict(config, trainer=dict(t, precision=precision)), how
 
 
 def final_eval_settings(config, attacks, route):

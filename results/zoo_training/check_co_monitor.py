@@ -6,7 +6,9 @@ Restores the newest checkpoint of an ``advscale train`` work directory and
 prints, on the monitor's held-out batch (the first validation batch), its
 PGD-10 reading, the batch's clean accuracy, ``test_step``'s PGD-20 on the
 same batch, and the whole validation set's, so that a monitor reading can be
-compared with validation on the same weights. Run it from the repository root.
+compared with validation on the same weights. PRECISION defaults to the one
+the run trained in (its ``config.json``, with "auto" settled as ``advscale
+train`` settles it). Run it from the repository root.
 """
 
 import sys
@@ -19,9 +21,12 @@ from tf_advscale import recipe, runner
 from tf_advscale.callbacks import CatastrophicOverfittingMonitor
 
 
-def main(workdir, config_path, precision="mixed_bfloat16"):
+def main(workdir, config_path, precision=None):
     config = config_lib.load(config_path)
     runner.setup_runtime(config)
+    if precision is None:
+        config, _ = runner.settle_precision(config, workdir)
+        precision = config["trainer"]["precision"]
     config["trainer"]["precision"] = precision
     (_, train_info), (val, _), _ = runner.load_data(config)
     model = recipe.build(config, train_info)
