@@ -648,3 +648,23 @@ def test_zoo_autoattack_fills_the_record_card_and_table_and_resumes(tmp_path, mo
     assert cli.main(args) == 0
     again = json.loads((entry / "metadata.json").read_text())["evaluation"]["autoattack"]
     assert again["results"] == aa["results"]
+
+
+@pytest.mark.parametrize("name", PUBLISHED)
+def test_published_training_command_gives_the_config_the_entry_trained_with(name):
+    """The card's "Trained with" command, parsed by the CLI, loads the config
+    recorded in metadata.json (with today's defaults for keys added since):
+    a config file changed after an entry was trained (a new default, such
+    as trainer.precision "auto") must show up in the command as --set."""
+    import shlex
+
+    from advscale_cli import build_parser
+    from tf_advscale import config as config_lib
+    meta = json.loads((ROOT / "zoo" / name / "metadata.json").read_text())
+    words = shlex.split(meta["recipe"]["train_command"])
+    assert words[:2] == ["advscale", "train"], words
+    args = build_parser().parse_args(words[1:])
+    config = config_lib.load(args.config, runlocal=args.runlocal, overrides=args.set)
+    recorded = config_lib.merge(meta["recipe"]["config"])
+    now, then = (json.loads(json.dumps(c, default=str)) for c in (config, recorded))
+    assert sorted(config_lib.differences(then, now)) == []

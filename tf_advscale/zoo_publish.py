@@ -475,12 +475,15 @@ def _card_making(meta):
     recipe = ("standard training (no attack)" if str(rec["attack"]).startswith("NoAttack")
               else f"training attack {rec['attack']}, clean portion {rec['clean_portion']}, "
                    f"mixing {rec['mixing']}")
+    # Configs from before trainer.precision existed trained in its default.
+    precision = rec["config"].get("trainer", {}).get("precision", "float32")
     command = f"`{ev['command']}`"
     if meta.get("mixbn_routes"):
         command = " and ".join(f"`{ev['command']} --route {r}`" for r in meta["mixbn_routes"])
     return ["", "## How it was made", "",
             f"Trained with `{rec['train_command']}` ({rec['epochs']} epochs, {recipe}, "
-            f"seed {rec['seed']}) on {tr['hardware']} in {tr['train_seconds']} s "
+            f"precision {precision}, seed {rec['seed']}) on {tr['hardware']} in "
+            f"{tr['train_seconds']} s "
             f"(tf_advscale {tr['package_version']}, commit {tr['commit'] or 'not recorded'}, "
             f"TensorFlow {tr['tensorflow']}, Keras {tr['keras']}). The whole config as it "
             "ran is `recipe.config` in `metadata.json`.", "",
