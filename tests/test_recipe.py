@@ -267,3 +267,12 @@ def test_auto_precision_is_refused_under_multi_worker(tmp_path):
                           "distribute": {"strategy": "multi_worker"}})
     with pytest.raises(ConfigError, match="multi_worker.*Received: 'auto'"):
         runner.settle_precision(c, str(tmp_path))
+
+
+def test_a_precision_that_is_not_one_is_refused_before_the_workdir_gets_a_config(tmp_path):
+    c = config_lib.merge({"trainer": {"precision": "bfloat16"}})
+    with pytest.raises(ConfigError, match="trainer.precision must be one of.*Received: 'bfloat16'"):
+        runner.settle_precision(c, str(tmp_path))
+    with pytest.raises(ConfigError, match="Received: 'bfloat16'"):
+        runner.run(c, str(tmp_path / "run"))
+    assert not (tmp_path / "run" / "config.json").exists()

@@ -660,11 +660,12 @@ def test_published_training_command_gives_the_config_the_entry_trained_with(name
 
     from advscale_cli import build_parser
     from tf_advscale import config as config_lib
+    from tf_advscale.cli import train_config
     meta = json.loads((ROOT / "zoo" / name / "metadata.json").read_text())
     words = shlex.split(meta["recipe"]["train_command"])
     assert words[:2] == ["advscale", "train"], words
     args = build_parser().parse_args(words[1:])
-    config = config_lib.load(args.config, runlocal=args.runlocal, overrides=args.set)
+    config = train_config(args)
     recorded = config_lib.merge(meta["recipe"]["config"])
     now, then = (json.loads(json.dumps(c, default=str)) for c in (config, recorded))
     assert sorted(config_lib.differences(then, now)) == []

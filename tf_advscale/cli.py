@@ -12,10 +12,16 @@ import sys
 from advscale_cli import RESULTS_DEFAULT, build_parser, eval_fraction
 
 
-def _train(args):
+def train_config(args):
+    """The config `advscale train` runs for its parsed arguments: the file
+    (or the built-in default), --runlocal, then each --set in order."""
     from tf_advscale import config as config_lib
+    return config_lib.load(args.config, runlocal=args.runlocal, overrides=args.set)
+
+
+def _train(args):
     from tf_advscale import runner
-    config = config_lib.load(args.config, runlocal=args.runlocal, overrides=args.set)
+    config = train_config(args)
     name = "quickstart"
     if args.config:
         base, _, arg = os.path.basename(args.config).partition(":")

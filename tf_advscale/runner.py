@@ -173,9 +173,10 @@ def settle_precision(config, workdir):
     machine. A concrete precision is left as given (``check_workdir``
     refuses one that differs from the started run's). Under
     ``multi_worker`` "auto" is refused: each worker would decide on its own
-    hardware, and workers that differ would not train one model."""
+    hardware, and workers that differ would not train one model. A name
+    that is not a precision is refused here, before config.json is written."""
     t = config["trainer"]
-    if t["precision"] != "auto":
+    if recipe.check_precision(t["precision"]) != "auto":
         return config, None
     strategy = config["distribute"]["strategy"]
     if strategy == "multi_worker":
@@ -344,7 +345,6 @@ def run(config, workdir, verbose=None):
         # Every worker keeps its own state (to resume); the chief's is the run's.
         workdir = os.path.join(workdir, f"{kind}{index}")
     os.makedirs(workdir, exist_ok=True)
-    recipe.check_precision(config["trainer"]["precision"])
     config, settled = settle_precision(config, workdir)
     check_workdir(workdir, config)
     write_json(os.path.join(workdir, "config.json"), config)
