@@ -63,7 +63,7 @@ setup(
         "matplotlib>=3.8,<3.12",
     ],
     extras_require={
-        "test": ["pytest>=8,<10", "hypothesis>=6.100,<7"],
+        "test": ["pytest>=8,<10", "hypothesis>=6.100,<7", "pytest-xdist>=3.5,<4"],
         # The PyTorch twin (tf_advscale.bridge) and its tests; the CPU wheel.
         "torch": ["torch==2.13.0"],
         "bench": ["torch==2.13.0", "torchattacks==3.5.1",

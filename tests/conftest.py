@@ -25,7 +25,7 @@ FMNIST_IDX = pathlib.Path("/usr/share/datasets/fashion-mnist")
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: a heavy test (subprocess training, kills and "
                             "resumes, multi-worker, searches, published-entry re-measurements); "
-                            "CI's second step (-m \"slow and not long\")")
+                            "run by hand (-m \"slow and not long\"), not in CI")
     config.addinivalue_line("markers", "long: a test over CI's time budget (full-size models, "
                             "minutes-long training); run by hand (-m long), never in CI, even "
                             "where also marked slow")

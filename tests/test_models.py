@@ -139,7 +139,7 @@ def test_recompute_gives_the_same_training_step_and_saves(tmp_path, sample, norm
     np.testing.assert_allclose(again(x[:4]), model(x[:4]), atol=1e-6)
 
 
-# Subprocesses: CI's second step (-m slow).
+# Subprocesses: the heavy tier (-m slow), by hand.
 @pytest.mark.slow
 def test_recompute_lowers_the_peak_memory_of_a_training_step():
     """Activation memory (the allocator's peak during a step minus what is
