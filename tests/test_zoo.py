@@ -1,8 +1,10 @@
 """The zoo: verified loading, refusals, and every published entry against its card."""
 
+import collections
 import json
 import os
 import pathlib
+import random
 
 import keras
 import numpy as np
@@ -311,7 +313,7 @@ def _data_available(meta):
 
 def _check_cost(name):
     """Entries whose check set takes minutes (a PreActResNet-18's PGD-20 on 500
-    images: about 4 here) are re-measured by hand (-m long), not in CI."""
+    images: about 4 here) are re-measured in the longest tier (-m long)."""
     meta = json.loads((ROOT / "zoo" / name / "metadata.json").read_text())
     return pytest.param(name, marks=pytest.mark.long) if meta["params"] > 5_000_000 else name
 
@@ -339,10 +341,11 @@ def test_published_entry_loads_and_matches_its_card(name):
 
 
 def _autoattack_check(name):
-    """An entry's AutoAttack check set, re-measured in CI where APGD-CE leaves
-    (almost) no image for the three later attacks (a standard-trained entry:
-    a minute or two); a robust entry's takes 10 to 20 minutes of ResNet-20
-    here (hours for a PreActResNet-18), so by hand (-m long). An entry
+    """An entry's AutoAttack check set, re-measured in the heavy tier
+    (-m slow) where APGD-CE leaves (almost) no image for the three later
+    attacks (a standard-trained entry: a minute or two); a robust entry's
+    takes 10 to 20 minutes of ResNet-20 here (hours for a PreActResNet-18),
+    so in the longest tier (-m long). An entry
     AutoAttack has not run on yet is skipped, saying so."""
     meta = json.loads((ROOT / "zoo" / name / "metadata.json").read_text())
     cs = (meta["evaluation"].get("autoattack") or {}).get("check_set")
@@ -357,9 +360,10 @@ def _autoattack_check(name):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [_autoattack_check(n) for n in PUBLISHED])
 def test_published_autoattack_matches_its_check_set(name):
-    """The full AutoAttack (standard version) on an entry's check set (the
-    first 500 of the images its card's AutoAttack ran on, same seed and
-    batches): clean and AutoAttack accuracy within 2 points of the card's."""
+    """The full AutoAttack (standard version) on an entry's check set (500
+    of the images its card's AutoAttack ran on, as recorded: spread, or the
+    first 500; same seed and batches): clean and AutoAttack accuracy within
+    2 points of the card's."""
     from tf_advscale import zoo_publish
     model, meta = zoo.load(name)
     ok, why = _data_available(meta)
@@ -368,7 +372,8 @@ def test_published_autoattack_matches_its_check_set(name):
     aa = meta["evaluation"]["autoattack"]
     cs = aa["check_set"]
     drawn = aa["test_images"] if aa["subset_seed"] is not None else None
-    ids = zoo_publish.subset_ids(_data(meta), drawn, aa["subset_seed"] or 0)[:cs["n"]]
+    ids = zoo_publish.check_ids(zoo_publish.subset_ids(_data(meta), drawn, aa["subset_seed"] or 0),
+                                cs["n"], spread=cs.get("spread", False))
     for route, card in cs["results"].items():
         if route != "default":
             model, _ = zoo.load(name, route=route)
@@ -611,11 +616,11 @@ def test_zoo_autoattack_fills_the_record_card_and_table_and_resumes(tmp_path, mo
     r = aa["results"]["default"]
     assert aa["test_images"] == r["n"] == 24 and aa["subset_seed"] == 0
     assert aa["data_override"] is None  # the recipe's own test set
-    # The check set (the first 14 ids) in batches of 10 and 4, then the other 10.
+    # The check set (14 of the 24 ids, spread) in batches of 10 and 4, then the other 10.
     assert len(os.listdir(scratch / "default" / "check" / "main" / "batches")) == 2
     assert len(os.listdir(scratch / "default" / "rest" / "main" / "batches")) == 1
     cs = aa["check_set"]
-    assert cs["n"] == 14 and cs["batch_size"] == 10
+    assert cs["n"] == 14 and cs["batch_size"] == 10 and cs["spread"] is True
     c = cs["results"]["default"]
     rest = json.loads((scratch / "default" / "rest" / "report.json").read_text())
     for k in ("clean", "autoattack", "worst_case"):
@@ -623,7 +628,9 @@ def test_zoo_autoattack_fills_the_record_card_and_table_and_resumes(tmp_path, mo
             rest["clean_accuracy"] if k == "clean" else rest["attacks"][k]["accuracy"])
         assert r[k] == pytest.approx((14 * c[k] + 10 * got) / 24)
     # What the zoo's card test re-measures: the check set's ids, seed and batches.
-    ids = zoo_publish.subset_ids(zoo.data_args(meta["recipe"]["config"]), 24, 0)[:14]
+    drawn = zoo_publish.subset_ids(zoo.data_args(meta["recipe"]["config"]), 24, 0)
+    ids = zoo_publish.check_ids(drawn, 14)
+    assert len(set(ids)) == 14 and set(ids) < set(drawn) and ids != drawn[:14]
     again = evaluate(zoo.load("resnet8.aa_sample")[0], **zoo.data_args(meta["recipe"]["config"]),
                      ids=ids, seed=cs["seed"], epsilon=eps, attacks=cs["attacks"],
                      batch_size=cs["batch_size"], checks=False, verbose=False)
@@ -669,3 +676,18 @@ def test_published_training_command_gives_the_config_the_entry_trained_with(name
     recorded = config_lib.merge(meta["recipe"]["config"])
     now, then = (json.loads(json.dumps(c, default=str)) for c in (config, recorded))
     assert sorted(config_lib.differences(then, now)) == []
+
+
+def test_the_autoattack_check_set_spreads_over_ids_that_follow_the_classes():
+    """On a folder source the ids run class by class: the check set takes
+    every class, not the first half of them (as "the first 500" did)."""
+    from tf_advscale import zoo_publish
+    drawn = sorted(random.Random(0).sample(range(10_000), 1000))  # class = id // 1000
+    check = zoo_publish.check_ids(drawn, 500)
+    assert check == drawn[::2]
+    assert sorted({i // 1000 for i in check}) == list(range(10))
+    assert min(collections.Counter(i // 1000 for i in check).values()) >= 40
+    odd = zoo_publish.check_ids(drawn, 300)
+    assert len(set(odd)) == 300 and set(odd) < set(drawn) and odd == sorted(odd)
+    assert zoo_publish.check_ids(drawn, 500, spread=False) == drawn[:500]
+    assert zoo_publish.check_ids(drawn[:10], 500) == drawn[:10]

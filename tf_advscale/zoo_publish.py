@@ -31,7 +31,7 @@ from tf_advscale.files import save_model_atomic, sha256, source_commit, write_js
 
 ATTACKS = ("pgd-20", "apgd-ce")
 CHECK = {"n": 500, "seed": 0, "attacks": ["pgd-20"]}
-AA_CHECK_N = 500  # AutoAttack's check set: the first 500 of its images
+AA_CHECK_N = 500  # AutoAttack's check set: 500 of its images, spread (check_ids)
 STEPS_CURVE = (10, 20, 50, 100, 200)
 
 
@@ -208,9 +208,9 @@ def add_autoattack(entry, n=1000, seed=0, scratch=None, source=None, path=None, 
     record (``autoattack_acc``; the worst case over all three attacks on those
     images as ``reported``) and its card.
 
-    The images run in two parts: the first ``check_n`` (default
-    ``AA_CHECK_N``) in id order, the check set the zoo's tests re-measure,
-    then the rest. Every number is a mean over images, so the whole set's are
+    The images run in two parts: ``check_n`` (default ``AA_CHECK_N``) of
+    them spread evenly in id order (``check_ids``), the check set the zoo's
+    tests re-measure, then the rest. Every number is a mean over images, so the whole set's are
     the parts' means weighted by their sizes; the check set's own are kept as
     ``check_set``.
 
@@ -223,7 +223,8 @@ def add_autoattack(entry, n=1000, seed=0, scratch=None, source=None, path=None, 
     data = zoo.data_args(meta["recipe"]["config"], source=source, path=path)
     ids = subset_ids(data, n, seed)
     check_n = AA_CHECK_N if check_n is None else check_n
-    parts = {"check": ids[:check_n], "rest": ids[check_n:]}
+    chosen = check_ids(ids, check_n)
+    parts = {"check": chosen, "rest": sorted(set(ids) - set(chosen))}
     scratch = scratch or os.path.join("runs", "zoo_autoattack",
                                       f"{name}-{meta['source']['sha256'][:12]}")
     results, check = {}, {}
@@ -257,8 +258,9 @@ def add_autoattack(entry, n=1000, seed=0, scratch=None, source=None, path=None, 
         "attacks": "AutoAttack, standard version (APGD-CE, APGD-T, FAB-T, Square-5000, each on "
                    "the images still unbroken), with PGD-20 and APGD-CE on the same images",
         "results": results,
-        "check_set": {"n": len(parts["check"]), "ids": f"the first {len(parts['check'])} of "
-                      "these images, in id order", "seed": seed, "batch_size": batch_size,
+        "check_set": {"n": len(parts["check"]), "spread": True,
+                      "ids": f"{len(parts['check'])} of these images, spread evenly in id order",
+                      "seed": seed, "batch_size": batch_size,
                       "attacks": ["autoattack"], "results": check},
         "package_version": tf_advscale.__version__,
         "commit": source_commit(), "date": datetime.date.today().isoformat()}
@@ -266,6 +268,22 @@ def add_autoattack(entry, n=1000, seed=0, scratch=None, source=None, path=None, 
     write_json(os.path.join(entry, zoo.METADATA), meta)
     _write_card(entry, meta)
     return meta
+
+
+def check_ids(ids, n, spread=True):
+    """The check set within ``ids`` (sorted): ``n`` of them spread evenly in
+    id order (every other one when ``n`` is half), so that on a source whose
+    ids follow the classes (a folder per class) every class is in it; all of
+    ``ids`` when ``n`` is not smaller. ``spread=False`` gives the first
+    ``n``, the check set of entries whose ``check_set`` has no ``spread``
+    (evaluated before it was spread: on CIFAR-10 folders, mostly the first
+    five classes)."""
+    ids = list(ids)
+    if n >= len(ids):
+        return ids
+    if not spread:
+        return ids[:n]
+    return [ids[i * len(ids) // n] for i in range(n)]
 
 
 def subset_ids(data, n, seed):
