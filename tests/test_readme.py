@@ -175,20 +175,22 @@ def _ci_pytest_commands():
 def _collected(args):
     import subprocess
     import sys
-    # -qq would print counts, not test ids; a collection needs no workers (-n N).
+    # -qq would print counts, not test ids; a collection needs no workers
+    # (-n N, -nN, --numprocesses[=]N).
+    workers = ("-n", "--numprocesses")
     args = [a for i, a in enumerate(args)
-            if a != "-q" and a != "-n" and (i == 0 or args[i - 1] != "-n")]
+            if a != "-q" and not a.startswith(("-n", "--numprocesses"))
+            and (i == 0 or args[i - 1] not in workers)]
     done = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", *args],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     return {line for line in done.stdout.splitlines() if "::" in line}
 
 
-@pytest.mark.slow  # three pytest collections in subprocesses
-def test_ci_runs_the_readme_test_command_and_never_a_heavy_test():
-    """CI runs the README's test command, and it selects no test marked
-    slow or long (the heavy tiers, over CI's budget of about 25 minutes):
-    running the slow tier as a second step once made CI take an hour."""
+def test_ci_runs_the_readme_test_command_only():
+    """CI runs one pytest command, the README's: running the slow tier as a
+    second step once made CI take an hour, against a budget of about 25
+    minutes."""
     commands = _ci_pytest_commands()
     assert len(commands) == 1, commands
     readme = " ".join(README.split())
@@ -197,6 +199,14 @@ def test_ci_runs_the_readme_test_command_and_never_a_heavy_test():
         # The whole command: an inline code span, or the end of a code block's line.
         assert re.search(re.escape(command) + "`", readme) or \
             re.search(r"^ {4}.*" + re.escape(command) + r"$", README, re.M), command
+        assert "-m" not in args and "long" not in " ".join(args), args
+
+
+@pytest.mark.slow  # two pytest collections in subprocesses
+def test_ci_selects_no_heavy_test():
+    """CI's test command selects no test marked slow or long (the heavy
+    tiers), even one marked both."""
+    commands = _ci_pytest_commands()
     heavy = _collected(["-m", "slow or long"])
     assert heavy, "no test is marked slow or long; the check below would prove nothing"
     for args in commands:
