@@ -213,3 +213,14 @@ def test_ci_selects_no_heavy_test():
         chosen = _collected(args)
         assert chosen, args
         assert not chosen & heavy, (args, sorted(chosen & heavy)[:5])
+
+
+def test_the_tiers_benchmark_records_a_tiers_time_summary_and_slowest_tests(monkeypatch):
+    """benchmarks/tiers.py, on a one-test selection instead of a tier."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks import tiers
+    r = tiers.run_tier(["-q", "tests/test_run_log.py", "-p", "no:cacheprovider"], slowest=5)
+    assert r["returncode"] == 0 and r["summary"].startswith("1 passed"), r
+    assert r["seconds"] > 0 and r["load_average_before"] >= 0
+    assert r["slowest"] and r["slowest"][0]["test"].startswith("tests/test_run_log.py::"), r
+    assert r["command"].startswith("python -m pytest -q tests/test_run_log.py")
