@@ -224,3 +224,12 @@ def test_the_tiers_benchmark_records_a_tiers_time_summary_and_slowest_tests(monk
     assert r["seconds"] > 0 and r["load_average_before"] >= 0
     assert r["slowest"] and r["slowest"][0]["test"].startswith("tests/test_run_log.py::"), r
     assert r["command"].startswith("python -m pytest -q tests/test_run_log.py")
+
+
+def test_test_command_timing_equals_its_json():
+    t = _json("bench_test_tiers_amd_epyc")["tiers"]["fast_n2"]
+    passed = t["summary"].split(" passed")[0]
+    assert t["command"] == "python -m pytest -q -n 2" and t["returncode"] == 0
+    assert t["load_average_before"] < 0.5  # measured on an otherwise idle machine
+    assert (f"idle 2-core AMD EPYC it took {t['seconds']:,.0f} s ({passed} passed;"
+            in _flat(README))
