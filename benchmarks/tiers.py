@@ -10,7 +10,7 @@ CI's budget is about 25 minutes, installation included: run this on an
 otherwise idle machine after adding heavy tests, and move what does not fit
 behind the slow marker.
 
-    python benchmarks/tiers.py --out results/bench_test_tiers.json
+    python benchmarks/tiers.py --out results/bench_test_tiers_MACHINE.json
     python benchmarks/tiers.py --tiers fast_n2 --out /tmp/t.json
 """
 
