@@ -26,12 +26,50 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-TIERS = {
-    "fast_n2": ["-q", "-n", "2"],  # the README's test command (CI)
-    "fast_serial": ["-q"],
-    "slow": ["-q", "-m", "slow and not long"],
-}
 SLOWEST = 30
+
+
+def ci_pytest_commands(path=os.path.join(ROOT, ".ci", "run")):
+    """Each pytest command in the CI script, as its argument list after
+    'pytest' (the script's lines joined at backslashes, split at ``&&``,
+    ``||``, ``;``, ``|`` and ``&``)."""
+    import shlex
+    with open(path) as f:
+        text = f.read().replace("\\\n", " ")
+    out = []
+    for line in text.splitlines():
+        lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        words = []
+        for token in list(lexer) + [";"]:
+            if token not in ("&&", "||", ";", "|", "&"):
+                words.append(token)
+                continue
+            if "pytest" in words:
+                before = words[:words.index("pytest")]
+                if any("=" in w for w in before):
+                    raise ValueError(f"{path}: an environment setting before pytest: {words}")
+                out.append(words[words.index("pytest") + 1:])
+            words = []
+    return out
+
+
+def without_workers(args):
+    """``args`` without pytest-xdist's worker count (-n N, -nN,
+    --numprocesses[=]N)."""
+    workers = ("-n", "--numprocesses")
+    return [a for i, a in enumerate(args)
+            if not a.startswith(workers) and (i == 0 or args[i - 1] not in workers)]
+
+
+def tiers():
+    """name -> pytest arguments. fast_n2 is CI's one test command (the
+    README's), read from .ci/run; fast_serial is it in one process."""
+    ci = ci_pytest_commands()
+    if len(ci) != 1:
+        raise ValueError(f".ci/run: expected one pytest command, found {len(ci)}: {ci}")
+    return {"fast_n2": ci[0], "fast_serial": without_workers(ci[0]),
+            "slow": ["-q", "-m", "slow and not long"]}
 
 
 def run_tier(args, slowest=SLOWEST):
@@ -57,18 +95,19 @@ def run_tier(args, slowest=SLOWEST):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True)
+    TIERS = tiers()
     p.add_argument("--tiers", default="fast_n2,fast_serial,slow",
                    help="comma-separated: " + ", ".join(TIERS))
     a = p.parse_args()
-    tiers = [t for t in a.tiers.split(",") if t]
-    unknown = [t for t in tiers if t not in TIERS]
-    if unknown or not tiers:
+    chosen = [t for t in a.tiers.split(",") if t]
+    unknown = [t for t in chosen if t not in TIERS]
+    if unknown or not chosen:
         p.error(f"--tiers: unknown {unknown[0]!r}; expected some of {sorted(TIERS)}"
                 if unknown else "--tiers: none given")
     from tf_advscale import distribute  # imports TensorFlow, idle while the tiers run
     record = {"cpu": distribute.cpu_info()["model"], "cpus": os.cpu_count(),
               "date": datetime.date.today().isoformat(), "tiers": {}}
-    for tier in tiers:
+    for tier in chosen:
         print(f"[tiers] {tier}: python -m pytest {' '.join(TIERS[tier])}", flush=True)
         record["tiers"][tier] = run_tier(TIERS[tier])
         r = record["tiers"][tier]

@@ -152,35 +152,25 @@ def test_bfloat16_slowdowns_equal_their_json():
     assert f"{r20} for resnet20, {prn} for preactresnet18" in fast
 
 
+def _tiers():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("bench_tiers", ROOT / "benchmarks" / "tiers.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _ci_pytest_commands():
-    """Each pytest command in .ci/run, as its argument list after 'pytest'."""
-    import shlex
-    out = []
-    for line in (ROOT / ".ci" / "run").read_text().replace("\\\n", " ").splitlines():
-        lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
-        lexer.whitespace_split = True
-        words = []
-        for token in list(lexer) + [";"]:
-            if token not in ("&&", "||", ";", "|", "&"):
-                words.append(token)
-                continue
-            if "pytest" in words:
-                assert not any("=" in w for w in words[:words.index("pytest")]), \
-                    f"an environment setting before pytest in .ci/run: {words}"
-                out.append(words[words.index("pytest") + 1:])
-            words = []
-    return out
+    """Each pytest command in .ci/run, as its argument list after 'pytest'
+    (the parser benchmarks/tiers.py times CI's command with)."""
+    return _tiers().ci_pytest_commands()
 
 
 def _collected(args):
     import subprocess
     import sys
-    # -qq would print counts, not test ids; a collection needs no workers
-    # (-n N, -nN, --numprocesses[=]N).
-    workers = ("-n", "--numprocesses")
-    args = [a for i, a in enumerate(args)
-            if a != "-q" and not a.startswith(("-n", "--numprocesses"))
-            and (i == 0 or args[i - 1] not in workers)]
+    # -qq would print counts, not test ids; a collection needs no workers.
+    args = [a for a in _tiers().without_workers(args) if a != "-q"]
     done = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", *args],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
@@ -224,6 +214,25 @@ def test_the_tiers_benchmark_records_a_tiers_time_summary_and_slowest_tests(monk
     assert r["seconds"] > 0 and r["load_average_before"] >= 0
     assert r["slowest"] and r["slowest"][0]["test"].startswith("tests/test_run_log.py::"), r
     assert r["command"].startswith("python -m pytest -q tests/test_run_log.py")
+
+
+def test_the_tiers_benchmark_times_ci_command_read_from_ci_run(tmp_path):
+    """benchmarks/tiers.py's fast tiers are .ci/run's test command, with and
+    without its workers, so the timing it records cannot drift from CI."""
+    tiers = _tiers()
+    t = tiers.tiers()
+    assert [t["fast_n2"]] == _ci_pytest_commands()
+    assert t["fast_serial"] == tiers.without_workers(t["fast_n2"]) != t["fast_n2"]
+    for args in (["-q", "-n", "2", "-x"], ["-q", "-n2", "-x"], ["-q", "--numprocesses=2", "-x"],
+                 ["-q", "--numprocesses", "auto", "-x"]):
+        assert tiers.without_workers(args) == ["-q", "-x"], args
+    ci = tmp_path / "run"
+    ci.write_text("pip install . && \\\n  python -m pytest -q -k 'a or b'; echo done\n"
+                  "X=1 pytest -q\n")
+    with pytest.raises(ValueError, match="environment setting before pytest"):
+        tiers.ci_pytest_commands(str(ci))
+    ci.write_text("pip install . && \\\n  python -m pytest -q -k 'a or b'; echo done\n")
+    assert tiers.ci_pytest_commands(str(ci)) == [["-q", "-k", "a or b"]]
 
 
 def test_test_command_timing_equals_its_json():
