@@ -4,6 +4,7 @@
     advscale train --config configs/fast.py:preactresnet18,mixbn_nfgsm
     advscale train --config configs/fast.py:preactresnet18,fgsmrs
     advscale train --config configs/fast.py:resnet20,nfgsm
+    advscale train --config configs/fast.py:preactresnet18,mixbn_nfgsm_ft
 
 The argument after ':' is ARCH,RECIPE.
 
@@ -25,6 +26,14 @@ given under multi_worker):
                overfitting at 8/255 without extra cost
   mixbn_*      the same attack, plus the clean images of every batch, with
                MixBN (clean -> BN_clean, adversarial -> BN_adv)
+  *_ft         fine-tuning instead of training from scratch: the run starts
+               from the zoo's adversarial-only entry of the same ARCH and
+               attack (init_from "zoo:ARCH.ATTACK_cifar10jpeg"; its BNs
+               fill both MixBN domains) and trains FINETUNE_EPOCHS epochs
+               with the cyclic learning rate peaking at FINETUNE_LR, e.g.
+               preactresnet18,mixbn_nfgsm_ft: a MixBN PreActResNet-18 from
+               zoo/preactresnet18.nfgsm_cifar10jpeg for 3 epochs. Its wall
+               time here is not measured yet.
 Every run is guarded by the catastrophic-overfitting monitor (PGD-10 on a
 held-out batch each epoch; it stops and restores the best weights).
 
@@ -52,14 +61,23 @@ RECIPES = {
 }
 
 
+# *_ft recipes: the epochs and the cyclic learning rate's peak of a fine-tuning run.
+FINETUNE_EPOCHS = 3
+FINETUNE_LR = 0.05
+
+
 def get_config(runlocal=False, arg="preactresnet18,nfgsm"):
     arch, _, recipe = arg.partition(",")
+    finetune = recipe.endswith("_ft")
+    recipe = recipe[:-len("_ft")] if finetune else recipe
     mixbn = recipe.startswith("mixbn_")
     attack = recipe[len("mixbn_"):] if mixbn else recipe
     if arch not in ARCHS or attack not in RECIPES:
         raise ValueError(f"Expected ARCH,RECIPE with ARCH in {sorted(ARCHS)} and RECIPE in "
-                         f"{sorted(RECIPES)} (or mixbn_RECIPE). Received: {arg!r}")
+                         f"{sorted(RECIPES)} (or mixbn_RECIPE, and either with _ft). "
+                         f"Received: {arg!r}")
     a = ARCHS[arch]
+    epochs = FINETUNE_EPOCHS if finetune else a["epochs"]
     return {
         "data": {"dataset": "cifar10", "source": "folder", "path": "../shared/data/cifar10-jpeg",
                  "batch_size": 128, "train_subset": 1000 if runlocal else None},
@@ -71,9 +89,10 @@ def get_config(runlocal=False, arg="preactresnet18,nfgsm"):
                     "mixing": "mixbn" if mixbn else "joint",
                     "weight_decay": 5e-4, "catastrophic_overfitting": True,
                     "precision": "auto"},
-        "optimizer": {"learning_rate": 0.2, "momentum": 0.9, "nesterov": False,
-                      "schedule": "cyclic", "warmup_epochs": 0,
-                      "epochs": 1 if runlocal else a["epochs"]},
+        "optimizer": {"learning_rate": FINETUNE_LR if finetune else 0.2, "momentum": 0.9,
+                      "nesterov": False, "schedule": "cyclic", "warmup_epochs": 0,
+                      "epochs": 1 if runlocal else epochs},
+        "init_from": f"zoo:{arch}.{attack}_cifar10jpeg" if finetune else None,
         # Validation picks the best checkpoint (robust overfitting); the zoo's
         # publish step measures the test set, so the run's own test pass is small.
         "eval": {"val_subset": 100 if runlocal else 500,

@@ -42,6 +42,8 @@ def test_every_config_loads_and_validates(spec, runlocal):
     attacks.from_spec(cfg["attack"])
     if cfg["eval_attack"] is not None:
         attacks.from_spec(cfg["eval_attack"])
+    from tf_advscale import recipe
+    recipe.check_init_from(cfg["init_from"])  # a fine-tuning config's source exists
 
 
 def test_config_arguments_are_checked():

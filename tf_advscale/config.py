@@ -16,6 +16,13 @@ import os
 DEFAULTS = {
     "seed": 0,
     "deterministic": False,
+    # The weights a fresh run starts from (a resumed run restores its own):
+    # None (the initializers), "zoo:NAME" (a zoo entry) or a .keras file (a
+    # classifier, or a run's final.keras / best.keras). The architecture must
+    # match config["model"], except that a BatchNormalization's weights fill
+    # every domain of a MixBN (fine-tuning a model into MixBN);
+    # tf_advscale.recipe.warm_start.
+    "init_from": None,
     "threads": {"intra_op": 2, "inter_op": 1},
     "data": {
         "dataset": "fashion_mnist_sample",

@@ -13,14 +13,17 @@ to both. Config keys are constructor arguments:
                                            "auto": ``resolve_precision``)
         catastrophic_overfitting           a callback (``overfitting_monitor``) on held-out data
     config["optimizer"] keras SGD; its learning rate ``schedules.learning_rate``
+    config["init_from"] the weights a fresh run starts from (``warm_start``)
 
 A trainer key that is neither an ``AdversarialModel`` argument nor listed
 above is an error here, not a key that some caller silently drops.
 """
 
 import inspect
+import os
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tf_advscale import distribute, schedules
@@ -154,3 +157,68 @@ def overfitting_monitor(config, validation_data):
                          f"tf.data.Dataset. Received: {type(validation_data).__name__}")
     x, y = next(iter(validation_data))
     return CatastrophicOverfittingMonitor(x, y)
+
+
+ZOO_PREFIX = "zoo:"
+
+
+def check_init_from(value):
+    """Raises ConfigError unless ``init_from`` is None, ``"zoo:NAME"`` with
+    NAME a zoo entry, or the path of an existing .keras file."""
+    if value is None:
+        return
+    if not isinstance(value, str) or not value:
+        raise ConfigError("init_from must be None, 'zoo:NAME' or the path of a .keras file. "
+                          f"Received: {value!r}")
+    if value.startswith(ZOO_PREFIX):
+        from tf_advscale import zoo
+        name = value[len(ZOO_PREFIX):]
+        try:
+            zoo.info(name)
+        except zoo.ZooError as e:
+            raise ConfigError(f"init_from={value!r}: {e}") from e
+    elif not value.endswith(".keras") or not os.path.isfile(value):
+        raise ConfigError(f"init_from={value!r}: not an existing .keras file (nor 'zoo:NAME')")
+
+
+def warm_start(classifier, value):
+    """Sets ``classifier``'s weights from ``init_from`` (``check_init_from``'s
+    forms): a zoo entry through ``zoo.load`` (its sha256 checked), or a .keras
+    file, which may hold a classifier or a trained ``AdversarialModel``
+    (whose classifier is taken); files holding Python code are refused as
+    the zoo refuses them. The copy is ``mixbn.copy_weights``: the same
+    architecture layer by layer, a BatchNormalization filling every domain
+    of a MixBN. Returns a description of the source for the run's log."""
+    from tf_advscale import files, zoo
+    from tf_advscale.layers import mixbn
+
+    check_init_from(value)
+    if value.startswith(ZOO_PREFIX):
+        name = value[len(ZOO_PREFIX):]
+        source, meta = zoo.load(name)
+        described = f"zoo entry {name} (sha256 {meta['source']['sha256']})"
+    else:
+        zoo.refuse_code(value, f"init_from={value!r}")
+        source = keras.saving.load_model(value, compile=False, safe_mode=True)
+        if isinstance(source, AdversarialModel):
+            source = source.model
+        described = f"{value} (sha256 {files.sha256(value)})"
+    from tf_advscale.layers import walk
+    from tf_advscale.models.resnet import Standardize
+
+    def standardisation(model):
+        return [(np.asarray(l.mean, "float64"), np.asarray(l.std, "float64"))
+                for l in walk.sublayers(model) if isinstance(l, Standardize)]
+
+    theirs, ours = standardisation(source), standardisation(classifier)
+    if len(theirs) != len(ours) or not all(
+            m.shape == n.shape and s.shape == t.shape and np.allclose(m, n) and np.allclose(s, t)
+            for (m, s), (n, t) in zip(theirs, ours)):
+        raise ConfigError(f"init_from={value!r} standardises its inputs with mean/std "
+                          f"{[(m.tolist(), s.tolist()) for m, s in theirs]}, config['model'] "
+                          f"with {[(m.tolist(), s.tolist()) for m, s in ours]}")
+    try:
+        mixbn.copy_weights(source, classifier)
+    except ValueError as e:
+        raise ConfigError(f"init_from={value!r} does not fit config['model']: {e}") from e
+    return described

@@ -344,6 +344,7 @@ def run(config, workdir, verbose=None):
     if dist["strategy"] == "multi_worker" and kind != "chief":
         # Every worker keeps its own state (to resume); the chief's is the run's.
         workdir = os.path.join(workdir, f"{kind}{index}")
+    recipe.check_init_from(config["init_from"])
     os.makedirs(workdir, exist_ok=True)
     config, settled = settle_precision(config, workdir)
     check_workdir(workdir, config)
@@ -400,6 +401,8 @@ def _run(config, workdir, verbose):
     _truncate_history(os.path.join(workdir, "history.csv"), epoch)
     if epoch or step:
         _log.info("Resuming %s at epoch %s, step %s of %s", workdir, epoch, step, steps_per_epoch)
+    elif config["init_from"]:
+        _log.info("Initial weights from %s", recipe.warm_start(model.model, config["init_from"]))
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     clock.start()

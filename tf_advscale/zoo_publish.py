@@ -487,6 +487,18 @@ def _card_curves(entry, ev):
     return lines
 
 
+def _fine_tuned(config):
+    """The card's sentence on a run that started from other weights (``init_from``)."""
+    source = config.get("init_from")
+    if not source:
+        return []
+    mixbn_note = (" (each BatchNormalization's weights filling both of its MixBN domains)"
+                  if config.get("model", {}).get("norm") == "mixbn" else "")
+    return ["", f"Fine-tuned: training started from the weights of `{source}`{mixbn_note}, "
+                "not from the initializers; the epochs and seconds above are the "
+                "fine-tuning's alone."]
+
+
 def _card_making(meta):
     """The card's lines on how the model was trained and evaluated, and how to use it."""
     ev, rec, tr = meta["evaluation"], meta["recipe"], meta["training"]
@@ -504,7 +516,7 @@ def _card_making(meta):
             f"{tr['train_seconds']} s "
             f"(tf_advscale {tr['package_version']}, commit {tr['commit'] or 'not recorded'}, "
             f"TensorFlow {tr['tensorflow']}, Keras {tr['keras']}). The whole config as it "
-            "ran is `recipe.config` in `metadata.json`.", "",
+            "ran is `recipe.config` in `metadata.json`.", *_fine_tuned(rec["config"]), "",
             f"Evaluated with {command} (tf_advscale {ev['package_version']}, commit "
             f"{ev['commit']}, {ev['date']}).", "", _data_line(meta), "",
             "## Use", "", "```python", "from tf_advscale import zoo",

@@ -330,19 +330,72 @@ def convert(model, domains=DEFAULT_DOMAINS, **mixbn_kwargs):
         return layer.__class__.from_config(layer.get_config())
 
     new = keras.models.clone_model(model, clone_function=clone, recursive=True)
-    def leaves(m):
-        return [l for l in walk.sublayers(m) if not isinstance(l, keras.Model) and l.weights]
-
-    pairs = list(zip(leaves(model), leaves(new)))
-    for src, layer in pairs:
-        if src.name != layer.name:
-            raise RuntimeError(f"convert: layer order differs at {src.name} / {layer.name}")
-        if isinstance(layer, MixBN):
-            for name in ("gamma", "beta", "moving_mean", "moving_variance"):
-                dst = getattr(layer, name)
-                if dst is not None:
-                    value = ops.convert_to_numpy(getattr(src, name))
-                    dst.assign(ops.broadcast_to(value[None], dst.shape))
-        else:
-            layer.set_weights(src.get_weights())
+    copy_weights(model, new, check_names=True)
     return new
+
+
+def _leaves(model):
+    """The layers of ``model`` that own weights: those with weights and no
+    sublayer holding any (a nested model, or a layer wrapping one such as
+    ``models.resnet.Recompute``, is looked into, not copied whole)."""
+    return [l for l in walk.sublayers(model)
+            if l.weights and not any(s.weights for s in walk.sublayers(l))]
+
+
+def copy_weights(source, target, check_names=False):
+    """Sets ``target``'s weights from ``source``, a model of the same
+    architecture, layer by layer in order (nested models included).
+
+    A BatchNormalization's gamma, beta and moving statistics fill every
+    domain of the MixBN in its place in ``target`` (as ``convert`` does);
+    every other layer, a MixBN in both included, takes ``source``'s weights
+    as they are. Raises ValueError naming the first layer that differs (in
+    kind, weight shapes, or with ``check_names`` its name); a MixBN in
+    ``source`` whose place in ``target`` is not one is refused, since which
+    domain's statistics to keep is not defined.
+    """
+    sources, targets = _leaves(source), _leaves(target)
+    if len(sources) != len(targets):
+        raise ValueError(f"Cannot copy weights from {source.name!r} ({len(sources)} layers "
+                         f"with weights) into {target.name!r} ({len(targets)}): not the "
+                         "same architecture")
+    pairs = list(zip(sources, targets))
+    writes = []  # (variable, value): every layer is checked before any is written
+    for src, layer in pairs:
+        where = f"{src.name} -> {layer.name}"
+        if check_names and src.name != layer.name:
+            raise RuntimeError(f"copy_weights: layer order differs at {where}")
+        if isinstance(src, MixBN) and not isinstance(layer, MixBN):
+            raise ValueError(f"Cannot copy weights at {where}: a MixBN into a "
+                             f"{type(layer).__name__} (which domain to keep is not defined)")
+        if isinstance(layer, MixBN) and not isinstance(src, MixBN):
+            if not isinstance(src, keras.layers.BatchNormalization):
+                raise ValueError(f"Cannot copy weights at {where}: a {type(src).__name__} "
+                                 "into a MixBN")
+            for name in ("gamma", "beta", "moving_mean", "moving_variance"):
+                dst, value = getattr(layer, name), getattr(src, name)
+                if (dst is None) != (value is None):
+                    raise ValueError(f"Cannot copy weights at {where}: {name} is "
+                                     f"{'absent' if value is None else 'present'} in the "
+                                     "source only")
+                if dst is not None:
+                    value = ops.convert_to_numpy(value)
+                    if tuple(dst.shape[1:]) != value.shape:
+                        raise ValueError(f"Cannot copy weights at {where}: {name} has shape "
+                                         f"{value.shape}, the target's domains "
+                                         f"{tuple(dst.shape[1:])}")
+                    writes.append((dst, ops.broadcast_to(value[None], dst.shape)))
+            continue
+        if type(src) is not type(layer):
+            raise ValueError(f"Cannot copy weights at {where}: a {type(src).__name__} into "
+                             f"a {type(layer).__name__}")
+        weights = src.get_weights()
+        shapes = [tuple(w.shape) for w in weights]
+        wanted = [tuple(w.shape) for w in layer.weights]
+        if shapes != wanted:
+            raise ValueError(f"Cannot copy weights at {where}: shapes {shapes}, the target "
+                             f"has {wanted}")
+        writes.extend(zip(layer.weights, weights))
+    # A refused copy has raised above, leaving ``target`` as it was.
+    for variable, value in writes:
+        variable.assign(value)
