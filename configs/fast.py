@@ -28,12 +28,12 @@ given under multi_worker):
                MixBN (clean -> BN_clean, adversarial -> BN_adv)
   *_ft         fine-tuning instead of training from scratch: the run starts
                from the zoo's adversarial-only entry of the same ARCH and
-               attack (init_from "zoo:ARCH.ATTACK_cifar10jpeg"; its BNs
-               fill both MixBN domains) and trains FINETUNE_EPOCHS epochs
-               with the cyclic learning rate peaking at FINETUNE_LR, e.g.
-               preactresnet18,mixbn_nfgsm_ft: a MixBN PreActResNet-18 from
-               zoo/preactresnet18.nfgsm_cifar10jpeg for 3 epochs. Its wall
-               time here is not measured yet.
+               attack (init_from "zoo:ARCH.ATTACK_cifar10jpeg", which must
+               be in `advscale zoo list`; its BNs fill both MixBN domains),
+               and trains FINETUNE_EPOCHS epochs with the cyclic learning
+               rate peaking at FINETUNE_LR; e.g. preactresnet18,mixbn_nfgsm_ft:
+               a MixBN PreActResNet-18 from zoo/preactresnet18.nfgsm_cifar10jpeg.
+               Its wall time here is not measured yet.
 Every run is guarded by the catastrophic-overfitting monitor (PGD-10 on a
 held-out batch each epoch; it stops and restores the best weights).
 

@@ -3,6 +3,7 @@ weights, a BatchNormalization model filling both domains of a MixBN one
 (fine-tuning a robust model into MixBN)."""
 
 import json
+import re
 
 import keras
 import numpy as np
@@ -55,11 +56,15 @@ def test_copy_weights_into_a_recomputing_model_looks_inside_its_blocks():
 
 
 @pytest.mark.parametrize("target, match", [
-    (lambda: _model(depth=14), r"\(\d+ layers with weights\) into .* \(\d+\): not the same"),
-    (lambda: _model(width=1.0), r"Cannot copy weights at (\w+) -> \1: shapes \[\(32,\), "
-                                r"\(32,\), \(32,\), \(32,\)\], the target has \[\(64,\)"),
-    (lambda: _model("gn"), r"a BatchNormalization into a GroupNormalization"),
-], ids=["depth", "width", "norm"])
+    (lambda: _model(depth=14), r"the layers differ at stage2_block1_conv1 -> stage1_block2_conv1"),
+    (lambda: _model(width=1.0), r"Cannot copy weights at stem_conv -> stem_conv: shapes "
+                                r"\[\(3, 3, 1, 8\)\], the target has \[\(3, 3, 1, 16\)\]"),
+    (lambda: _model("gn"), r"at stem_norm -> stem_norm: a BatchNormalization into a "
+                           r"GroupNormalization"),
+    # The logits come last: a refusal there shows that nothing before was written.
+    (lambda: resnet(depth=8, num_classes=4, input_shape=SHAPE, width=0.5),
+     r"at logits -> logits: shapes \[\(32, 3\), \(3,\)\], the target has \[\(32, 4\), \(4,\)\]"),
+], ids=["depth", "width", "norm", "classes"])
 def test_copy_weights_refuses_another_architecture_and_leaves_the_target_as_it_was(target, match):
     dst = target()
     before = [w.copy() for w in dst.get_weights()]
@@ -69,12 +74,54 @@ def test_copy_weights_refuses_another_architecture_and_leaves_the_target_as_it_w
         np.testing.assert_array_equal(a, b)
 
 
-def test_copy_weights_refuses_a_mixbn_into_a_bn():
+def test_copy_weights_refuses_a_mixbn_into_a_bn_and_other_domains():
     with pytest.raises(ValueError, match="a MixBN into a BatchNormalization .which domain"):
         copy_weights(_model("mixbn"), _model())
+    with pytest.raises(ValueError, match=r"domains \('clean', 'adversarial'\) into "
+                                         r"\('adversarial', 'clean'\)"):
+        copy_weights(_model("mixbn"),
+                     _model("mixbn", norm_kwargs={"domains": ["adversarial", "clean"]}))
+
+
+def test_copy_weights_from_mixbn_to_mixbn_copies_each_domain_and_keeps_the_targets_route():
+    src = _model("mixbn")
+    for layer in mixbn_layers(src):
+        layer.moving_mean.assign(np.random.default_rng(3).normal(size=layer.moving_mean.shape))
+    set_route(src, "clean")
+    dst = _model("mixbn")
+    set_route(dst, "adversarial")
+    copy_weights(src, dst)
+    for a, b in zip(mixbn_layers(src), mixbn_layers(dst)):
+        np.testing.assert_array_equal(a.moving_mean.numpy(), b.moving_mean.numpy())
+        assert int(b.route_index.numpy()) == b.domain_index("adversarial")
+
+
+def test_copy_weights_refuses_variables_it_cannot_place():
+    class Scaled(keras.layers.Layer):
+        """Owns a weight besides a sublayer with weights."""
+
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            self.dense = keras.layers.Dense(2, name="inner")
+
+        def build(self, shape):
+            self.dense.build(shape)
+            self.scale = self.add_weight(shape=(), name="scale")
+
+        def call(self, x):
+            return self.dense(x) * self.scale
+
+    def make():
+        inputs = keras.Input((3,))
+        return keras.Model(inputs, Scaled(name="scaled")(inputs), name="m")
+
+    with pytest.raises(ValueError, match=r"'m': variables \['scaled/scale'\] belong to a layer "
+                                         "that also holds layers with weights"):
+        copy_weights(make(), make())
 
 
 def test_check_init_from_names_the_bad_value(tmp_path):
+    import re
     recipe.check_init_from(None)
     recipe.check_init_from("zoo:resnet20.standard_fmnist")
     with pytest.raises(ConfigError, match="init_from must be None, 'zoo:NAME' or .* Received: 3"):
@@ -82,57 +129,74 @@ def test_check_init_from_names_the_bad_value(tmp_path):
     with pytest.raises(ConfigError, match=r"init_from='zoo:resnet20.standrd_fmnist': Unknown zoo "
                                           r"model .* Did you mean 'resnet20.standard_fmnist'"):
         recipe.check_init_from("zoo:resnet20.standrd_fmnist")
+    with pytest.raises(ConfigError, match=r"init_from='zoo:\.\./x': Invalid zoo name"):
+        recipe.check_init_from("zoo:../x", exists=False)
     missing = str(tmp_path / "none.keras")
-    with pytest.raises(ConfigError, match=f"init_from='{missing}': not an existing .keras file"):
+    with pytest.raises(ConfigError, match=re.escape(f"init_from={missing!r}: no such file")):
         recipe.check_init_from(missing)
+    recipe.check_init_from(missing, exists=False)  # a resumed run does not read it
+    recipe.check_init_from("zoo:resnet20.gone_fmnist", exists=False)
     (tmp_path / "w.h5").write_bytes(b"")
-    with pytest.raises(ConfigError, match="not an existing .keras file"):
+    with pytest.raises(ConfigError, match="only .keras files are read"):
         recipe.check_init_from(str(tmp_path / "w.h5"))
 
 
 def test_warm_start_from_a_zoo_entry_gives_its_predictions_on_both_routes():
     name = "resnet20.standard_fmnist"
-    source, meta = zoo.load(name)
+    source, record = recipe.load_init_source(f"zoo:{name}")
+    meta = zoo.info(name)
+    assert record == {"init_from": f"zoo:{name}", "zoo_entry": name,
+                      "sha256": meta["source"]["sha256"]}
     model = dict(meta["recipe"]["config"]["model"], norm="mixbn")
     target = resnet(num_classes=10, input_shape=(28, 28, 1), **model)
+    set_route(target, "clean")
     x = np.random.default_rng(0).uniform(size=(4, 28, 28, 1)).astype("float32")
-    said = recipe.warm_start(target, f"zoo:{name}")
-    assert said == f"zoo entry {name} (sha256 {meta['source']['sha256']})"
+    said = recipe.warm_start(target, source, record)
+    assert said == dict(record, bn_into_mixbn=True)
+    assert all(int(l.route_index.numpy()) == l.domain_index("clean")
+               for l in mixbn_layers(target))  # its route as it was
     for domain in ("clean", "adversarial"):
         set_route(target, domain)
         np.testing.assert_allclose(target(x), source(x), rtol=1e-4, atol=1e-4)
 
 
-def test_warm_start_from_a_file_takes_a_trained_models_classifier(tmp_path):
+def test_load_init_source_takes_a_trained_models_classifier(tmp_path):
     src = _trained_bn()
     trainer = AdversarialModel(src, attack=None)
     trainer.compile(optimizer="sgd")
     trainer.save(tmp_path / "final.keras")
     src.save(tmp_path / "classifier.keras")
     for path in (tmp_path / "final.keras", tmp_path / "classifier.keras"):
+        source, record = recipe.load_init_source(str(path))
+        assert record["zoo_entry"] is None and len(record["sha256"]) == 64
         target = _model("mixbn")
-        said = recipe.warm_start(target, str(path))
-        assert said.startswith(f"{path} (sha256 ")
+        recipe.warm_start(target, source, record)
         set_route(target, "adversarial")
         np.testing.assert_allclose(target(X, training=False), src(X, training=False),
                                    rtol=1e-5, atol=1e-5)
 
 
-def test_warm_start_refuses_another_standardisation_and_another_architecture(tmp_path):
-    _trained_bn().save(tmp_path / "m.keras")
+def test_warm_start_refuses_what_the_weights_do_not_show(tmp_path):
+    """Another input standardisation, or another activation (a layer without
+    weights), is caught by comparing the two models."""
+    src = _trained_bn()
     with pytest.raises(ConfigError, match=r"standardises its inputs with mean/std \[\(0.5, 0.5\)\]"
                                           r", config\['model'\] with \[\(0.25, 0.5\)\]"):
-        recipe.warm_start(_model("mixbn", mean=0.25), str(tmp_path / "m.keras"))
-    with pytest.raises(ConfigError, match=r"does not fit config\['model'\]: .*not the same"):
-        recipe.warm_start(_model(depth=14), str(tmp_path / "m.keras"))
+        recipe.warm_start(_model("mixbn", mean=0.25), src)
+    with pytest.raises(ConfigError, match=r"init_from='x.keras': with the copied weights, "
+                                          r"config\['model'\]'s logits on the clean route "
+                                          r"differ by up to .* another activation"):
+        recipe.warm_start(_model("mixbn", activation="silu"), src, {"init_from": "x.keras"})
+    with pytest.raises(ConfigError, match=r"does not fit config\['model'\]: .*the layers differ"):
+        recipe.warm_start(_model(depth=14), src)
 
 
-def test_warm_start_refuses_a_file_holding_code(tmp_path):
+def test_load_init_source_refuses_a_file_holding_code(tmp_path):
     inputs = keras.Input(SHAPE)
     m = keras.Model(inputs, keras.layers.Lambda(lambda t: t * 2)(inputs))
     m.save(tmp_path / "code.keras")
-    with pytest.raises(zoo.ZooError, match="holds Python code"):
-        recipe.warm_start(_model(), str(tmp_path / "code.keras"))
+    with pytest.raises(ConfigError, match="init_from='.*code.keras': .*holds Python code"):
+        recipe.load_init_source(str(tmp_path / "code.keras"))
 
 
 def _tiny_config(**over):
@@ -146,9 +210,9 @@ def _tiny_config(**over):
 
 
 def test_runner_warm_starts_a_fresh_run_only(tmp_path, monkeypatch):
-    """The initial weights are set after the checkpoint is looked for: a
-    resumed run keeps the weights it restored."""
-    calls = []
+    """A fresh run reads the source; a resumed run keeps the weights it
+    restored, and runs on when the source is gone."""
+    loads, starts = [], []
 
     class Stop(Exception):
         pass
@@ -156,20 +220,32 @@ def test_runner_warm_starts_a_fresh_run_only(tmp_path, monkeypatch):
     def fit(model, *a, **k):
         raise Stop
 
+    def load(value):
+        loads.append(value)
+        return None, {"init_from": value, "zoo_entry": None, "sha256": "f" * 64}
+
+    monkeypatch.setattr(recipe, "load_init_source", load)
     monkeypatch.setattr(recipe, "warm_start",
-                        lambda classifier, value: calls.append((classifier, value)) or value)
+                        lambda classifier, source, record: starts.append(classifier)
+                        or dict(record, bn_into_mixbn=False))
     monkeypatch.setattr(ckpt_lib, "resumable_fit", fit)
     src = tmp_path / "src.keras"
-    src.write_bytes(b"")  # check_init_from looks for the file; warm_start is patched
+    src.write_bytes(b"")  # check_init_from looks for the file; the reading is patched
     c = _tiny_config(init_from=str(src))
+    work = tmp_path / "fresh"
     with pytest.raises(Stop):
-        runner.run(c, str(tmp_path / "fresh"))
-    assert len(calls) == 1 and calls[0][1] == str(src)
-    assert f"Initial weights from {src}" in (tmp_path / "fresh" / "run.log").read_text()
+        runner.run(c, str(work))
+    assert loads == [str(src)] and len(starts) == 1
+    log = (work / "run.log").read_text()
+    assert f"Initial weights from {src} (sha256 {'f' * 64})" in log
+    assert "The starting weights read val_clean_accuracy " in log
+    assert json.loads((work / "init.json").read_text())["sha256"] == "f" * 64
+    src.unlink()
+    (work / "state").mkdir()
     monkeypatch.setattr(ckpt_lib.TrainingState, "load", lambda self, agree=None: (0, 1))
     with pytest.raises(Stop):
-        runner.run(c, str(tmp_path / "fresh"))
-    assert len(calls) == 1
+        runner.run(c, str(work))
+    assert loads == [str(src)] and len(starts) == 1
 
 
 def test_a_bad_init_from_is_refused_before_the_work_directory_is_made(tmp_path):
@@ -183,7 +259,8 @@ def test_a_run_with_a_negligible_learning_rate_ends_with_the_weights_it_started_
     with a learning rate of 1e-9, ends with that model's kernels (each moved
     0.05 from its initializer's draw, so a run that ignored init_from fails)."""
     c = _tiny_config(model={"depth": 8, "width": 0.5, "norm": "mixbn"},
-                     trainer={"clean_portion": 1.0, "mixing": "mixbn"},
+                     trainer={"clean_portion": 1.0, "mixing": "mixbn",
+                              "catastrophic_overfitting": True},
                      attack={"name": "fgsm", "epsilon": 0.1},
                      optimizer={"learning_rate": 1e-9, "epochs": 1, "warmup_epochs": 0})
     src = resnet(depth=8, num_classes=10, input_shape=(28, 28, 1), width=0.5)
@@ -200,6 +277,12 @@ def test_a_run_with_a_negligible_learning_rate_ends_with_the_weights_it_started_
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["init_from"] == str(tmp_path / "src.keras")
     assert isinstance(mixbn_layers(model.model)[0], MixBN)
+    init = json.loads((tmp_path / "run" / "metrics.json").read_text())["init"]
+    assert init == dict(json.loads((tmp_path / "run" / "init.json").read_text()))
+    assert init["bn_into_mixbn"] is True and init["init_from"] == str(tmp_path / "src.keras")
+    assert re.search(r"The starting weights read val_clean_accuracy [\d.]+; held-out robust "
+                     r"accuracy [\d.]+ \(clean [\d.]+\)",
+                     (tmp_path / "run" / "run.log").read_text())
 
 
 def test_a_depth_search_refuses_init_from():
@@ -221,25 +304,40 @@ def test_the_fine_tuning_config_fits_the_zoo_entry_it_starts_from():
     assert c["optimizer"]["epochs"] < config_lib.load(
         str(root / "configs" / "fast.py") + ":preactresnet18,nfgsm")["optimizer"]["epochs"]
     target = resnet(num_classes=10, input_shape=(32, 32, 3), **c["model"])
-    recipe.warm_start(target, c["init_from"])
-    source, _ = zoo.load("preactresnet18.nfgsm_cifar10jpeg")
+    source, record = recipe.load_init_source(c["init_from"])
+    recipe.warm_start(target, source, record)
     x = np.random.default_rng(0).uniform(size=(2, 32, 32, 3)).astype("float32")
     for domain in ("clean", "adversarial"):
         set_route(target, domain)
         np.testing.assert_allclose(target(x), source(x), rtol=1e-4, atol=1e-4)
 
 
-def test_a_fine_tuned_entrys_card_says_where_its_training_started():
+def test_a_fine_tuned_entrys_card_and_zoo_row_say_where_its_training_started():
     import pathlib
 
-    from tf_advscale import zoo_publish
+    from tf_advscale import cli, zoo_publish
     entry = pathlib.Path(__file__).resolve().parents[1] / "zoo" / "resnet20.mixbn_pgd3_fmnist"
     meta = json.loads((entry / "metadata.json").read_text())
     card = zoo_publish.render_card(str(entry), meta)
-    assert "Fine-tuned" not in card
-    meta["recipe"]["config"]["init_from"] = "zoo:resnet20.pgd3_fmnist"
+    assert "Fine-tuned" not in card and "fine-tuned" not in cli._zoo_rows(meta, True)[0]
+    meta["recipe"]["init"] = {"init_from": "zoo:resnet20.pgd3_fmnist", "sha256": "a" * 64,
+                              "zoo_entry": "resnet20.pgd3_fmnist", "bn_into_mixbn": True}
     card = zoo_publish.render_card(str(entry), meta)
-    assert ("Fine-tuned: training started from the weights of `zoo:resnet20.pgd3_fmnist` "
-            "(each BatchNormalization's weights filling both of its MixBN domains), not from "
-            "the initializers; the epochs and seconds above are the fine-tuning's alone."
-            ) in card
+    assert ("Fine-tuned: training started from the weights of zoo entry "
+            f"`resnet20.pgd3_fmnist` (sha256 `{'a' * 64}`) (each BatchNormalization's weights "
+            "filling every domain of its MixBN), not from the initializers; the epochs and "
+            "seconds above are the fine-tuning's alone.") in card
+    assert all(row.endswith(" min (fine-tuned from `resnet20.pgd3_fmnist`) |")
+               for row in cli._zoo_rows(meta, True))
+
+
+def test_a_run_started_from_a_local_file_is_not_published(tmp_path):
+    from tf_advscale import zoo_publish
+    (tmp_path / "config.json").write_text(json.dumps({"init_from": "mine.keras"}))
+    (tmp_path / "metrics.json").write_text(json.dumps(
+        {"init": {"init_from": "mine.keras", "zoo_entry": None, "sha256": "a" * 64}}))
+    with pytest.raises(ValueError, match="started from init_from='mine.keras', not from a zoo "
+                                         "entry: a user could not redo its training command"):
+        zoo_publish.publish(str(tmp_path), "resnet8.ft_sample", "advscale train ...",
+                            out_dir=str(tmp_path / "zoo"))
+    assert not (tmp_path / "zoo").exists()

@@ -62,7 +62,9 @@ class CatastrophicOverfittingMonitor(keras.callbacks.Callback):
         pred = tf.argmax(logits, -1, output_type=tf.int32)
         return float(tf.reduce_mean(tf.cast(tf.equal(pred, self.labels), tf.float32)))
 
-    def _check(self):
+    def check(self):
+        """Measures the held-out batch now (clean and attacked) and stops
+        training, rolling back, on a collapse; training calls it on schedule."""
         acc = self._measure()
         clean = self._measure_clean()
         self.history.append(acc)
@@ -102,11 +104,11 @@ class CatastrophicOverfittingMonitor(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         self._steps += 1
         if self.every_n_steps and self._steps % self.every_n_steps == 0 and not self.triggered:
-            self._check()
+            self.check()
 
     def on_epoch_end(self, epoch, logs=None):
         if not self.triggered:
-            self._check()
+            self.check()
         if logs is not None:
             logs["heldout_robust_accuracy"] = self.history[-1]
             logs["heldout_clean_accuracy"] = self.clean_history[-1]

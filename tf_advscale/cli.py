@@ -102,6 +102,13 @@ def _models(args):
     return 0
 
 
+def _fine_tuned_from(meta):
+    """`` (fine-tuned from NAME)`` for an entry whose training started from
+    another entry's weights: its minutes are the fine-tuning's alone."""
+    init = meta.get("recipe", {}).get("init")
+    return f" (fine-tuned from `{init['zoo_entry']}`)" if init else ""
+
+
 def _zoo_rows(meta, markdown):
     """``advscale zoo list``'s rows for one entry: one per evaluated route
     (an imported entry not yet evaluated: one row that says so)."""
@@ -124,7 +131,7 @@ def _zoo_rows(meta, markdown):
                         f"{meta['threat_model']['epsilon']} | {route} | {100 * ev['clean']:.2f} | "
                         f"{100 * ev['pgd-20']:.2f} | {100 * ev['apgd-ce']:.2f} | "
                         f"{100 * ev['worst_case']:.2f} | {ev['n']:,} | {with_aa} | "
-                        f"{seconds / 60:.0f} min |")
+                        f"{seconds / 60:.0f} min{_fine_tuned_from(meta)} |")
         else:
             rows.append(f"{meta['name']:34s} {route:11s} {meta['dataset']:20s} "
                         f"eps {meta['threat_model']['epsilon']:6s} clean {100 * ev['clean']:.2f}"

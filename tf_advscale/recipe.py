@@ -25,6 +25,7 @@ import os
 import keras
 import numpy as np
 import tensorflow as tf
+from keras import ops
 
 from tf_advscale import distribute, schedules
 from tf_advscale.config import ConfigError
@@ -162,9 +163,10 @@ def overfitting_monitor(config, validation_data):
 ZOO_PREFIX = "zoo:"
 
 
-def check_init_from(value):
-    """Raises ConfigError unless ``init_from`` is None, ``"zoo:NAME"`` with
-    NAME a zoo entry, or the path of an existing .keras file."""
+def check_init_from(value, exists=True):
+    """Raises ConfigError unless ``init_from`` is None, ``"zoo:NAME"`` or the
+    path of a .keras file; with ``exists``, unless that entry or file
+    exists too (a resumed run needs neither: it restores its own weights)."""
     if value is None:
         return
     if not isinstance(value, str) or not value:
@@ -172,53 +174,105 @@ def check_init_from(value):
                           f"Received: {value!r}")
     if value.startswith(ZOO_PREFIX):
         from tf_advscale import zoo
-        name = value[len(ZOO_PREFIX):]
         try:
-            zoo.info(name)
+            zoo.check_name(value[len(ZOO_PREFIX):])
+            if exists:
+                zoo.info(value[len(ZOO_PREFIX):])
         except zoo.ZooError as e:
             raise ConfigError(f"init_from={value!r}: {e}") from e
-    elif not value.endswith(".keras") or not os.path.isfile(value):
-        raise ConfigError(f"init_from={value!r}: not an existing .keras file (nor 'zoo:NAME')")
+    elif not value.endswith(".keras"):
+        raise ConfigError(f"init_from={value!r}: only .keras files are read (or 'zoo:NAME')")
+    elif exists and not os.path.isfile(os.path.expanduser(value)):
+        raise ConfigError(f"init_from={value!r}: no such file")
 
 
-def warm_start(classifier, value):
-    """Sets ``classifier``'s weights from ``init_from`` (``check_init_from``'s
-    forms): a zoo entry through ``zoo.load`` (its sha256 checked), or a .keras
-    file, which may hold a classifier or a trained ``AdversarialModel``
-    (whose classifier is taken); files holding Python code are refused as
-    the zoo refuses them. The copy is ``mixbn.copy_weights``: the same
-    architecture layer by layer, a BatchNormalization filling every domain
-    of a MixBN. Returns a description of the source for the run's log."""
+def load_init_source(value):
+    """``(classifier, record)`` for ``init_from`` (``check_init_from``'s
+    forms): a zoo entry through ``zoo.load`` (its size, sha256 and
+    architecture checked), or a .keras file holding a classifier or a
+    trained ``AdversarialModel`` (whose classifier is taken); a file holding
+    Python code is refused as the zoo refuses it. ``record`` says what was
+    loaded: ``init_from``, ``sha256`` of the file and, for a zoo entry, its
+    ``zoo_entry`` name. Load it outside a distribution strategy's scope: its
+    variables are read, never trained."""
     from tf_advscale import files, zoo
-    from tf_advscale.layers import mixbn
 
     check_init_from(value)
-    if value.startswith(ZOO_PREFIX):
-        name = value[len(ZOO_PREFIX):]
-        source, meta = zoo.load(name)
-        described = f"zoo entry {name} (sha256 {meta['source']['sha256']})"
-    else:
-        zoo.refuse_code(value, f"init_from={value!r}")
-        source = keras.saving.load_model(value, compile=False, safe_mode=True)
-        if isinstance(source, AdversarialModel):
-            source = source.model
-        described = f"{value} (sha256 {files.sha256(value)})"
+    try:
+        if value.startswith(ZOO_PREFIX):
+            name = value[len(ZOO_PREFIX):]
+            source, meta = zoo.load(name)
+            return source, {"init_from": value, "zoo_entry": name,
+                            "sha256": meta["source"]["sha256"]}
+        path = os.path.expanduser(value)
+        zoo.refuse_code(path, f"init_from={value!r}")
+        source = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except zoo.ZooError as e:
+        raise ConfigError(f"init_from={value!r}: {e}") from e
+    if isinstance(source, AdversarialModel):
+        source = source.model
+    return source, {"init_from": value, "zoo_entry": None, "sha256": files.sha256(path)}
+
+
+def _standardisation(model):
     from tf_advscale.layers import walk
     from tf_advscale.models.resnet import Standardize
+    return [(np.asarray(l.mean, "float64"), np.asarray(l.std, "float64"))
+            for l in walk.sublayers(model) if isinstance(l, Standardize)]
 
-    def standardisation(model):
-        return [(np.asarray(l.mean, "float64"), np.asarray(l.std, "float64"))
-                for l in walk.sublayers(model) if isinstance(l, Standardize)]
 
-    theirs, ours = standardisation(source), standardisation(classifier)
+def warm_start(classifier, source, record=None):
+    """Sets ``classifier``'s weights from ``source`` (``load_init_source``'s
+    classifier) with ``mixbn.copy_weights``: layer by layer, names and
+    shapes equal, a BatchNormalization filling every domain of a MixBN.
+    Then both models classify the same seeded random images in inference
+    mode, on each of ``classifier``'s MixBN routes (its routes are restored
+    afterwards), and must give the same logits: this catches what the
+    weights alone do not show (another activation, padding or BN epsilon).
+    The input standardisation must be the same too. Returns ``record``
+    (``load_init_source``'s) with ``bn_into_mixbn``: whether BN weights
+    filled MixBN domains. Raises ConfigError naming ``init_from``."""
+    from tf_advscale.layers import mixbn
+
+    record = dict(record or {"init_from": "the source model"})
+    what = f"init_from={record['init_from']!r}"
+    theirs, ours = _standardisation(source), _standardisation(classifier)
     if len(theirs) != len(ours) or not all(
             m.shape == n.shape and s.shape == t.shape and np.allclose(m, n) and np.allclose(s, t)
             for (m, s), (n, t) in zip(theirs, ours)):
-        raise ConfigError(f"init_from={value!r} standardises its inputs with mean/std "
+        raise ConfigError(f"{what} standardises its inputs with mean/std "
                           f"{[(m.tolist(), s.tolist()) for m, s in theirs]}, config['model'] "
                           f"with {[(m.tolist(), s.tolist()) for m, s in ours]}")
     try:
         mixbn.copy_weights(source, classifier)
     except ValueError as e:
-        raise ConfigError(f"init_from={value!r} does not fit config['model']: {e}") from e
-    return described
+        raise ConfigError(f"{what} does not fit config['model']: {e}") from e
+    x = np.random.default_rng(0).uniform(
+        size=(2,) + tuple(classifier.input_shape[1:])).astype("float32")
+    layers, theirs = mixbn.mixbn_layers(classifier), mixbn.mixbn_layers(source)
+    routes = [int(ops.convert_to_numpy(l.route_index)) for l in layers + theirs]
+
+    def logits(model):
+        return ops.convert_to_numpy(ops.cast(model(x, training=False), "float32"))
+
+    try:
+        for domain in (layers[0].domains if layers else [None]):
+            if domain is not None:
+                mixbn.set_route(classifier, domain)
+                if theirs:  # copy_weights checked that the domains are the same
+                    mixbn.set_route(source, domain)
+            want, got = logits(source), logits(classifier)
+            # Mixed precision computes in 16 bits: its logits differ by more.
+            tol = ((1e-3 if classifier.compute_dtype == "float32" else 5e-2)
+                   * (1 + np.abs(want).max()))
+            if got.shape != want.shape or np.abs(got - want).max() > tol:
+                where = f" on the {domain} route" if domain else ""
+                diff = (f"differ by up to {np.abs(got - want).max():.3g}"
+                        if got.shape == want.shape else f"have shape {got.shape}, not {want.shape}")
+                raise ConfigError(f"{what}: with the copied weights, config['model']'s logits"
+                                  f"{where} {diff} from the source's (tolerance {tol:.3g}): "
+                                  "another activation, padding or normalisation setting?")
+    finally:
+        for layer, index in zip(layers + theirs, routes):
+            layer.route_index.assign(index)
+    return dict(record, bn_into_mixbn=bool(layers) and not theirs)

@@ -14,6 +14,8 @@ Everything lands in the work directory:
     final_eval/      the final evaluation's finished batches (it resumes)
     run.log          the runner's messages (resuming, final evaluation),
                      timestamped; they also go to the console
+    init.json        with ``init_from``: the weights the run started from
+                     (their sha256), also in metrics.json's ``init``
 
 Every file is written through a temporary name and a rename. A work
 directory holding a run of a different config is refused.
@@ -41,6 +43,8 @@ from tf_advscale.files import save_model_atomic, source_commit, to_json, write_j
 from tf_advscale.config import ConfigError, differences, merge
 from tf_advscale.layers import mixbn
 from tf_advscale.models import count_params
+
+INIT_RECORD = "init.json"
 
 
 def setup_runtime(config):
@@ -344,12 +348,17 @@ def run(config, workdir, verbose=None):
     if dist["strategy"] == "multi_worker" and kind != "chief":
         # Every worker keeps its own state (to resume); the chief's is the run's.
         workdir = os.path.join(workdir, f"{kind}{index}")
-    recipe.check_init_from(config["init_from"])
+    # A run that trained restores its own weights: the source may be gone.
+    fresh = not _started(workdir)
+    recipe.check_init_from(config["init_from"], exists=fresh)
     os.makedirs(workdir, exist_ok=True)
     config, settled = settle_precision(config, workdir)
     check_workdir(workdir, config)
     write_json(os.path.join(workdir, "config.json"), config)
     setup_runtime(config)
+    # Read outside the strategy's scope: its variables are read, never trained.
+    source = recipe.load_init_source(config["init_from"]) if fresh and config["init_from"] \
+        else None
     strategy = distribute.make_strategy(dist["strategy"], tpu=dist["tpu"])
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(config["trainer"]["precision"])
@@ -357,12 +366,41 @@ def run(config, workdir, verbose=None):
         with strategy.scope(), run_log(workdir) as log:
             if settled:
                 log.info("%s", settled)
-            return _run(config, workdir, verbose)
+            return _run(config, workdir, verbose, source)
     finally:
         keras.config.set_dtype_policy(previous)
 
 
-def _run(config, workdir, verbose):
+def _warm_start(model, config, workdir, source, val, best, monitor_co):
+    """Sets a fresh run's initial weights from ``init_from`` and writes what
+    they came from to ``init.json``. Validation and the catastrophic-
+    overfitting monitor then read the starting weights once, so that
+    ``best.keras`` is the source until training beats it and a collapse in
+    the first epoch is measured against the source (and rolled back to it)."""
+    source = source or recipe.load_init_source(config["init_from"])
+    record = recipe.warm_start(model.model, *source)
+    write_json(os.path.join(workdir, INIT_RECORD), record)
+    _log.info("Initial weights from %s (sha256 %s)%s", record["init_from"], record["sha256"],
+              ", its BatchNormalizations filling both MixBN domains"
+              if record["bn_into_mixbn"] else "")
+    readings = []
+    if val is not None:
+        logs = model.evaluate(val, return_dict=True, verbose=0)
+        key = best.monitor[len("val_"):]
+        if key in logs:
+            best.set_model(model)
+            best.on_epoch_end(-1, {best.monitor: logs[key]})
+            readings.append(f"{best.monitor} {logs[key]:.4f}")
+    if monitor_co is not None:
+        monitor_co.set_model(model)
+        monitor_co.check()
+        readings.append(f"held-out robust accuracy {monitor_co.history[-1]:.4f} "
+                        f"(clean {monitor_co.clean_history[-1]:.4f})")
+    if readings:
+        _log.info("The starting weights read %s", "; ".join(readings))
+
+
+def _run(config, workdir, verbose, source=None):
     (train, train_info), (val, _), (test, test_info) = load_data(config)
     steps_per_epoch = train_info["steps_per_epoch"]
     per_execution = config["trainer"]["steps_per_execution"]
@@ -402,7 +440,7 @@ def _run(config, workdir, verbose):
     if epoch or step:
         _log.info("Resuming %s at epoch %s, step %s of %s", workdir, epoch, step, steps_per_epoch)
     elif config["init_from"]:
-        _log.info("Initial weights from %s", recipe.warm_start(model.model, config["init_from"]))
+        _warm_start(model, config, workdir, source, val, best, monitor_co)
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     clock.start()
@@ -424,5 +462,8 @@ def _run(config, workdir, verbose):
     results = final_evaluation(model, test, config, workdir, verbose=verbose)
     metrics = _metrics(model, config, test_info, results, train_time, time.time() - start,
                        commits.describe())
+    if os.path.exists(os.path.join(workdir, INIT_RECORD)):
+        with open(os.path.join(workdir, INIT_RECORD)) as f:
+            metrics["init"] = json.load(f)
     write_json(os.path.join(workdir, "metrics.json"), metrics)
     return model, metrics

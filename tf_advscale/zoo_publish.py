@@ -53,6 +53,11 @@ def publish(workdir, name, train_command, out_dir="zoo", n=None, curve_n=500, ep
         config = json.load(f)
     with open(os.path.join(workdir, "metrics.json")) as f:
         metrics = json.load(f)
+    init = metrics.get("init") or {}
+    if config.get("init_from") and not init.get("zoo_entry"):
+        raise ValueError(f"{workdir}: the run started from init_from="
+                         f"{config['init_from']!r}, not from a zoo entry: a user could not "
+                         "redo its training command, so it is not published")
     trained = keras.saving.load_model(os.path.join(workdir, "final.keras"), safe_mode=True)
     classifier = trained.model
     routes = _routes(classifier)
@@ -111,7 +116,9 @@ def _metadata(name, classifier, routes, config, metrics, train_command, dataset_
         "recipe": {"train_command": train_command, "config": config,
                    "attack": metrics["train_attack"], "epochs": metrics["epochs"],
                    "clean_portion": t["clean_portion"], "mixing": t["mixing"],
-                   "seed": config["seed"]},
+                   "seed": config["seed"],
+                   # init_from's record (runner.INIT_RECORD): the weights it started from.
+                   **({"init": metrics["init"]} if metrics.get("init") else {})},
         "training": {"package_version": metrics.get("package_version"),
                      "commit": metrics.get("commit"), "tensorflow": metrics.get("tensorflow"),
                      "keras": metrics.get("keras"), "hardware": metrics.get("machine"),
@@ -487,16 +494,17 @@ def _card_curves(entry, ev):
     return lines
 
 
-def _fine_tuned(config):
-    """The card's sentence on a run that started from other weights (``init_from``)."""
-    source = config.get("init_from")
-    if not source:
+def _fine_tuned(recipe):
+    """The card's sentence on a run that started from a zoo entry's weights
+    (``init_from``; ``recipe["init"]`` is what it read)."""
+    init = recipe.get("init")
+    if not init:
         return []
-    mixbn_note = (" (each BatchNormalization's weights filling both of its MixBN domains)"
-                  if config.get("model", {}).get("norm") == "mixbn" else "")
-    return ["", f"Fine-tuned: training started from the weights of `{source}`{mixbn_note}, "
-                "not from the initializers; the epochs and seconds above are the "
-                "fine-tuning's alone."]
+    filled = (" (each BatchNormalization's weights filling every domain of its MixBN)"
+              if init.get("bn_into_mixbn") else "")
+    return ["", f"Fine-tuned: training started from the weights of zoo entry "
+                f"`{init['zoo_entry']}` (sha256 `{init['sha256']}`){filled}, not from the "
+                "initializers; the epochs and seconds above are the fine-tuning's alone."]
 
 
 def _card_making(meta):
@@ -516,7 +524,7 @@ def _card_making(meta):
             f"{tr['train_seconds']} s "
             f"(tf_advscale {tr['package_version']}, commit {tr['commit'] or 'not recorded'}, "
             f"TensorFlow {tr['tensorflow']}, Keras {tr['keras']}). The whole config as it "
-            "ran is `recipe.config` in `metadata.json`.", *_fine_tuned(rec["config"]), "",
+            "ran is `recipe.config` in `metadata.json`.", *_fine_tuned(rec), "",
             f"Evaluated with {command} (tf_advscale {ev['package_version']}, commit "
             f"{ev['commit']}, {ev['date']}).", "", _data_line(meta), "",
             "## Use", "", "```python", "from tf_advscale import zoo",

@@ -330,61 +330,85 @@ def convert(model, domains=DEFAULT_DOMAINS, **mixbn_kwargs):
         return layer.__class__.from_config(layer.get_config())
 
     new = keras.models.clone_model(model, clone_function=clone, recursive=True)
-    copy_weights(model, new, check_names=True)
+    copy_weights(model, new)
     return new
 
 
 def _leaves(model):
-    """The layers of ``model`` that own weights: those with weights and no
-    sublayer holding any (a nested model, or a layer wrapping one such as
-    ``models.resnet.Recompute``, is looked into, not copied whole)."""
-    return [l for l in walk.sublayers(model)
-            if l.weights and not any(s.weights for s in walk.sublayers(l))]
+    """The layers of ``model`` that own weights (those with weights and no
+    sublayer holding any: a nested model, or a layer wrapping one such as
+    ``models.resnet.Recompute``, is looked into, not copied whole), in the
+    order of ``model.weights``. Raises ValueError if a variable of the model
+    is owned by none of them."""
+    layers = [l for l in walk.sublayers(model)
+              if l.weights and not any(s.weights for s in walk.sublayers(l))]
+    index = {id(v): i for i, v in enumerate(model.weights)}
+    owned = {id(v) for l in layers for v in l.weights}
+    missing = [v.path for v in model.weights if id(v) not in owned]
+    if missing:
+        raise ValueError(f"{model.name!r}: variables {missing[:3]} belong to a layer that also "
+                         "holds layers with weights; copy_weights cannot copy them")
+    return sorted(layers, key=lambda l: min(index.get(id(v), len(index)) for v in l.weights))
 
 
-def copy_weights(source, target, check_names=False):
+BN_WEIGHTS = ("gamma", "beta", "moving_mean", "moving_variance")
+
+
+def copy_weights(source, target):
     """Sets ``target``'s weights from ``source``, a model of the same
-    architecture, layer by layer in order (nested models included).
+    architecture, layer by layer in weight order (nested models included);
+    layer names must agree.
 
     A BatchNormalization's gamma, beta and moving statistics fill every
-    domain of the MixBN in its place in ``target`` (as ``convert`` does);
-    every other layer, a MixBN in both included, takes ``source``'s weights
-    as they are. Raises ValueError naming the first layer that differs (in
-    kind, weight shapes, or with ``check_names`` its name); a MixBN in
-    ``source`` whose place in ``target`` is not one is refused, since which
-    domain's statistics to keep is not defined.
+    domain of the MixBN in its place in ``target`` (as ``convert`` does); a
+    MixBN into a MixBN copies those four per domain (the domains must be the
+    same, in the same order) and keeps the target's inference route; any
+    other layer takes ``source``'s weights as they are. Raises ValueError,
+    naming the first layer that differs (in name, kind or weight shapes),
+    before anything is written; a MixBN into a layer that is not one is
+    refused, since which domain to keep is not defined. Layers without
+    weights (activations, padding) are not compared: see
+    ``recipe.warm_start``, which compares the two models' outputs.
     """
     sources, targets = _leaves(source), _leaves(target)
+    for src, layer in zip(sources, targets):
+        if src.name != layer.name:
+            raise ValueError(f"Cannot copy weights from {source.name!r} into {target.name!r}: "
+                             f"the layers differ at {src.name} -> {layer.name}")
     if len(sources) != len(targets):
+        longer = sources if len(sources) > len(targets) else targets
         raise ValueError(f"Cannot copy weights from {source.name!r} ({len(sources)} layers "
-                         f"with weights) into {target.name!r} ({len(targets)}): not the "
-                         "same architecture")
-    pairs = list(zip(sources, targets))
+                         f"with weights) into {target.name!r} ({len(targets)}): the "
+                         f"{'source' if longer is sources else 'target'} goes on with "
+                         f"{longer[min(len(sources), len(targets))].name}")
     writes = []  # (variable, value): every layer is checked before any is written
-    for src, layer in pairs:
+    for src, layer in zip(sources, targets):
         where = f"{src.name} -> {layer.name}"
-        if check_names and src.name != layer.name:
-            raise RuntimeError(f"copy_weights: layer order differs at {where}")
         if isinstance(src, MixBN) and not isinstance(layer, MixBN):
             raise ValueError(f"Cannot copy weights at {where}: a MixBN into a "
                              f"{type(layer).__name__} (which domain to keep is not defined)")
-        if isinstance(layer, MixBN) and not isinstance(src, MixBN):
+        if isinstance(layer, MixBN):
             if not isinstance(src, keras.layers.BatchNormalization):
                 raise ValueError(f"Cannot copy weights at {where}: a {type(src).__name__} "
                                  "into a MixBN")
-            for name in ("gamma", "beta", "moving_mean", "moving_variance"):
+            if isinstance(src, MixBN) and tuple(src.domains) != tuple(layer.domains):
+                raise ValueError(f"Cannot copy weights at {where}: domains "
+                                 f"{tuple(src.domains)} into {tuple(layer.domains)}")
+            for name in BN_WEIGHTS:
                 dst, value = getattr(layer, name), getattr(src, name)
                 if (dst is None) != (value is None):
-                    raise ValueError(f"Cannot copy weights at {where}: {name} is "
-                                     f"{'absent' if value is None else 'present'} in the "
-                                     "source only")
-                if dst is not None:
-                    value = ops.convert_to_numpy(value)
-                    if tuple(dst.shape[1:]) != value.shape:
-                        raise ValueError(f"Cannot copy weights at {where}: {name} has shape "
-                                         f"{value.shape}, the target's domains "
-                                         f"{tuple(dst.shape[1:])}")
-                    writes.append((dst, ops.broadcast_to(value[None], dst.shape)))
+                    raise ValueError(f"Cannot copy weights at {where}: {name} is in the "
+                                     f"{'target' if value is None else 'source'} only")
+                if dst is None:
+                    continue
+                value = ops.convert_to_numpy(value)
+                if not isinstance(src, MixBN):
+                    value = value[None]
+                if value.shape[1:] != tuple(dst.shape[1:]) or value.shape[0] not in (
+                        1, dst.shape[0]):
+                    raise ValueError(f"Cannot copy weights at {where}: {name} has shape "
+                                     f"{value.shape}, the target {tuple(dst.shape)}")
+                writes.append((dst, ops.broadcast_to(value, dst.shape)))
             continue
         if type(src) is not type(layer):
             raise ValueError(f"Cannot copy weights at {where}: a {type(src).__name__} into "
@@ -396,6 +420,5 @@ def copy_weights(source, target, check_names=False):
             raise ValueError(f"Cannot copy weights at {where}: shapes {shapes}, the target "
                              f"has {wanted}")
         writes.extend(zip(layer.weights, weights))
-    # A refused copy has raised above, leaving ``target`` as it was.
     for variable, value in writes:
         variable.assign(value)
