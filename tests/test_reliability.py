@@ -165,6 +165,40 @@ def test_a_resumed_run_records_the_commit_of_each_segment(tmp_path, monkeypatch)
     assert runner._Commits().describe() is None
 
 
+def test_a_resumed_run_records_the_cpu_of_each_segment(tmp_path, monkeypatch):
+    """Training time sums segments on machines whose speeds differ several-
+    fold: the run lists each segment's CPU model, in order, a repeat once."""
+    from tf_advscale import distribute, runner
+
+    def cpu(model):
+        monkeypatch.setattr(distribute, "cpu_info", lambda path=None: {"model": model,
+                                                                        "flags": frozenset()})
+
+    cpu("Intel Xeon")
+    first = runner._Machines()
+    state = checkpoint.TrainingState(tmp_path, steps_per_epoch=6, every_steps=2,
+                                     tracked={"machines": first})
+    _fit_steps(_tiny_model(), state, 2)
+    assert first.describe() == "Intel Xeon"
+    for here, expected in (("AMD EPYC", "Intel Xeon then AMD EPYC"), ("Intel Xeon", "Intel Xeon")):
+        cpu(here)
+        resumed = runner._Machines()
+        again = checkpoint.TrainingState(tmp_path, steps_per_epoch=6,
+                                         tracked={"machines": resumed})
+        assert again.load() == (0, 2) and again.restore_into(_tiny_model())
+        assert resumed.describe() == expected
+    # A checkpoint from before machines were tracked resumes, with this segment's.
+    _fit_steps(_tiny_model(), checkpoint.TrainingState(
+        tmp_path / "old", steps_per_epoch=6, every_steps=2, tracked={"commits": runner._Commits()}),
+        2)
+    cpu("AMD EPYC")
+    resumed = runner._Machines()
+    again = checkpoint.TrainingState(tmp_path / "old", steps_per_epoch=6,
+                                     tracked={"machines": resumed})
+    assert again.load() == (0, 2) and again.restore_into(_tiny_model())
+    assert resumed.describe() == "AMD EPYC"
+
+
 def test_the_commit_is_the_packages_own_never_an_enclosing_repositorys(tmp_path):
     """A pip install inside another git repository (a virtual environment in
     a user's project) records no commit rather than the project's."""

@@ -142,7 +142,8 @@ def _entry(root, name, config, seconds=12.0):
     path = directory / "model.keras"
     files.save_model_atomic(model, path)
     meta = {"name": name, "params": count_params(model), "default_route": None,
-            "architecture": {"norm": "bn"}, "training": {"train_seconds": seconds},
+            "architecture": {"norm": "bn"},
+            "training": {"train_seconds": seconds, "hardware": "x86_64 2 cpus (Xeon)"},
             "recipe": {"config": json.loads(json.dumps(config, default=files.to_json))},
             "source": {"file": "model.keras", "sha256": files.sha256(path),
                        "bytes": path.stat().st_size}}
@@ -253,6 +254,8 @@ def test_plan_lists_shared_runs_runs_to_train_and_their_cost(tiny_zoo, tmp_path)
     assert f"~{hundred / rate / 3600:.1f} h" in text
     assert "evaluations (4):" in text and text.count(": to do;") == 4
     assert "to compute: 3 runs to train" in text and "image passes/s" in text
+    # Runs move between machines several-fold apart: the rate says where it was measured.
+    assert "that rate was measured on x86_64 2 cpus (Xeon); this machine: " in text
     reproduce.train(plan, Run(), 0)
     assert "bn-c0-d8/seed0: shared with zoo entry resnet8.tiny_sample" in \
         "\n".join(estimate.describe(plan, ["clean_portion"]))

@@ -312,6 +312,27 @@ class _Commits:
         return " then ".join(known) or None
 
 
+class _Machines:
+    """The CPU model of each segment of a resumed work directory, in order
+    (runs move between machines whose speeds differ several-fold, and the
+    training time sums them all)."""
+
+    def __init__(self):
+        self.models = [distribute.cpu_info()["model"]]
+
+    def get_state(self):
+        return {"cpus": self.models}
+
+    def set_state(self, state):
+        here = self.models[-1]
+        self.models = list(state["cpus"])
+        if self.models[-1:] != [here]:
+            self.models.append(here)
+
+    def describe(self):
+        return " then ".join(self.models)
+
+
 # The stdlib ``logging`` module, not ``absl.logging``: absl's file handler
 # names its own files (``NAME.HOST.USER.log.INFO.DATE.PID``) and sends to the
 # console only once absl flags are parsed, which this CLI does not do.
@@ -413,8 +434,8 @@ def _run(config, workdir, verbose, source=None):
 
     monitor = "val_adv_accuracy" if config["eval_attack"] else "val_clean_accuracy"
     best = callbacks_lib.BestModel(os.path.join(workdir, "best.keras"), monitor=monitor, mode="max")
-    clock, commits = _Clock(), _Commits()
-    tracked = {"best_model": best, "clock": clock, "commits": commits}
+    clock, commits, machines = _Clock(), _Commits(), _Machines()
+    tracked = {"best_model": best, "clock": clock, "commits": commits, "machines": machines}
     callbacks = [
         keras.callbacks.CSVLogger(os.path.join(workdir, "history.csv"), append=True),
         keras.callbacks.TensorBoard(os.path.join(workdir, "tb"), write_graph=False),
@@ -462,6 +483,7 @@ def _run(config, workdir, verbose, source=None):
     results = final_evaluation(model, test, config, workdir, verbose=verbose)
     metrics = _metrics(model, config, test_info, results, train_time, time.time() - start,
                        commits.describe())
+    metrics["cpu"] = machines.describe()
     if os.path.exists(os.path.join(workdir, INIT_RECORD)):
         with open(os.path.join(workdir, INIT_RECORD)) as f:
             metrics["init"] = json.load(f)

@@ -121,12 +121,19 @@ def _metadata(name, classifier, routes, config, metrics, train_command, dataset_
                    **({"init": metrics["init"]} if metrics.get("init") else {})},
         "training": {"package_version": metrics.get("package_version"),
                      "commit": metrics.get("commit"), "tensorflow": metrics.get("tensorflow"),
-                     "keras": metrics.get("keras"), "hardware": metrics.get("machine"),
+                     "keras": metrics.get("keras"), "hardware": _hardware(metrics),
                      "train_seconds": metrics.get("train_seconds")},
         "evaluation": evaluation,
         "source": {"file": zoo.MODEL, "sha256": sha256(model_file),
                    "bytes": os.path.getsize(model_file)},
     }
+
+
+def _hardware(metrics):
+    """``"x86_64 2 cpus (CPU model)"``; the CPU models of every segment of a
+    resumed run, in order, where the run recorded them."""
+    machine = metrics.get("machine")
+    return f"{machine} ({metrics['cpu']})" if machine and metrics.get("cpu") else machine
 
 
 def _routes(classifier):

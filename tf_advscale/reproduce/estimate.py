@@ -16,6 +16,7 @@ time is known (finished, or the zoo's for shared ones) when there are some.
 
 import json
 import os
+import platform
 
 from tf_advscale.reproduce import share
 from tf_advscale.reproduce.experiments import EXPERIMENTS, UNPLANNED
@@ -107,22 +108,35 @@ def eval_passes(plan, config, ev):
 
 
 def _status(path, config):
-    """(status, training seconds known or None) of one run directory."""
+    """(status, training seconds known or None, the hardware they were
+    measured on or None) of one run directory."""
+    from tf_advscale import zoo
     if os.path.exists(os.path.join(path, "metrics.json")):
-        return "trained", json.load(open(os.path.join(path, "metrics.json")))["train_seconds"]
+        with open(os.path.join(path, "metrics.json")) as f:
+            m = json.load(f)
+        cpu = f" ({m['cpu']})" if m.get("cpu") else ""
+        return "trained", m["train_seconds"], f"{m.get('machine')}{cpu}"
     rec = share.record(path)
     if rec:
-        return f"shared with zoo entry {rec['entry']}", rec.get("train_seconds")
+        return (f"shared with zoo entry {rec['entry']}", rec.get("train_seconds"),
+                _entry_hardware(rec["entry"]))
     nearest = share.closest(config)
     name = share.would_link(path, config, nearest)
     if name:
-        from tf_advscale import zoo
         return (f"will be shared with zoo entry {name}",
-                (zoo.info(name).get("training") or {}).get("train_seconds"))
+                (zoo.info(name).get("training") or {}).get("train_seconds"), _entry_hardware(name))
     name, diff = nearest
     started = os.path.isdir(os.path.join(path, "state"))
     near = f" (closest zoo entry {name} differs at {', '.join(diff[:3])})" if name else ""
-    return ("partly trained, resumes" if started else "to train") + near, None
+    return ("partly trained, resumes" if started else "to train") + near, None, None
+
+
+def _entry_hardware(name):
+    from tf_advscale import zoo
+    try:
+        return (zoo.info(name).get("training") or {}).get("hardware")
+    except zoo.ZooError:
+        return None
 
 
 def _amount(passes, rate):
@@ -137,11 +151,13 @@ def describe(plan, names):
     work, _ = planned_work(plan, names)
     runs_root = os.path.join(plan.root, "runs")
     runs, timed = [], [0.0, 0.0]  # passes and seconds of runs with a known time
+    hardware = []  # where those seconds were measured
     for path, config in sorted(work["runs"].items()):
-        status, seconds = _status(path, config)
+        status, seconds, where = _status(path, config)
         passes = train_passes(plan, config)
         if seconds and passes:
             timed[0], timed[1] = timed[0] + passes, timed[1] + seconds
+            hardware.append(where or "hardware not recorded")
         runs.append((os.path.relpath(path, runs_root), status, passes))
     rate = timed[0] / timed[1] if timed[1] else None
     todo = [r for r in runs if r[1].startswith(("to train", "partly"))]
@@ -168,4 +184,9 @@ def describe(plan, names):
               f"at {rate:.0f} image passes/s, the rate of the runs whose training time is "
               "known; partly trained runs counted whole, attacks on every image: rough"
               if rate else "no run's training time is known yet: passes only"]
+    if rate:
+        from tf_advscale import distribute
+        lines += [f"that rate was measured on {', '.join(sorted(set(hardware)))}; this "
+                  f"machine: {platform.machine()} {os.cpu_count()} cpus "
+                  f"({distribute.cpu_info()['model']}), whose rate can differ several-fold"]
     return lines
