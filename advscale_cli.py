@@ -162,6 +162,10 @@ def _add_reproduce(sub):
                    help="tables, plots and results.json of each experiment (report reads it)")
     r.add_argument("--runlocal", action="store_true", help="the tiny scale")
     r.add_argument("--out", default="REPRODUCTION.md", help="report: the file to write")
+    r.add_argument("--measure-rate", action="store_true",
+                   help="plan: time a few training steps of the base run here and give hours "
+                        "at that rate (else at the rate of runs already trained, which may "
+                        "have been on another machine)")
 
 
 def build_parser():

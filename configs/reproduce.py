@@ -4,7 +4,7 @@
     advscale reproduce all --dataset cifar10               # every experiment, in order
     advscale reproduce report                              # REPRODUCTION.md from the results
     advscale reproduce mixbn --config configs/reproduce.py:paper --dataset imagenet
-    advscale reproduce plan --config configs/reproduce.py:medium --dataset cifar10
+    advscale reproduce plan --config configs/reproduce.py:medium --dataset cifar10 --measure-rate
     advscale reproduce all --config configs/reproduce.py:medium --dataset cifar10
 
 Experiments: clean_portion, attack_strength, mixbn, consistent_bn, norms, alp,

@@ -311,3 +311,29 @@ def test_autoattack_beside_the_main_attack_where_the_scale_asks(tmp_path, monkey
         ("bn-c100-d20", "0", "single"), ("bn-c100-d20", "1", "single"),
         ("mixbn-c100-d20", "0", "adversarial"), ("mixbn-c100-d20", "0", "clean"),
         ("mixbn-c100-d20", "1", "adversarial"), ("mixbn-c100-d20", "1", "clean")], aa
+
+
+def test_plan_measures_this_machines_rate_when_asked(tmp_path, capsys):
+    """--measure-rate: hours at a rate timed here on the base run's step,
+    not at that of runs trained elsewhere (machines differ several-fold)."""
+    from advscale_cli import build_parser
+    from tf_advscale import cli
+    from tf_advscale.reproduce import estimate
+    plan = _plan(tmp_path)
+    rate = estimate.measure_rate(plan, steps=2)
+    # Tiny: ResNet-8 on 28x28 images, batch 32, PGD-2 steps: hundreds to thousands a second.
+    assert 10 < rate < 1e6
+    text = "\n".join(estimate.describe(plan, ["clean_portion"], rate_here=rate))
+    passes = estimate.train_passes(plan, plan.train_config(Run(), 0))
+    assert f"{passes / 1e6:.2f}M passes, ~{passes / rate / 3600:.1f} h" in text
+    assert f"at {rate:.0f} image passes/s, measured on this machine" in text
+    args = build_parser().parse_args(["reproduce", "plan", "--runlocal", "--measure-rate",
+                                      "--workdir", str(tmp_path / "w"), "--config", CONFIG])
+    assert cli.run(args) == 0
+    assert "image passes/s, measured on this machine" in capsys.readouterr().out
+    args = build_parser().parse_args(["reproduce", "all", "--runlocal", "--measure-rate",
+                                      "--config", CONFIG])
+    with pytest.raises(SystemExit, match="--measure-rate goes with 'plan'. Received: 'all'"):
+        cli.run(args)
+    with pytest.raises(ValueError, match="steps and warmup must be ints >= 1"):
+        estimate.measure_rate(plan, steps=0)

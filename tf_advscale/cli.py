@@ -324,6 +324,9 @@ def _zoo(args):
 def _reproduce(args):
     from tf_advscale import config as config_lib
     from tf_advscale import reproduce
+    if getattr(args, "measure_rate", False) and args.experiment != "plan":
+        raise SystemExit(f"advscale reproduce: --measure-rate goes with 'plan'. Received: "
+                         f"{args.experiment!r}")
     config = config_lib.load_file(args.config, runlocal=args.runlocal)
     if args.experiment == "report":
         # The other scales the report shows beside this one, from the same file.
@@ -348,7 +351,8 @@ def _reproduce(args):
         names = [args.experiment]
     if args.experiment == "plan":
         from tf_advscale.reproduce import estimate
-        print("\n".join(estimate.describe(plan, names)))
+        rate = estimate.measure_rate(plan) if args.measure_rate else None
+        print("\n".join(estimate.describe(plan, names, rate_here=rate)))
         return 0
     from tf_advscale import runner
     # Threads and determinism before any TensorFlow work (an evaluation may come first).

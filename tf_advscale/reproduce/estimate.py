@@ -139,6 +139,49 @@ def _entry_hardware(name):
         return None
 
 
+def measure_rate(plan, steps=3, warmup=1):
+    """This machine's image passes/s (the module doc's unit) on the plan's
+    base run (``Run()``, its first seed, at the base depth and the config's
+    precision): ``steps`` training steps on random images of the data's
+    shape, timed after ``warmup`` steps (the first traces the step). Data
+    loading is not counted. Runs in a few minutes at most for the small and
+    medium scales on a CPU; nothing is written."""
+    import time
+
+    import numpy as np
+
+    from tf_advscale import config as config_lib
+    from tf_advscale import data as data_lib
+    from tf_advscale import recipe, runner
+    from tf_advscale.reproduce.plan import Run
+
+    if not (isinstance(steps, int) and steps >= 1 and isinstance(warmup, int) and warmup >= 1):
+        raise ValueError(f"steps and warmup must be ints >= 1. Received: steps={steps!r}, "
+                         f"warmup={warmup!r}")
+    config = config_lib.merge(plan.train_config(Run(), plan.seeds[0]))
+    dataset = config["data"]["dataset"]
+    info = data_lib.dataset_info(dataset) or {}
+    if not info.get("classes") or not info.get("shape"):
+        raise ValueError(f"Cannot measure a training step of {dataset!r} without reading it: "
+                         "its classes and image shape are not known to tf_advscale.data")
+    runner.setup_runtime(config)
+    batch = config["data"]["batch_size"]
+    model = recipe.build(config, {"num_classes": len(info["classes"]), "shape": info["shape"],
+                                  "steps_per_epoch": 1000})
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(batch,) + tuple(info["shape"])).astype("float32")
+    y = rng.integers(0, len(info["classes"]), size=(batch,)).astype("int32")
+    for _ in range(warmup):
+        model.train_on_batch(x, y)
+    start = time.perf_counter()
+    for _ in range(steps):
+        model.train_on_batch(x, y)
+    seconds = time.perf_counter() - start
+    atk = config["attack"]
+    per_image = atk["steps"] + 1 + config["trainer"]["clean_portion"] if atk else 1
+    return steps * batch * per_image / seconds
+
+
 def _amount(passes, rate):
     if passes is None:
         return "size unknown (no train_subset or train_images)"
@@ -146,8 +189,10 @@ def _amount(passes, rate):
     return text + (f", ~{passes / rate / 3600:.1f} h" if rate else "")
 
 
-def describe(plan, names):
-    """The lines ``advscale reproduce plan`` prints for experiments ``names``."""
+def describe(plan, names, rate_here=None):
+    """The lines ``advscale reproduce plan`` prints for experiments ``names``;
+    hours at ``rate_here`` (``measure_rate``) when given, else at the rate of
+    the runs whose training time is known."""
     work, _ = planned_work(plan, names)
     runs_root = os.path.join(plan.root, "runs")
     runs, timed = [], [0.0, 0.0]  # passes and seconds of runs with a known time
@@ -159,7 +204,7 @@ def describe(plan, names):
             timed[0], timed[1] = timed[0] + passes, timed[1] + seconds
             hardware.append(where or "hardware not recorded")
         runs.append((os.path.relpath(path, runs_root), status, passes))
-    rate = timed[0] / timed[1] if timed[1] else None
+    rate = rate_here or (timed[0] / timed[1] if timed[1] else None)
     todo = [r for r in runs if r[1].startswith(("to train", "partly"))]
     lines = [f"{plan.dataset}, {plan.config['scale']} scale, seeds {plan.seeds}: "
              f"{', '.join(names)}"]
@@ -181,12 +226,20 @@ def describe(plan, names):
     eval_p = sum(p for _, done, p in evals if not done)
     lines += ["", f"to compute: {len(todo)} runs to train ({_amount(train_p, rate)}), "
               f"{sum(not d for _, d, _ in evals)} evaluations ({_amount(eval_p, rate)})",
+              f"at {rate:.0f} image passes/s, measured on this machine "
+              f"({platform.machine()} {os.cpu_count()} cpus, {_cpu()}) on the base run's "
+              "training step; partly trained runs counted whole, attacks on every image: rough"
+              if rate_here else
               f"at {rate:.0f} image passes/s, the rate of the runs whose training time is "
               "known; partly trained runs counted whole, attacks on every image: rough"
               if rate else "no run's training time is known yet: passes only"]
-    if rate:
-        from tf_advscale import distribute
+    if rate and not rate_here:
         lines += [f"that rate was measured on {', '.join(sorted(set(hardware)))}; this "
-                  f"machine: {platform.machine()} {os.cpu_count()} cpus "
-                  f"({distribute.cpu_info()['model']}), whose rate can differ several-fold"]
+                  f"machine: {platform.machine()} {os.cpu_count()} cpus ({_cpu()}), whose rate "
+                  "can differ several-fold (--measure-rate times it here)"]
     return lines
+
+
+def _cpu():
+    from tf_advscale import distribute
+    return distribute.cpu_info()["model"]
