@@ -41,8 +41,9 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _two_workers(script, arg, logs):
-    """Runs ``script arg`` as the two workers of a local cluster; returns their logs."""
+def _two_workers(script, arg, logs, *more):
+    """Runs ``script arg [more...]`` as the two workers of a local cluster;
+    returns their logs."""
     workers = [f"127.0.0.1:{_free_port()}" for _ in range(2)]
     procs, paths = [], [logs / f"{script.stem}{i}.log" for i in range(2)]
     try:
@@ -50,7 +51,7 @@ def _two_workers(script, arg, logs):
             config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}}
             log = open(paths[i], "w")
             procs.append(subprocess.Popen(
-                [sys.executable, str(script), str(arg)],
+                [sys.executable, str(script), str(arg), *map(str, more)],
                 env=checkout_env(TF_CONFIG=json.dumps(config)), stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True))
@@ -127,6 +128,27 @@ def test_multi_worker_run_resumes_every_worker_from_the_same_step(tmp_path):
     # Trained weights are the same on both workers. (BN moving statistics are
     # each worker's own, from its share of the batch, unless synchronized.)
     for a, b in zip(resumed[0][0], resumed[1][0]):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_multi_worker_run_starts_every_worker_from_init_from(tmp_path):
+    """init_from under MultiWorkerMirroredStrategy: the source is read before
+    any worker's collectives need it and outside the strategy's scope (read
+    inside, or before the strategy exists, it hangs or is refused), and both
+    workers start from it and train alike."""
+    from tf_advscale.models import resnet
+    src = resnet(depth=8, num_classes=10, input_shape=(28, 28, 1), family="cifar")
+    for v in src.trainable_variables:
+        v.assign(v + np.random.default_rng(5).normal(0, 0.05, v.shape).astype("float32"))
+    src.save(tmp_path / "src.keras")
+    run = tmp_path / "run"
+    logs = _two_workers(HELPERS / "multiworker_run.py", run, tmp_path, tmp_path / "src.keras")
+    for log, workdir in zip(logs, (run, run / "worker1")):
+        assert f"Initial weights from {tmp_path / 'src.keras'}" in (workdir / "run.log").read_text()
+        assert json.loads((workdir / "init.json").read_text())["bn_into_mixbn"] is False
+    trained = [_final_weights(run)[0], _final_weights(run / "worker1")[0]]
+    for a, b in zip(*trained):
         np.testing.assert_array_equal(a, b)
 
 

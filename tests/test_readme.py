@@ -147,11 +147,11 @@ def test_the_two_cpus_step_rates_equal_their_json():
     fast = _json("bench_peers")["workloads"]["resnet20_cifar_b128"]["tf_advscale"]
     slow = _json("bench_precision_amd_epyc")["train_images_per_s"]["resnet20"]["float32"]
     a, b = fast["fgsm_rs_train"]["images_per_s"], slow
-    fold = {5: "five", 6: "six", 7: "seven"}.get(round(a / b), f"{round(a / b)}")
-    assert (f"differed {fold}-fold: `results/bench_peers.json` and "
-            "`results/bench_precision_amd_epyc.json` time a ResNet-20 single-step training "
-            f"step (FGSM-RS and N-FGSM, batch 128, float32) at {a:.0f} and {b:.0f} images/s"
-            ) in _flat(README)
+    assert a / b > 2, (a, b)  # "several-fold"
+    assert (f"a ResNet-20 single-step training step (batch 128, float32) reads {a:.0f} "
+            "images/s in `results/bench_peers.json` (FGSM-RS, an earlier 2-core machine whose "
+            f"CPU model it does not record) and {b:.0f} in "
+            "`results/bench_precision_amd_epyc.json`") in _flat(README)
 
 
 def test_bfloat16_slowdowns_equal_their_json():

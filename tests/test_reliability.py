@@ -167,7 +167,8 @@ def test_a_resumed_run_records_the_commit_of_each_segment(tmp_path, monkeypatch)
 
 def test_a_resumed_run_records_the_cpu_of_each_segment(tmp_path, monkeypatch):
     """Training time sums segments on machines whose speeds differ several-
-    fold: the run lists each segment's CPU model, in order, a repeat once."""
+    fold: the run lists the CPU model of each segment that trains, in order,
+    a repeat once; a checkpoint from before the record says so."""
     from tf_advscale import distribute, runner
 
     def cpu(model):
@@ -176,6 +177,8 @@ def test_a_resumed_run_records_the_cpu_of_each_segment(tmp_path, monkeypatch):
 
     cpu("Intel Xeon")
     first = runner._Machines()
+    assert first.describe() is None  # nothing trained yet
+    first.start()
     state = checkpoint.TrainingState(tmp_path, steps_per_epoch=6, every_steps=2,
                                      tracked={"machines": first})
     _fit_steps(_tiny_model(), state, 2)
@@ -186,8 +189,10 @@ def test_a_resumed_run_records_the_cpu_of_each_segment(tmp_path, monkeypatch):
         again = checkpoint.TrainingState(tmp_path, steps_per_epoch=6,
                                          tracked={"machines": resumed})
         assert again.load() == (0, 2) and again.restore_into(_tiny_model())
+        resumed.resumed_without_record()  # it has one: no change
+        assert resumed.describe() == "Intel Xeon"  # restored; this machine has not trained
+        resumed.start()
         assert resumed.describe() == expected
-    # A checkpoint from before machines were tracked resumes, with this segment's.
     _fit_steps(_tiny_model(), checkpoint.TrainingState(
         tmp_path / "old", steps_per_epoch=6, every_steps=2, tracked={"commits": runner._Commits()}),
         2)
@@ -196,7 +201,9 @@ def test_a_resumed_run_records_the_cpu_of_each_segment(tmp_path, monkeypatch):
     again = checkpoint.TrainingState(tmp_path / "old", steps_per_epoch=6,
                                      tracked={"machines": resumed})
     assert again.load() == (0, 2) and again.restore_into(_tiny_model())
-    assert resumed.describe() == "AMD EPYC"
+    resumed.resumed_without_record()
+    resumed.start()
+    assert resumed.describe() == "not recorded then AMD EPYC"
 
 
 def test_the_commit_is_the_packages_own_never_an_enclosing_repositorys(tmp_path):

@@ -195,7 +195,8 @@ def test_load_init_source_refuses_a_file_holding_code(tmp_path):
     inputs = keras.Input(SHAPE)
     m = keras.Model(inputs, keras.layers.Lambda(lambda t: t * 2)(inputs))
     m.save(tmp_path / "code.keras")
-    with pytest.raises(ConfigError, match="init_from='.*code.keras': .*holds Python code"):
+    with pytest.raises(ConfigError, match=r"^init_from='[^']*code.keras': [^ ]*code.keras: the "
+                                          "model file holds Python code"):
         recipe.load_init_source(str(tmp_path / "code.keras"))
 
 
@@ -246,6 +247,16 @@ def test_runner_warm_starts_a_fresh_run_only(tmp_path, monkeypatch):
     with pytest.raises(Stop):
         runner.run(c, str(work))
     assert loads == [str(src)] and len(starts) == 1
+    # Started, but no usable checkpoint: step 0 again, and the source is gone.
+    monkeypatch.setattr(ckpt_lib.TrainingState, "load", lambda self, agree=None: (0, 0))
+    with pytest.raises(ConfigError, match=f"init_from='{src}': {work} starts at step 0 again "
+                                          r"\(no usable checkpoint\), and the weights it "
+                                          "starts from are gone"):
+        runner.run(c, str(work))
+    src.write_bytes(b"")  # there again: read, outside the strategy's scope, and copied
+    with pytest.raises(Stop):
+        runner.run(c, str(work))
+    assert loads == [str(src)] * 2 and len(starts) == 2
 
 
 def test_a_bad_init_from_is_refused_before_the_work_directory_is_made(tmp_path):
@@ -336,6 +347,12 @@ def test_a_fine_tuned_entrys_card_and_zoo_row_say_where_its_training_started():
 
 def test_a_run_started_from_a_local_file_is_not_published(tmp_path):
     from tf_advscale import zoo_publish
+    (tmp_path / "config.json").write_text(json.dumps({"init_from": "zoo:x.y_z"}))
+    (tmp_path / "metrics.json").write_text(json.dumps({}))
+    with pytest.raises(ValueError, match="has init_from='zoo:x.y_z' but its metrics.json has no "
+                                         "record of the weights it started from"):
+        zoo_publish.publish(str(tmp_path), "resnet8.ft_sample", "advscale train ...",
+                            out_dir=str(tmp_path / "zoo"))
     (tmp_path / "config.json").write_text(json.dumps({"init_from": "mine.keras"}))
     (tmp_path / "metrics.json").write_text(json.dumps(
         {"init": {"init_from": "mine.keras", "zoo_entry": None, "sha256": "a" * 64}}))

@@ -313,24 +313,35 @@ class _Commits:
 
 
 class _Machines:
-    """The CPU model of each segment of a resumed work directory, in order
-    (runs move between machines whose speeds differ several-fold, and the
-    training time sums them all)."""
+    """The CPU model of each training segment of a resumed work directory, in
+    order (runs move between machines whose speeds differ several-fold, and
+    the training time sums them all). ``start`` records this machine when it
+    is about to train; a run resumed from a checkpoint written before this
+    record existed begins with "not recorded"."""
+
+    NOT_RECORDED = "not recorded"
 
     def __init__(self):
-        self.models = [distribute.cpu_info()["model"]]
+        self.models, self.restored = [], False
 
     def get_state(self):
         return {"cpus": self.models}
 
     def set_state(self, state):
-        here = self.models[-1]
-        self.models = list(state["cpus"])
+        self.models, self.restored = list(state["cpus"]), True
+
+    def resumed_without_record(self):
+        """After a checkpoint without this state was restored."""
+        if not self.restored and not self.models:
+            self.models = [self.NOT_RECORDED]
+
+    def start(self):
+        here = distribute.cpu_info()["model"]
         if self.models[-1:] != [here]:
             self.models.append(here)
 
     def describe(self):
-        return " then ".join(self.models)
+        return " then ".join(self.models) or None
 
 
 # The stdlib ``logging`` module, not ``absl.logging``: absl's file handler
@@ -377,29 +388,37 @@ def run(config, workdir, verbose=None):
     check_workdir(workdir, config)
     write_json(os.path.join(workdir, "config.json"), config)
     setup_runtime(config)
-    # Read outside the strategy's scope: its variables are read, never trained.
-    source = recipe.load_init_source(config["init_from"]) if fresh and config["init_from"] \
-        else None
+    # Before any tensor exists (multi-worker collectives, a TPU system).
     strategy = distribute.make_strategy(dist["strategy"], tpu=dist["tpu"])
+    # init_from's model, read outside the strategy's scope (its variables are
+    # read, never trained) wherever it exists: a started run may still begin at
+    # step 0 (no usable checkpoint, or workers agreeing on none). A list, which
+    # _run empties, so that the source is freed once copied.
+    init = [recipe.load_init_source(config["init_from"])] \
+        if config["init_from"] and (fresh or recipe.init_source_exists(config["init_from"])) \
+        else []
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(config["trainer"]["precision"])
     try:
         with strategy.scope(), run_log(workdir) as log:
             if settled:
                 log.info("%s", settled)
-            return _run(config, workdir, verbose, source)
+            return _run(config, workdir, verbose, init)
     finally:
         keras.config.set_dtype_policy(previous)
 
 
-def _warm_start(model, config, workdir, source, val, best, monitor_co):
-    """Sets a fresh run's initial weights from ``init_from`` and writes what
-    they came from to ``init.json``. Validation and the catastrophic-
+def _warm_start(model, config, workdir, init, val, best, monitor_co):
+    """Sets a fresh run's initial weights from ``init_from`` (``init``: a
+    list holding ``recipe.load_init_source``'s pair, emptied here) and writes
+    what they came from to ``init.json``. Validation and the catastrophic-
     overfitting monitor then read the starting weights once, so that
     ``best.keras`` is the source until training beats it and a collapse in
     the first epoch is measured against the source (and rolled back to it)."""
-    source = source or recipe.load_init_source(config["init_from"])
-    record = recipe.warm_start(model.model, *source)
+    if not init:
+        raise ConfigError(f"init_from={config['init_from']!r}: {workdir} starts at step 0 again "
+                          "(no usable checkpoint), and the weights it starts from are gone")
+    record = recipe.warm_start(model.model, *init.pop())
     write_json(os.path.join(workdir, INIT_RECORD), record)
     _log.info("Initial weights from %s (sha256 %s)%s", record["init_from"], record["sha256"],
               ", its BatchNormalizations filling both MixBN domains"
@@ -421,7 +440,7 @@ def _warm_start(model, config, workdir, source, val, best, monitor_co):
         _log.info("The starting weights read %s", "; ".join(readings))
 
 
-def _run(config, workdir, verbose, source=None):
+def _run(config, workdir, verbose, init=()):
     (train, train_info), (val, _), (test, test_info) = load_data(config)
     steps_per_epoch = train_info["steps_per_epoch"]
     per_execution = config["trainer"]["steps_per_execution"]
@@ -460,8 +479,12 @@ def _run(config, workdir, verbose, source=None):
     _truncate_history(os.path.join(workdir, "history.csv"), epoch)
     if epoch or step:
         _log.info("Resuming %s at epoch %s, step %s of %s", workdir, epoch, step, steps_per_epoch)
+        machines.resumed_without_record()
+        init.clear()  # its checkpoint has the weights: the source is not needed
     elif config["init_from"]:
-        _warm_start(model, config, workdir, source, val, best, monitor_co)
+        _warm_start(model, config, workdir, init, val, best, monitor_co)
+    if (epoch, step) < (config["optimizer"]["epochs"], 0):
+        machines.start()  # this machine trains a segment
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     clock.start()

@@ -53,7 +53,11 @@ def publish(workdir, name, train_command, out_dir="zoo", n=None, curve_n=500, ep
         config = json.load(f)
     with open(os.path.join(workdir, "metrics.json")) as f:
         metrics = json.load(f)
-    init = metrics.get("init") or {}
+    init = metrics.get("init")
+    if config.get("init_from") and not init:
+        raise ValueError(f"{workdir}: the run has init_from={config['init_from']!r} but its "
+                         "metrics.json has no record of the weights it started from (init); "
+                         "it is not published")
     if config.get("init_from") and not init.get("zoo_entry"):
         raise ValueError(f"{workdir}: the run started from init_from="
                          f"{config['init_from']!r}, not from a zoo entry: a user could not "

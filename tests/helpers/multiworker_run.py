@@ -1,5 +1,5 @@
 """``runner.run`` of a tiny config under MultiWorkerMirroredStrategy: one
-worker of the cluster in TF_CONFIG. Usage: multiworker_run.py WORKDIR"""
+worker of the cluster in TF_CONFIG. Usage: multiworker_run.py WORKDIR [INIT_FROM]"""
 
 import os
 import sys
@@ -9,7 +9,7 @@ from tf_advscale import config as config_lib  # noqa: E402
 from tf_advscale import runner  # noqa: E402
 
 
-def main(workdir):
+def main(workdir, init_from=None):
     config = config_lib.merge({
         "data": {"dataset": "fashion_mnist_sample", "batch_size": 16},
         "model": {"depth": 8, "family": "cifar"},
@@ -23,9 +23,10 @@ def main(workdir):
         # starving the coordination service's heartbeats.
         "threads": {"intra_op": 1, "inter_op": 1},
         "deterministic": True,
+        "init_from": init_from,
     })
     runner.run(config, workdir, verbose=0)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:3])

@@ -89,7 +89,7 @@ def train_passes(plan, config):
     images = d["train_subset"] or plan.config["datasets"][plan.dataset].get("train_images")
     if not images:
         return None
-    per_image = atk["steps"] + 1 + config["trainer"]["clean_portion"] if atk else 1
+    per_image = _passes_per_training_image(config)
     check = 1 + (config["eval_attack"] or {}).get("steps", 0)
     validations = -(-opt["epochs"] // ev["val_every"])
     passes = (images * opt["epochs"] * per_image + ev["val_subset"] * check * validations
@@ -115,7 +115,8 @@ def _status(path, config):
         with open(os.path.join(path, "metrics.json")) as f:
             m = json.load(f)
         cpu = f" ({m['cpu']})" if m.get("cpu") else ""
-        return "trained", m["train_seconds"], f"{m.get('machine')}{cpu}"
+        return "trained", m["train_seconds"], (f"{m['machine']}{cpu}" if m.get("machine")
+                                               else None)
     rec = share.record(path)
     if rec:
         return (f"shared with zoo entry {rec['entry']}", rec.get("train_seconds"),
@@ -145,7 +146,9 @@ def measure_rate(plan, steps=3, warmup=1):
     precision): ``steps`` training steps on random images of the data's
     shape, timed after ``warmup`` steps (the first traces the step). Data
     loading is not counted. Runs in a few minutes at most for the small and
-    medium scales on a CPU; nothing is written."""
+    medium scales on a CPU; nothing is written, but the process keeps the
+    run's runtime settings (``runner.setup_runtime``: threads, seeds, op
+    determinism), as ``advscale reproduce`` would set them anyway."""
     import time
 
     import numpy as np
@@ -177,9 +180,14 @@ def measure_rate(plan, steps=3, warmup=1):
     for _ in range(steps):
         model.train_on_batch(x, y)
     seconds = time.perf_counter() - start
+    return steps * batch * _passes_per_training_image(config) / seconds
+
+
+def _passes_per_training_image(config):
+    """A training step's passes per image: the attack's steps, the weights'
+    forward and backward, and the clean images' (``clean_portion``)."""
     atk = config["attack"]
-    per_image = atk["steps"] + 1 + config["trainer"]["clean_portion"] if atk else 1
-    return steps * batch * per_image / seconds
+    return atk["steps"] + 1 + config["trainer"]["clean_portion"] if atk else 1
 
 
 def _amount(passes, rate):
