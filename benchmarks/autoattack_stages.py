@@ -18,7 +18,6 @@ the same arguments.
 import argparse
 import fractions
 import os
-import platform
 import sys
 import time
 
@@ -30,7 +29,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tf_advscale  # noqa: E402
-from tf_advscale import attacks, bridge, data, zoo  # noqa: E402
+from tf_advscale import attacks, bridge, data, distribute, zoo  # noqa: E402
 from tf_advscale.files import write_json  # noqa: E402
 from validate_autoattack import (_entry_norm, load_model, reference_attacks,  # noqa: E402
                                  set_threads)
@@ -135,7 +134,7 @@ def main():
         "ratio_theirs_over_ours": {
             s: (ref[s]["seconds"] / mine[s]["seconds"]) if mine[s].get("seconds") and
             ref[s].get("seconds") else None for s in stages},
-        "threads": args.threads, "machine": platform.processor() or platform.machine(),
+        "threads": args.threads, "machine": distribute.describe_machine(),
         "versions": {"tf_advscale": tf_advscale.__version__, "tensorflow": tf.__version__,
                      "torch": torch.__version__},
     }

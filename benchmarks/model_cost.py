@@ -16,7 +16,6 @@ untimed ones, on uniform random images.
 
 import argparse
 import os
-import platform
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -27,7 +26,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tf_advscale  # noqa: E402
-from tf_advscale import bridge  # noqa: E402
+from tf_advscale import bridge, distribute  # noqa: E402
 from tf_advscale.files import write_json  # noqa: E402
 from peers import _time  # noqa: E402
 from validate_autoattack import load_model, set_threads  # noqa: E402
@@ -111,7 +110,7 @@ def main():
                 "(cross-entropy) call, the Keras model against its PyTorch twin",
         "model": args.model, "route": args.route, "images": "uniform random",
         "seconds_per_image": rows, "warmup": args.warmup, "repeats": args.repeats,
-        "threads": args.threads, "machine": f"{platform.machine()} {os.cpu_count()} cpus",
+        "threads": args.threads, "machine": distribute.describe_machine(),
         "versions": {"tf_advscale": tf_advscale.__version__, "tensorflow": tf.__version__,
                      "torch": torch.__version__}})
 

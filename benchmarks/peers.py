@@ -33,7 +33,6 @@ the step adds to its convolutions (BN, ReLU, the attack's projection, ...).
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -439,7 +438,9 @@ def main():
     if a.only_fast:
         import tensorflow as tf
         import torch
-        report = {"machine": f"{platform.machine()} {os.cpu_count()} cpus",
+
+        from tf_advscale import distribute
+        report = {"machine": distribute.describe_machine(),
                   "threads": a.threads, "batch": 128,
                   "versions": {"tensorflow": tf.__version__, "torch": torch.__version__},
                   "preactresnet18_nfgsm_train_images_per_s": fast_training(128, a.repeats,
@@ -453,7 +454,8 @@ def main():
     workloads = [("resnet20_cifar_b128", 20, "cifar", (32, 32, 3), 128, 10)]
     if not a.skip_r50:
         workloads.append(("resnet50_224_b8", 50, "imagenet", (224, 224, 3), 8, 1000))
-    report = {"machine": f"{platform.machine()} {os.cpu_count()} cpus", "threads": a.threads,
+    from tf_advscale import distribute
+    report = {"machine": distribute.describe_machine(), "threads": a.threads,
               "python": sys.version.split()[0], "ceiling_gflops": ceilings(a.repeats),
               "workloads": {}}
     import keras

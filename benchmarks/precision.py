@@ -15,7 +15,6 @@ not compared as if they were one.
 import argparse
 import json
 import os
-import platform
 import sys
 
 # Measure this checkout, not an installed copy of the package.
@@ -61,7 +60,7 @@ def main():
         rates[arch]["float32_over_mixed_bfloat16"] = round(
             rates[arch]["float32"] / rates[arch]["mixed_bfloat16"], 2)
         print(arch, rates[arch], flush=True)
-    report = {"machine": f"{platform.machine()} {os.cpu_count()} cpus", "cpu": cpu(),
+    report = {"machine": distribute.describe_machine(), "cpu": cpu(),
               "threads": a.threads, "batch": a.batch, "repeats": a.repeats, "warmup": a.warmup,
               "versions": {"tensorflow": tf.__version__},
               "what": "images/s of one N-FGSM training step (median of the repeats)",

@@ -18,7 +18,6 @@ which includes graph tracing and the Python runtime) is recorded too.
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -110,7 +109,8 @@ def main():
             print(json.dumps(row), flush=True)
             os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
             with open(a.out, "w") as f:
-                json.dump({"rows": rows, "machine": f"{platform.machine()} {os.cpu_count()} cpus",
+                from tf_advscale import distribute
+                json.dump({"rows": rows, "machine": distribute.describe_machine(),
                            "note": "step_peak_mib: TensorFlow allocator peak during a "
                                    "steady-state step; peak_rss_mib: the process's peak "
                                    "resident memory, tracing included"}, f, indent=2)

@@ -45,7 +45,6 @@ import argparse
 import fractions
 import json
 import os
-import platform
 import sys
 import time
 
@@ -58,7 +57,7 @@ import tensorflow as tf  # noqa: E402
 
 import tf_advscale  # noqa: E402
 from tf_advscale.files import write_json  # noqa: E402
-from tf_advscale import attacks, bridge, data, zoo  # noqa: E402
+from tf_advscale import attacks, bridge, data, distribute, zoo  # noqa: E402
 from tf_advscale.attacks.autoattack import STAGES  # noqa: E402
 from tf_advscale.evaluate import resolve_model, run_attacks, stage_key  # noqa: E402
 
@@ -337,7 +336,7 @@ def main():
         "threads": args.threads,
         "versions": {"tf_advscale": tf_advscale.__version__, "tensorflow": tf.__version__,
                      "torch": torch.__version__, "torchattacks": torchattacks.__version__},
-        "machine": f"{platform.machine()} {os.cpu_count()} cpus",
+        "machine": distribute.describe_machine(),
     }
     if args.shipped:
         acc, secs = shipped_class(twin, x_nchw, y, eps, args.seed, args.batch_size, norm)

@@ -17,7 +17,6 @@ Each row also records both sides' wall time (this CPU, one after the other).
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 
@@ -28,6 +27,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tf_advscale  # noqa: E402
+from tf_advscale import distribute  # noqa: E402
 from tf_advscale.attacks import Square  # noqa: E402
 from tf_advscale.files import write_json  # noqa: E402
 
@@ -90,7 +90,7 @@ def main():
         "rows": rows,
         "versions": {"tf_advscale": tf_advscale.__version__, "tensorflow": tf.__version__,
                      "torch": torch.__version__, "torchattacks": torchattacks.__version__},
-        "machine": f"{platform.machine()} {os.cpu_count()} cpus"})
+        "machine": distribute.describe_machine()})
 
 
 if __name__ == "__main__":

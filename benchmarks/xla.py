@@ -12,7 +12,6 @@ rests on; rerun it on a new device before changing that rule.
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -57,9 +56,10 @@ def main():
             times.append(time.perf_counter() - t)
         out[name] = round(a.batch / statistics.median(times), 2)
         print(name, out[name], "img/s", flush=True)
+    from tf_advscale import distribute
     report = {"images_per_s": out, "batch": a.batch, "model": "CIFAR ResNet-20, PGD-7",
               "devices": [d.name for d in tf.config.list_logical_devices()],
-              "machine": f"{platform.machine()} {os.cpu_count()} cpus",
+              "machine": distribute.describe_machine(),
               "tensorflow": tf.__version__}
     os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
     with open(a.out, "w") as f:

@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import platform
 import shutil
 import signal
 import socket
@@ -180,3 +181,15 @@ def test_agreed_step(rows, expected):
 def test_agreed_step_refuses_to_discard_training(rows, match):
     with pytest.raises(RuntimeError, match=match):
         distribute.agreed_step(rows)
+
+
+def test_benchmarks_record_the_cpu_model(monkeypatch):
+    """Two 2-core machines here differed six-fold: a benchmark's machine says which."""
+    monkeypatch.setattr(distribute, "cpu_info", lambda path=None: {"model": "AMD EPYC",
+                                                                    "flags": frozenset()})
+    assert distribute.describe_machine() == \
+        f"{platform.machine()} {os.cpu_count()} cpus (AMD EPYC)"
+    for path in sorted((ROOT / "benchmarks").glob("*.py")):
+        text = path.read_text()
+        if '"machine"' in text:
+            assert '"machine": distribute.describe_machine()' in text, path.name

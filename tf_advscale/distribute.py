@@ -14,6 +14,7 @@ TPUStrategy: the code path exists (``make_strategy("tpu")``, the config's
 ``distribute.strategy = "tpu"``) but has not been run: no TPU here.
 """
 
+import os
 import platform
 
 import tensorflow as tf
@@ -81,6 +82,12 @@ def cpu_info(cpuinfo="/proc/cpuinfo"):
         pass
     return {"model": model or platform.processor() or platform.machine(),
             "flags": flags or frozenset()}
+
+
+def describe_machine():
+    """``"x86_64 2 cpus (CPU model)"``: what benchmark JSONs record as their
+    machine (two 2-core machines here have differed six-fold in speed)."""
+    return f"{platform.machine()} {os.cpu_count()} cpus ({cpu_info()['model']})"
 
 
 _FAILED = -2  # a worker that could not read its checkpoints
