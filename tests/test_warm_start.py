@@ -152,7 +152,7 @@ def test_warm_start_from_a_zoo_entry_gives_its_predictions_on_both_routes():
     set_route(target, "clean")
     x = np.random.default_rng(0).uniform(size=(4, 28, 28, 1)).astype("float32")
     said = recipe.warm_start(target, source, record)
-    assert said == dict(record, bn_into_mixbn=True)
+    assert said == dict(record, bn_into_mixbn=True, skipped=[])
     assert all(int(l.route_index.numpy()) == l.domain_index("clean")
                for l in mixbn_layers(target))  # its route as it was
     for domain in ("clean", "adversarial"):
@@ -227,18 +227,19 @@ def test_runner_warm_starts_a_fresh_run_only(tmp_path, monkeypatch):
 
     monkeypatch.setattr(recipe, "load_init_source", load)
     monkeypatch.setattr(recipe, "warm_start",
-                        lambda classifier, source, record: starts.append(classifier)
-                        or dict(record, bn_into_mixbn=False))
+                        lambda classifier, source, record, skip: starts.append((classifier, skip))
+                        or dict(record, bn_into_mixbn=False, skipped=list(skip)))
     monkeypatch.setattr(ckpt_lib, "resumable_fit", fit)
     src = tmp_path / "src.keras"
     src.write_bytes(b"")  # check_init_from looks for the file; the reading is patched
-    c = _tiny_config(init_from=str(src))
+    c = _tiny_config(init_from=str(src), init_skip=["logits"])
     work = tmp_path / "fresh"
     with pytest.raises(Stop):
         runner.run(c, str(work))
-    assert loads == [str(src)] and len(starts) == 1
+    assert loads == [str(src)] and len(starts) == 1 and starts[0][1] == ["logits"]
     log = (work / "run.log").read_text()
-    assert f"Initial weights from {src} (sha256 {'f' * 64})" in log
+    assert f"Initial weights from {src} (sha256 {'f' * 64}); ['logits'] left at their " \
+        "initializers" in log
     assert "The starting weights read val_clean_accuracy " in log
     assert json.loads((work / "init.json").read_text())["sha256"] == "f" * 64
     src.unlink()
@@ -302,9 +303,12 @@ def test_a_run_with_a_negligible_learning_rate_ends_with_the_weights_it_started_
 def test_a_depth_search_refuses_init_from():
     """Its trials differ in depth: one set of weights fits none but one."""
     from tf_advscale.tuning import DepthSearch
-    with pytest.raises(ValueError, match="init_from must be None for a depth search"):
-        DepthSearch({"init_from": "zoo:resnet20.standard_fmnist"},
-                    {"num_classes": 10, "shape": (28, 28, 1), "steps_per_epoch": 2})
+    info = {"num_classes": 10, "shape": (28, 28, 1), "steps_per_epoch": 2}
+    with pytest.raises(ValueError, match=r"init_from must be None \(and init_skip empty\) for "
+                                         "a depth search"):
+        DepthSearch({"init_from": "zoo:resnet20.standard_fmnist"}, info)
+    with pytest.raises(ValueError, match=r"init_skip=\['logits'\]"):
+        DepthSearch({"init_skip": ["logits"]}, info)
 
 
 def test_the_fine_tuning_config_fits_the_zoo_entry_it_starts_from():
@@ -335,7 +339,8 @@ def test_a_fine_tuned_entrys_card_and_zoo_row_say_where_its_training_started():
     card = zoo_publish.render_card(str(entry), meta)
     assert "Fine-tuned" not in card and "fine-tuned" not in cli._zoo_rows(meta, True)[0]
     meta["recipe"]["init"] = {"init_from": "zoo:resnet20.pgd3_fmnist", "sha256": "a" * 64,
-                              "zoo_entry": "resnet20.pgd3_fmnist", "bn_into_mixbn": True}
+                              "zoo_entry": "resnet20.pgd3_fmnist", "bn_into_mixbn": True,
+                              "skipped": []}
     card = zoo_publish.render_card(str(entry), meta)
     assert ("Fine-tuned: training started from the weights of zoo entry "
             f"`resnet20.pgd3_fmnist` (sha256 `{'a' * 64}`) (each BatchNormalization's weights "
@@ -343,6 +348,9 @@ def test_a_fine_tuned_entrys_card_and_zoo_row_say_where_its_training_started():
             "seconds above are the fine-tuning's alone.") in card
     assert all(row.endswith(" min (fine-tuned from `resnet20.pgd3_fmnist`) |")
                for row in cli._zoo_rows(meta, True))
+    meta["recipe"]["init"]["skipped"] = ["logits"]
+    assert "filling every domain of its MixBN; its layers ['logits'] from their " \
+        "initializers), not from" in zoo_publish.render_card(str(entry), meta)
 
 
 def test_a_run_started_from_a_local_file_is_not_published(tmp_path):
@@ -361,3 +369,40 @@ def test_a_run_started_from_a_local_file_is_not_published(tmp_path):
         zoo_publish.publish(str(tmp_path), "resnet8.ft_sample", "advscale train ...",
                             out_dir=str(tmp_path / "zoo"))
     assert not (tmp_path / "zoo").exists()
+
+
+def test_init_skip_leaves_the_head_for_another_number_of_classes(tmp_path):
+    """Fine-tuning on another number of classes: every layer but the logits
+    from the source, compared at the logits' input; the logits are the
+    target's own."""
+    src = _trained_bn()  # 3 classes
+    target = resnet(depth=8, num_classes=5, input_shape=SHAPE, width=0.5, norm="mixbn")
+    head = [w.copy() for w in target.get_layer("logits").get_weights()]
+    with pytest.raises(ConfigError, match=r"at logits -> logits: shapes \[\(32, 3\)"):
+        recipe.warm_start(target, src)
+    record = recipe.warm_start(target, src, skip=["logits"])
+    assert record["skipped"] == ["logits"] and record["bn_into_mixbn"] is True
+    for a, b in zip(head, target.get_layer("logits").get_weights()):
+        np.testing.assert_array_equal(a, b)
+    features = keras.Model(src.inputs, src.get_layer("logits").input)
+    mine = keras.Model(target.inputs, target.get_layer("logits").input)
+    set_route(target, "clean")
+    np.testing.assert_allclose(mine(X, training=False), features(X, training=False),
+                               rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="Cannot skip 'head': .* has no layer of that name"):
+        copy_weights(src, target, skip=["head"])
+    with pytest.raises(ConfigError, match=r"init_skip=\['stem_conv'\]: \['stem_conv'\] are not "
+                                          "layers of .* top level"):
+        recipe.warm_start(target, src, skip=["stem_conv"])
+
+
+def test_init_skip_is_checked(tmp_path):
+    recipe.check_init_skip(config_lib.merge({}))
+    with pytest.raises(ConfigError, match="init_skip must be a list of layer names. "
+                                          "Received: 'logits'"):
+        recipe.check_init_skip(config_lib.merge({"init_skip": "logits"}))
+    with pytest.raises(ConfigError, match=r"init_skip=\['logits'\] needs init_from"):
+        recipe.check_init_skip(config_lib.merge({"init_skip": ["logits"]}))
+    with pytest.raises(ConfigError, match=r"init_skip=\['logits'\] needs init_from"):
+        runner.run(_tiny_config(init_skip=["logits"]), str(tmp_path / "w"))
+    assert not (tmp_path / "w").exists()

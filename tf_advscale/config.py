@@ -23,6 +23,9 @@ DEFAULTS = {
     # every domain of a MixBN (fine-tuning a model into MixBN);
     # tf_advscale.recipe.warm_start.
     "init_from": None,
+    # Layers init_from leaves at their initializers, e.g. ["logits"] to
+    # fine-tune on another number of classes.
+    "init_skip": [],
     "threads": {"intra_op": 2, "inter_op": 1},
     "data": {
         "dataset": "fashion_mnist_sample",

@@ -230,21 +230,52 @@ def _standardisation(model):
             for l in walk.sublayers(model) if isinstance(l, Standardize)]
 
 
-def warm_start(classifier, source, record=None):
+def check_init_skip(config):
+    """Raises ConfigError unless ``init_skip`` is a list of layer names,
+    empty without ``init_from``."""
+    skip = config["init_skip"]
+    if not isinstance(skip, (list, tuple)) or not all(isinstance(n, str) and n for n in skip):
+        raise ConfigError(f"init_skip must be a list of layer names. Received: {skip!r}")
+    if skip and not config["init_from"]:
+        raise ConfigError(f"init_skip={list(skip)!r} needs init_from (it names layers that "
+                          "init_from leaves at their initializers)")
+
+
+def _compared(model, skip):
+    """``model``, or with ``skip`` the model up to the input of the first
+    skipped layer (a layer of its top level), whose outputs are compared."""
+    if not skip:
+        return model
+    index = {l.name: i for i, l in enumerate(model.layers)}
+    missing = [n for n in skip if n not in index]
+    if missing:
+        raise ConfigError(f"init_skip={list(skip)!r}: {missing} are not layers of "
+                          f"{model.name!r}'s top level ({[l.name for l in model.layers]}), "
+                          "so the outputs before them cannot be compared")
+    first = model.layers[min(index[n] for n in skip)]
+    return keras.Model(model.inputs, first.input)
+
+
+def warm_start(classifier, source, record=None, skip=()):
     """Sets ``classifier``'s weights from ``source`` (``load_init_source``'s
     classifier) with ``mixbn.copy_weights``: layer by layer, names and
-    shapes equal, a BatchNormalization filling every domain of a MixBN.
+    shapes equal, a BatchNormalization filling every domain of a MixBN; the
+    layers named in ``skip`` (``init_skip``; of the models' top level, e.g.
+    ``["logits"]`` for another number of classes) keep their initializers.
     Then both models classify the same seeded random images in inference
     mode, on each of ``classifier``'s MixBN routes (its routes are restored
-    afterwards), and must give the same logits: this catches what the
-    weights alone do not show (another activation, padding or BN epsilon).
-    The input standardisation must be the same too. Returns ``record``
-    (``load_init_source``'s) with ``bn_into_mixbn``: whether BN weights
-    filled MixBN domains. Raises ConfigError naming ``init_from``."""
+    afterwards), and must give the same logits (with ``skip``, the same
+    inputs to the first skipped layer): this catches what the weights alone
+    do not show (another activation, padding or BN epsilon). The input
+    standardisation must be the same too. Returns ``record``
+    (``load_init_source``'s) with ``bn_into_mixbn``, whether BN weights
+    filled MixBN domains, and ``skipped``. Raises ConfigError naming
+    ``init_from``."""
     from tf_advscale.layers import mixbn
 
     record = dict(record or {"init_from": "the source model"})
     what = f"init_from={record['init_from']!r}"
+    compared = {id(m): _compared(m, skip) for m in (source, classifier)}
     theirs, ours = _standardisation(source), _standardisation(classifier)
     if len(theirs) != len(ours) or not all(
             m.shape == n.shape and s.shape == t.shape and np.allclose(m, n) and np.allclose(s, t)
@@ -253,7 +284,7 @@ def warm_start(classifier, source, record=None):
                           f"{[(m.tolist(), s.tolist()) for m, s in theirs]}, config['model'] "
                           f"with {[(m.tolist(), s.tolist()) for m, s in ours]}")
     try:
-        mixbn.copy_weights(source, classifier)
+        mixbn.copy_weights(source, classifier, skip=skip)
     except ValueError as e:
         raise ConfigError(f"{what} does not fit config['model']: {e}") from e
     x = np.random.default_rng(0).uniform(
@@ -262,7 +293,8 @@ def warm_start(classifier, source, record=None):
     routes = [int(ops.convert_to_numpy(l.route_index)) for l in layers + theirs]
 
     def logits(model):
-        return ops.convert_to_numpy(ops.cast(model(x, training=False), "float32"))
+        out = compared[id(model)](x, training=False)
+        return ops.convert_to_numpy(ops.cast(out, "float32"))
 
     try:
         for domain in (layers[0].domains if layers else [None]):
@@ -278,10 +310,12 @@ def warm_start(classifier, source, record=None):
                 where = f" on the {domain} route" if domain else ""
                 diff = (f"differ by up to {np.abs(got - want).max():.3g}"
                         if got.shape == want.shape else f"have shape {got.shape}, not {want.shape}")
-                raise ConfigError(f"{what}: with the copied weights, config['model']'s logits"
-                                  f"{where} {diff} from the source's (tolerance {tol:.3g}): "
-                                  "another activation, padding or normalisation setting?")
+                outputs = (f"inputs to {list(skip)}" if skip else "logits")
+                raise ConfigError(f"{what}: with the copied weights, config['model']'s "
+                                  f"{outputs}{where} {diff} from the source's (tolerance "
+                                  f"{tol:.3g}): another activation, padding or normalisation "
+                                  "setting?")
     finally:
         for layer, index in zip(layers + theirs, routes):
             layer.route_index.assign(index)
-    return dict(record, bn_into_mixbn=bool(layers) and not theirs)
+    return dict(record, bn_into_mixbn=bool(layers) and not theirs, skipped=list(skip))

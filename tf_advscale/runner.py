@@ -383,6 +383,7 @@ def run(config, workdir, verbose=None):
     # A run that trained restores its own weights: the source may be gone.
     fresh = not _started(workdir)
     recipe.check_init_from(config["init_from"], exists=fresh)
+    recipe.check_init_skip(config)
     os.makedirs(workdir, exist_ok=True)
     config, settled = settle_precision(config, workdir)
     check_workdir(workdir, config)
@@ -418,11 +419,12 @@ def _warm_start(model, config, workdir, init, val, best, monitor_co):
     if not init:
         raise ConfigError(f"init_from={config['init_from']!r}: {workdir} starts at step 0 again "
                           "(no usable checkpoint), and the weights it starts from are gone")
-    record = recipe.warm_start(model.model, *init.pop())
+    record = recipe.warm_start(model.model, *init.pop(), skip=config["init_skip"])
     write_json(os.path.join(workdir, INIT_RECORD), record)
-    _log.info("Initial weights from %s (sha256 %s)%s", record["init_from"], record["sha256"],
+    _log.info("Initial weights from %s (sha256 %s)%s%s", record["init_from"], record["sha256"],
               ", its BatchNormalizations filling both MixBN domains"
-              if record["bn_into_mixbn"] else "")
+              if record["bn_into_mixbn"] else "",
+              f"; {record['skipped']} left at their initializers" if record["skipped"] else "")
     readings = []
     if val is not None:
         logs = model.evaluate(val, return_dict=True, verbose=0)

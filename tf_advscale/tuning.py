@@ -59,9 +59,10 @@ class DepthSearch(keras_tuner.HyperModel):
                              f"steps_per_epoch. Missing: {missing}")
         if config["eval_attack"] is None:
             raise ValueError("eval_attack is needed: it defines the robustness objective")
-        if config["init_from"] is not None:
-            raise ValueError("init_from must be None for a depth search: its trials differ "
-                             f"in architecture. Received: init_from={config['init_from']!r}")
+        if config["init_from"] is not None or config["init_skip"]:
+            raise ValueError("init_from must be None (and init_skip empty) for a depth search: "
+                             "its trials differ in architecture. Received: init_from="
+                             f"{config['init_from']!r}, init_skip={config['init_skip']!r}")
         family = config["model"]["family"]
         if family == "cifar":
             bad = [d for d in depths if not isinstance(d, int) or d < 8 or (d - 2) % 6]

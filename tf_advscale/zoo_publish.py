@@ -511,8 +511,11 @@ def _fine_tuned(recipe):
     init = recipe.get("init")
     if not init:
         return []
-    filled = (" (each BatchNormalization's weights filling every domain of its MixBN)"
-              if init.get("bn_into_mixbn") else "")
+    parts = (["each BatchNormalization's weights filling every domain of its MixBN"]
+             if init.get("bn_into_mixbn") else [])
+    if init.get("skipped"):
+        parts.append(f"its layers {init['skipped']} from their initializers")
+    filled = f" ({'; '.join(parts)})" if parts else ""
     return ["", f"Fine-tuned: training started from the weights of zoo entry "
                 f"`{init['zoo_entry']}` (sha256 `{init['sha256']}`){filled}, not from the "
                 "initializers; the epochs and seconds above are the fine-tuning's alone."]

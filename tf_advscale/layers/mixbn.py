@@ -354,10 +354,12 @@ def _leaves(model):
 BN_WEIGHTS = ("gamma", "beta", "moving_mean", "moving_variance")
 
 
-def copy_weights(source, target):
+def copy_weights(source, target, skip=()):
     """Sets ``target``'s weights from ``source``, a model of the same
     architecture, layer by layer in weight order (nested models included);
-    layer names must agree.
+    layer names must agree. Layers named in ``skip`` (each in both models)
+    are left as they are in ``target``, e.g. ``["logits"]`` for another
+    number of classes.
 
     A BatchNormalization's gamma, beta and moving statistics fill every
     domain of the MixBN in its place in ``target`` (as ``convert`` does); a
@@ -371,6 +373,13 @@ def copy_weights(source, target):
     ``recipe.warm_start``, which compares the two models' outputs.
     """
     sources, targets = _leaves(source), _leaves(target)
+    for name in skip:
+        for model, layers in ((source, sources), (target, targets)):
+            if name not in [l.name for l in layers]:
+                raise ValueError(f"Cannot skip {name!r}: {model.name!r} has no layer of that "
+                                 "name with weights")
+    sources = [l for l in sources if l.name not in skip]
+    targets = [l for l in targets if l.name not in skip]
     for src, layer in zip(sources, targets):
         if src.name != layer.name:
             raise ValueError(f"Cannot copy weights from {source.name!r} into {target.name!r}: "
