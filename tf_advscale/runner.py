@@ -442,7 +442,7 @@ def _warm_start(model, config, workdir, init, val, best, monitor_co):
         _log.info("The starting weights read %s", "; ".join(readings))
 
 
-def _run(config, workdir, verbose, init=()):
+def _run(config, workdir, verbose, init):
     (train, train_info), (val, _), (test, test_info) = load_data(config)
     steps_per_epoch = train_info["steps_per_epoch"]
     per_execution = config["trainer"]["steps_per_execution"]
