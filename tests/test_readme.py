@@ -49,6 +49,26 @@ def test_measured_results_table_equals_results_json():
                                      after), (config, after)
 
 
+def test_measured_results_commands_equal_their_zoo_entries_training_commands():
+    """Each row of "Measured results" is the run a zoo entry was published
+    from (same training seconds and parameters); its command is the one on
+    that entry's card, which a test in test_zoo checks loads the config the
+    run trained with. A config file changed since the run (a new default)
+    shows up as a --set in both places."""
+    section = README.split("## Measured results", 1)[1].split("\n### ", 1)[0]
+    entries = [json.loads(p.read_text()) for p in sorted((ROOT / "zoo").glob("*/metadata.json"))]
+    for line in section.splitlines():
+        m = re.match(r"\| `([^`]+)` \|", line)
+        if not m:
+            continue
+        metrics = _json(TABLE[m.group(1)])
+        same = [e for e in entries if e["training"]["train_seconds"] == metrics["train_seconds"]
+                and e["params"] == metrics["params"]]
+        assert len(same) == 1, (m.group(1), [e["name"] for e in same])
+        command = line.split("|")[5].strip()
+        assert command == f"`{same[0]['recipe']['train_command']}`", (m.group(1), command)
+
+
 def test_quick_start_numbers_equal_results_quickstart_json():
     q = _json("quickstart")
     r = q["results"]
