@@ -96,6 +96,53 @@ def test_copy_weights_from_mixbn_to_mixbn_copies_each_domain_and_keeps_the_targe
         assert int(b.route_index.numpy()) == b.domain_index("adversarial")
 
 
+def _trained_mixbn():
+    """A MixBN model whose two domains differ (weights and moving statistics)."""
+    m = _model("mixbn")
+    rng = np.random.default_rng(4)
+    for layer in mixbn_layers(m):
+        for v in (layer.gamma, layer.beta, layer.moving_mean):
+            v.assign(v + rng.normal(0, 0.2, v.shape).astype("float32"))
+    return m
+
+
+@pytest.mark.parametrize("domain", ["clean", "adversarial"])
+def test_copy_weights_takes_one_mixbn_domain_into_a_bn_model(domain):
+    src, dst = _trained_mixbn(), _model()
+    copy_weights(src, dst, domain=domain)
+    set_route(src, domain)
+    np.testing.assert_allclose(dst(X, training=False), src(X, training=False),
+                               rtol=1e-5, atol=1e-5)
+    other = "adversarial" if domain == "clean" else "clean"
+    set_route(src, other)
+    assert np.abs(dst(X, training=False) - src(X, training=False)).max() > 1e-3
+    with pytest.raises(ValueError, match=r"Unknown domain for .*Received: 'natural'"):
+        copy_weights(src, _model(), domain="natural")
+    with pytest.raises(ValueError, match="a MixBN into a GroupNormalization"):
+        copy_weights(src, _model("gn"), domain=domain)
+
+
+@pytest.mark.parametrize("route", ["clean", "adversarial"])
+def test_warm_start_from_a_mixbn_model_takes_the_domain_of_its_route(tmp_path, route):
+    """A MixBN .keras file into a BN config: its route as saved picks the
+    domain, recorded in the returned record; its routes on load are kept."""
+    src = _trained_mixbn()
+    set_route(src, route)
+    src.save(tmp_path / "src.keras")
+    source, record = recipe.load_init_source(str(tmp_path / "src.keras"))
+    target = _model()
+    said = recipe.warm_start(target, source, record)
+    assert said == dict(record, bn_into_mixbn=False, domain=route, skipped=[])
+    assert all(l.route == route for l in mixbn_layers(source))
+    np.testing.assert_allclose(target(X, training=False), source(X, training=False),
+                               rtol=1e-5, atol=1e-5)
+    mixed = _trained_mixbn()
+    for layer, to in zip(mixbn_layers(mixed), ["clean", "adversarial"] * 99):
+        layer.set_route(to)
+    with pytest.raises(ConfigError, match=r"on different routes \['adversarial', 'clean'\]"):
+        recipe.warm_start(_model(), mixed, record)
+
+
 def test_copy_weights_refuses_variables_it_cannot_place():
     class Scaled(keras.layers.Layer):
         """Owns a weight besides a sublayer with weights."""
@@ -152,7 +199,7 @@ def test_warm_start_from_a_zoo_entry_gives_its_predictions_on_both_routes():
     set_route(target, "clean")
     x = np.random.default_rng(0).uniform(size=(4, 28, 28, 1)).astype("float32")
     said = recipe.warm_start(target, source, record)
-    assert said == dict(record, bn_into_mixbn=True, skipped=[])
+    assert said == dict(record, bn_into_mixbn=True, domain=None, skipped=[])
     assert all(int(l.route_index.numpy()) == l.domain_index("clean")
                for l in mixbn_layers(target))  # its route as it was
     for domain in ("clean", "adversarial"):
@@ -228,7 +275,7 @@ def test_runner_warm_starts_a_fresh_run_only(tmp_path, monkeypatch):
     monkeypatch.setattr(recipe, "load_init_source", load)
     monkeypatch.setattr(recipe, "warm_start",
                         lambda classifier, source, record, skip: starts.append((classifier, skip))
-                        or dict(record, bn_into_mixbn=False, skipped=list(skip)))
+                        or dict(record, bn_into_mixbn=False, domain=None, skipped=list(skip)))
     monkeypatch.setattr(ckpt_lib, "resumable_fit", fit)
     src = tmp_path / "src.keras"
     src.write_bytes(b"")  # check_init_from looks for the file; the reading is patched
@@ -348,6 +395,10 @@ def test_a_fine_tuned_entrys_card_and_zoo_row_say_where_its_training_started():
             "seconds above are the fine-tuning's alone.") in card
     assert all(row.endswith(" min (fine-tuned from `resnet20.pgd3_fmnist`) |")
                for row in cli._zoo_rows(meta, True))
+    meta["recipe"]["init"].update(bn_into_mixbn=False, domain="clean")
+    assert "(each MixBN's clean domain into a BatchNormalization), not from" in \
+        zoo_publish.render_card(str(entry), meta)
+    meta["recipe"]["init"].update(bn_into_mixbn=True, domain=None)
     meta["recipe"]["init"]["skipped"] = ["logits"]
     assert "filling every domain of its MixBN; its layers ['logits'] from their " \
         "initializers), not from" in zoo_publish.render_card(str(entry), meta)

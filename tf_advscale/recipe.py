@@ -259,8 +259,10 @@ def _compared(model, skip):
 def warm_start(classifier, source, record=None, skip=()):
     """Sets ``classifier``'s weights from ``source`` (``load_init_source``'s
     classifier) with ``mixbn.copy_weights``: layer by layer, names and
-    shapes equal, a BatchNormalization filling every domain of a MixBN; the
-    layers named in ``skip`` (``init_skip``; of the models' top level, e.g.
+    shapes equal, a BatchNormalization filling every domain of a MixBN, a
+    MixBN ``source`` into a model without MixBN giving the domain of the
+    route ``source`` is on (a zoo entry's default route as loaded, a
+    .keras file's route as saved); the layers named in ``skip`` (``init_skip``; of the models' top level, e.g.
     ``["logits"]`` for another number of classes) keep their initializers.
     Then both models classify the same seeded random images in inference
     mode, on each of ``classifier``'s MixBN routes (its routes are restored
@@ -269,8 +271,9 @@ def warm_start(classifier, source, record=None, skip=()):
     do not show (another activation, padding or BN epsilon). The input
     standardisation must be the same too. Returns ``record``
     (``load_init_source``'s) with ``bn_into_mixbn``, whether BN weights
-    filled MixBN domains, and ``skipped``. Raises ConfigError naming
-    ``init_from``."""
+    filled MixBN domains, ``domain``, the source's MixBN domain taken into
+    BatchNormalizations (or None), and ``skipped``. Raises ConfigError
+    naming ``init_from``."""
     from tf_advscale.layers import mixbn
 
     record = dict(record or {"init_from": "the source model"})
@@ -283,13 +286,21 @@ def warm_start(classifier, source, record=None, skip=()):
         raise ConfigError(f"{what} standardises its inputs with mean/std "
                           f"{[(m.tolist(), s.tolist()) for m, s in theirs]}, config['model'] "
                           f"with {[(m.tolist(), s.tolist()) for m, s in ours]}")
+    layers, theirs = mixbn.mixbn_layers(classifier), mixbn.mixbn_layers(source)
+    domain = None
+    if theirs and not layers:
+        on = sorted({l.route for l in theirs})
+        if len(on) != 1:
+            raise ConfigError(f"{what}: its MixBN layers are on different routes {on}, so "
+                              "which domain to take into config['model']'s "
+                              "BatchNormalizations is not defined")
+        domain = on[0]
     try:
-        mixbn.copy_weights(source, classifier, skip=skip)
+        mixbn.copy_weights(source, classifier, skip=skip, domain=domain)
     except ValueError as e:
         raise ConfigError(f"{what} does not fit config['model']: {e}") from e
     x = np.random.default_rng(0).uniform(
         size=(2,) + tuple(classifier.input_shape[1:])).astype("float32")
-    layers, theirs = mixbn.mixbn_layers(classifier), mixbn.mixbn_layers(source)
     routes = [int(ops.convert_to_numpy(l.route_index)) for l in layers + theirs]
 
     def logits(model):
@@ -297,17 +308,18 @@ def warm_start(classifier, source, record=None, skip=()):
         return ops.convert_to_numpy(ops.cast(out, "float32"))
 
     try:
-        for domain in (layers[0].domains if layers else [None]):
-            if domain is not None:
-                mixbn.set_route(classifier, domain)
+        for route in (layers[0].domains if layers else [None]):
+            if route is not None:
+                mixbn.set_route(classifier, route)
                 if theirs:  # copy_weights checked that the domains are the same
-                    mixbn.set_route(source, domain)
+                    mixbn.set_route(source, route)
             want, got = logits(source), logits(classifier)
             # Mixed precision computes in 16 bits: its logits differ by more.
             exact = classifier.compute_dtype == source.compute_dtype == "float32"
             tol = (1e-3 if exact else 5e-2) * (1 + np.abs(want).max())
             if got.shape != want.shape or np.abs(got - want).max() > tol:
-                where = f" on the {domain} route" if domain else ""
+                where = (f" on the {route} route" if route else
+                         f" (the source on its {domain} route)" if domain else "")
                 diff = (f"differ by up to {np.abs(got - want).max():.3g}"
                         if got.shape == want.shape else f"have shape {got.shape}, not {want.shape}")
                 outputs = (f"inputs to {list(skip)}" if skip else "logits")
@@ -318,4 +330,5 @@ def warm_start(classifier, source, record=None, skip=()):
     finally:
         for layer, index in zip(layers + theirs, routes):
             layer.route_index.assign(index)
-    return dict(record, bn_into_mixbn=bool(layers) and not theirs, skipped=list(skip))
+    return dict(record, bn_into_mixbn=bool(layers) and not theirs, domain=domain,
+                skipped=list(skip))

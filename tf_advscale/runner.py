@@ -423,7 +423,8 @@ def _warm_start(model, config, workdir, init, val, best, monitor_co):
     write_json(os.path.join(workdir, INIT_RECORD), record)
     _log.info("Initial weights from %s (sha256 %s)%s%s", record["init_from"], record["sha256"],
               ", its BatchNormalizations filling both MixBN domains"
-              if record["bn_into_mixbn"] else "",
+              if record["bn_into_mixbn"] else
+              f", its MixBN {record['domain']} domain" if record.get("domain") else "",
               f"; {record['skipped']} left at their initializers" if record["skipped"] else "")
     readings = []
     if val is not None:

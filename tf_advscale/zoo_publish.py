@@ -512,7 +512,9 @@ def _fine_tuned(recipe):
     if not init:
         return []
     parts = (["each BatchNormalization's weights filling every domain of its MixBN"]
-             if init.get("bn_into_mixbn") else [])
+             if init.get("bn_into_mixbn") else
+             [f"each MixBN's {init['domain']} domain into a BatchNormalization"]
+             if init.get("domain") else [])
     if init.get("skipped"):
         parts.append(f"its layers {init['skipped']} from their initializers")
     filled = f" ({'; '.join(parts)})" if parts else ""

@@ -354,7 +354,19 @@ def _leaves(model):
 BN_WEIGHTS = ("gamma", "beta", "moving_mean", "moving_variance")
 
 
-def copy_weights(source, target, skip=()):
+def _bn_weights(src, layer, where):
+    """``(name, target variable, source value)`` for each of ``BN_WEIGHTS``
+    that both normalisations have (one having it alone is an error)."""
+    for name in BN_WEIGHTS:
+        dst, value = getattr(layer, name), getattr(src, name)
+        if (dst is None) != (value is None):
+            raise ValueError(f"Cannot copy weights at {where}: {name} is in the "
+                             f"{'target' if value is None else 'source'} only")
+        if dst is not None:
+            yield name, dst, ops.convert_to_numpy(value)
+
+
+def copy_weights(source, target, skip=(), domain=None):
     """Sets ``target``'s weights from ``source``, a model of the same
     architecture, layer by layer in weight order (nested models included);
     layer names must agree. Layers named in ``skip`` (each in both models)
@@ -364,11 +376,12 @@ def copy_weights(source, target, skip=()):
     A BatchNormalization's gamma, beta and moving statistics fill every
     domain of the MixBN in its place in ``target`` (as ``convert`` does); a
     MixBN into a MixBN copies those four per domain (the domains must be the
-    same, in the same order) and keeps the target's inference route; any
-    other layer takes ``source``'s weights as they are. Raises ValueError,
-    naming the first layer that differs (in name, kind or weight shapes),
-    before anything is written; a MixBN into a layer that is not one is
-    refused, since which domain to keep is not defined. Layers without
+    same, in the same order) and keeps the target's inference route; a
+    MixBN into a BatchNormalization takes ``domain``'s four (without
+    ``domain`` it is refused: which one to keep is not defined); any other
+    layer takes ``source``'s weights as they are. Raises ValueError, naming
+    the first layer that differs (in name, kind or weight shapes), before
+    anything is written. Layers without
     weights (activations, padding) are not compared: see
     ``recipe.warm_start``, which compares the two models' outputs.
     """
@@ -394,8 +407,19 @@ def copy_weights(source, target, skip=()):
     for src, layer in zip(sources, targets):
         where = f"{src.name} -> {layer.name}"
         if isinstance(src, MixBN) and not isinstance(layer, MixBN):
-            raise ValueError(f"Cannot copy weights at {where}: a MixBN into a "
-                             f"{type(layer).__name__} (which domain to keep is not defined)")
+            if domain is None or type(layer) is not keras.layers.BatchNormalization:
+                raise ValueError(f"Cannot copy weights at {where}: a MixBN into a "
+                                 f"{type(layer).__name__}" + (" (which domain to keep is not "
+                                                              "defined)" if domain is None else ""))
+            row = src.domain_index(domain)
+            for name, dst, value in _bn_weights(src, layer, where):
+                value = value[row if value.shape[0] > 1 else 0]
+                if value.shape != tuple(dst.shape):
+                    raise ValueError(f"Cannot copy weights at {where}: {name} has shape "
+                                     f"{value.shape} in domain {domain!r}, the target "
+                                     f"{tuple(dst.shape)}")
+                writes.append((dst, value))
+            continue
         if isinstance(layer, MixBN):
             if not isinstance(src, keras.layers.BatchNormalization):
                 raise ValueError(f"Cannot copy weights at {where}: a {type(src).__name__} "
@@ -403,14 +427,7 @@ def copy_weights(source, target, skip=()):
             if isinstance(src, MixBN) and tuple(src.domains) != tuple(layer.domains):
                 raise ValueError(f"Cannot copy weights at {where}: domains "
                                  f"{tuple(src.domains)} into {tuple(layer.domains)}")
-            for name in BN_WEIGHTS:
-                dst, value = getattr(layer, name), getattr(src, name)
-                if (dst is None) != (value is None):
-                    raise ValueError(f"Cannot copy weights at {where}: {name} is in the "
-                                     f"{'target' if value is None else 'source'} only")
-                if dst is None:
-                    continue
-                value = ops.convert_to_numpy(value)
+            for name, dst, value in _bn_weights(src, layer, where):
                 if not isinstance(src, MixBN):
                     value = value[None]
                 if value.shape[1:] != tuple(dst.shape[1:]) or value.shape[0] not in (
