@@ -29,11 +29,11 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import tf_advscale  # noqa: E402,F401  first: it asks for TensorFlow's oneDNN kernels
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import tf_advscale  # noqa: E402
 from tf_advscale.files import write_json  # noqa: E402
 from tf_advscale import attacks, zoo  # noqa: E402
 from tf_advscale.models import resnet  # noqa: E402

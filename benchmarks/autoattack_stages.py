@@ -25,10 +25,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import tf_advscale  # noqa: E402,F401  first: it asks for TensorFlow's oneDNN kernels
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import tf_advscale  # noqa: E402
 from tf_advscale import attacks, bridge, data, distribute, zoo  # noqa: E402
 from tf_advscale.files import write_json  # noqa: E402
 from validate_autoattack import (_entry_norm, load_model, reference_attacks,  # noqa: E402

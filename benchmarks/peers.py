@@ -42,6 +42,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import tf_advscale  # noqa: E402,F401  first: it asks for TensorFlow's oneDNN kernels
+
 EPS, STEP = 8 / 255, 2 / 255
 
 
@@ -299,19 +301,24 @@ def nfgsm_step_rate(family, depth, precision, x, y, repeats, warmup=2):
         keras.config.set_dtype_policy(previous)
 
 
-def fast_training(batch, repeats, threads):
+def fast_training(batch, repeats, threads, precisions=("float32", "mixed_bfloat16")):
     """One N-FGSM training step of PreActResNet-18 (configs/fast.py's recipe),
     images/s: tf_advscale (AdversarialModel, graph mode) against plain PyTorch
     (the same network from tf_advscale.torch_models, channels-last memory
-    format, the same step written out), each in float32 and in bfloat16
-    (Keras' mixed_bfloat16 policy; torch.autocast on the CPU)."""
+    format, the same step written out), in each of ``precisions``: float32,
+    mixed_bfloat16 (Keras' policy; torch.autocast on the CPU)."""
+    dtypes = {"float32": None, "mixed_bfloat16": "bfloat16"}
+    unknown = [p for p in precisions if p not in dtypes]
+    if not precisions or unknown:
+        raise ValueError(f"precisions must be some of {sorted(dtypes)}. "
+                         f"Received: {list(precisions)}")
     import torch
 
     from tf_advscale.torch_models import preact_resnet18
 
     x, y = random_batch(batch)
     out = {"tf_advscale": {}, "torch_channels_last": {}}
-    for precision in ("float32", "mixed_bfloat16"):
+    for precision in precisions:
         out["tf_advscale"][precision] = nfgsm_step_rate("preact", 18, precision, x, y, repeats)
 
     torch.set_num_threads(threads)
@@ -321,7 +328,9 @@ def fast_training(batch, repeats, threads):
     yt = torch.from_numpy(y.astype("int64"))
     net = preact_resnet18().to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    for precision, dtype in (("float32", None), ("mixed_bfloat16", torch.bfloat16)):
+    for precision in precisions:
+        dtype = dtypes[precision] and getattr(torch, dtypes[precision])
+
         def cast():
             return torch.autocast("cpu", dtype=dtype) if dtype else torch.autocast(
                 "cpu", enabled=False)
@@ -426,6 +435,9 @@ def main():
     p.add_argument("--skip-r50", action="store_true", help="only the CIFAR ResNet-20")
     p.add_argument("--only-fast", action="store_true",
                    help="only the PreActResNet-18 fast-training step (ours and PyTorch)")
+    p.add_argument("--precisions", default="float32,mixed_bfloat16",
+                   help="with --only-fast: comma-separated, float32 and/or mixed_bfloat16 "
+                        "(bfloat16 is several times slower on a CPU without native support)")
     p.add_argument("--peers", default="torch,art", help="comma-separated: torch, art")
     p.add_argument("--markdown", metavar="JSON", help="print the README table of a saved "
                                                       "report and exit")
@@ -443,8 +455,8 @@ def main():
         report = {"machine": distribute.describe_machine(),
                   "threads": a.threads, "batch": 128,
                   "versions": {"tensorflow": tf.__version__, "torch": torch.__version__},
-                  "preactresnet18_nfgsm_train_images_per_s": fast_training(128, a.repeats,
-                                                                           a.threads)}
+                  "preactresnet18_nfgsm_train_images_per_s": fast_training(
+                      128, a.repeats, a.threads, [s for s in a.precisions.split(",") if s])}
         from tf_advscale.files import write_json
         os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
         write_json(a.out, report)

@@ -30,6 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 def child(depth, recompute, size, batch, steps):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ["TF_CPU_ALLOCATOR_USE_BFC"] = "true"  # before TensorFlow starts
+    import tf_advscale  # noqa: F401  first: it asks for TensorFlow's oneDNN kernels
     import keras
     import numpy as np
     import tensorflow as tf

@@ -21,6 +21,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import tf_advscale  # noqa: E402,F401  first: it asks for TensorFlow's oneDNN kernels
+
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

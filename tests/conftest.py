@@ -5,7 +5,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pathlib
 
 import pytest
-import tensorflow as tf
+
+# The package first, as a user's program imports it: it asks for TensorFlow's
+# oneDNN kernels before TensorFlow loads (tf_advscale.cpu_kernels).
+import tf_advscale  # noqa: F401,E402  isort: skip
+import tensorflow as tf  # noqa: E402
 
 # Two logical CPU devices, so tf.distribute tests can run MirroredStrategy
 # on this machine; must happen before TensorFlow initialises its devices.

@@ -4,6 +4,7 @@ import json
 import os
 import pathlib
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -187,9 +188,17 @@ def test_benchmarks_record_the_cpu_model(monkeypatch):
     """Two 2-core machines here differed six-fold: a benchmark's machine says which."""
     monkeypatch.setattr(distribute, "cpu_info", lambda path=None: {"model": "AMD EPYC",
                                                                     "flags": frozenset()})
+    from tf_advscale import cpu_kernels
+    monkeypatch.setattr(cpu_kernels, "onednn_enabled", lambda: True)
+    assert distribute.describe_machine() == \
+        f"{platform.machine()} {os.cpu_count()} cpus (AMD EPYC, oneDNN on)"
+    assert distribute.describe_machine(kernels=False) == \
+        f"{platform.machine()} {os.cpu_count()} cpus (AMD EPYC)"
+    monkeypatch.setattr(cpu_kernels, "onednn_enabled", lambda: None)
     assert distribute.describe_machine() == \
         f"{platform.machine()} {os.cpu_count()} cpus (AMD EPYC)"
     for path in sorted((ROOT / "benchmarks").glob("*.py")):
         text = path.read_text()
         if '"machine"' in text:
-            assert '"machine": distribute.describe_machine()' in text, path.name
+            assert re.search(r'"machine": distribute\.describe_machine\((kernels=False)?\)',
+                             text), path.name

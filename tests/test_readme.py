@@ -276,3 +276,36 @@ def test_test_command_timing_equals_its_json():
     assert t["load_average_before"] < 0.5  # measured on an otherwise idle machine
     assert (f"idle 2-core AMD EPYC it took {t['seconds']:,.0f} s ({passed} passed;"
             in _flat(README))
+
+
+def _performance_rows():
+    section = README.split("## Performance", 1)[1].split("\n## ", 1)[0]
+    return {line for line in section.splitlines() if line.startswith("| ")}
+
+
+def test_onednn_table_equals_its_json():
+    """The oneDNN table: each model and workload, images/s off and on and
+    their ratio, as `benchmarks/onednn.py` wrote them."""
+    d = _json("bench_onednn_amd_epyc")
+    runs, rows = d["TF_ENABLE_ONEDNN_OPTS"], _performance_rows()
+    assert runs["0"]["onednn_enabled"] is False and runs["1"]["onednn_enabled"] is True
+    for arch, ratios in d["on_over_off"].items():
+        for key, ratio in ratios.items():
+            what = (f"PGD-20 evaluation, batch {d['eval_batch']}" if key == "pgd20_eval" else
+                    f"N-FGSM training step, batch {d['batch']}, {key}")
+            row = (f"| {arch} | {what} | {runs['0']['images_per_s'][arch][key]:.2f} | "
+                   f"{runs['1']['images_per_s'][arch][key]:.2f} | {ratio:.2f}x |")
+            assert row in rows, row
+    assert f"(`results/bench_onednn_amd_epyc.json`, {d['machine']})" in _flat(README)
+
+
+def test_fast_training_step_against_pytorch_equals_its_json():
+    rows = _performance_rows()
+    for name in ("bench_fast_training", "bench_fast_training_amd_epyc"):
+        d = _json(name)
+        r = d["preactresnet18_nfgsm_train_images_per_s"]
+        for precision, ratio in r["ours_over_torch"].items():
+            row = (f"| {d['machine']} | {precision} | {r['tf_advscale'][precision]:.2f} | "
+                   f"{r['torch_channels_last'][precision]:.2f} | {ratio:.2f}x | "
+                   f"`results/{name}.json` |")
+            assert row in rows, row

@@ -169,11 +169,12 @@ def test_a_resumed_run_records_the_cpu_of_each_segment(tmp_path, monkeypatch):
     """Training time sums segments on machines whose speeds differ several-
     fold: the run lists the CPU model of each segment that trains, in order,
     a repeat once; a checkpoint from before the record says so."""
-    from tf_advscale import distribute, runner
+    from tf_advscale import cpu_kernels, distribute, runner
 
-    def cpu(model):
+    def cpu(model, onednn=None):
         monkeypatch.setattr(distribute, "cpu_info", lambda path=None: {"model": model,
                                                                         "flags": frozenset()})
+        monkeypatch.setattr(cpu_kernels, "onednn_enabled", lambda: onednn)
 
     cpu("Intel Xeon")
     first = runner._Machines()
@@ -204,6 +205,9 @@ def test_a_resumed_run_records_the_cpu_of_each_segment(tmp_path, monkeypatch):
     resumed.resumed_without_record()
     resumed.start()
     assert resumed.describe() == "not recorded then AMD EPYC"
+    cpu("AMD EPYC", onednn=True)  # the same CPU with other kernels is another segment
+    resumed.start()
+    assert resumed.describe() == "not recorded then AMD EPYC then AMD EPYC, oneDNN on"
 
 
 def test_the_commit_is_the_packages_own_never_an_enclosing_repositorys(tmp_path):

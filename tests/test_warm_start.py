@@ -338,7 +338,7 @@ def test_a_run_with_a_negligible_learning_rate_ends_with_the_weights_it_started_
     assert isinstance(mixbn_layers(model.model)[0], MixBN)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     from tf_advscale import distribute
-    assert metrics["cpu"] == distribute.cpu_info()["model"]  # one segment, this machine
+    assert metrics["cpu"] == distribute.describe_cpu()  # one segment, this machine
     init = metrics["init"]
     assert init == dict(json.loads((tmp_path / "run" / "init.json").read_text()))
     assert init["bn_into_mixbn"] is True and init["init_from"] == str(tmp_path / "src.keras")

@@ -84,10 +84,22 @@ def cpu_info(cpuinfo="/proc/cpuinfo"):
             "flags": flags or frozenset()}
 
 
-def describe_machine():
-    """``"x86_64 2 cpus (CPU model)"``: what benchmark JSONs record as their
-    machine (two 2-core machines here have differed six-fold in speed)."""
-    return f"{platform.machine()} {os.cpu_count()} cpus ({cpu_info()['model']})"
+def describe_cpu(kernels=True):
+    """``"CPU model, oneDNN on"`` (or ``off``; ``tf_advscale.cpu_kernels``):
+    the CPU and whether TensorFlow's oneDNN kernels run on it in this
+    process, which changes the speed of a training step by 1.3-1.9x here;
+    the model alone with ``kernels=False``."""
+    from tf_advscale import cpu_kernels
+    said = cpu_kernels.describe() if kernels else None
+    return cpu_info()["model"] + (f", {said}" if said else "")
+
+
+def describe_machine(kernels=True):
+    """``"x86_64 2 cpus (CPU model, oneDNN on)"``: what benchmark JSONs record
+    as their machine (two 2-core machines here have differed six-fold in
+    speed); ``kernels=False`` leaves out the oneDNN setting (a benchmark
+    whose runs set it each in their own process)."""
+    return f"{platform.machine()} {os.cpu_count()} cpus ({describe_cpu(kernels)})"
 
 
 _FAILED = -2  # a worker that could not read its checkpoints

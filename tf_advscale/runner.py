@@ -313,8 +313,8 @@ class _Commits:
 
 
 class _Machines:
-    """The CPU model of each training segment of a resumed work directory, in
-    order (runs move between machines whose speeds differ several-fold, and
+    """The CPU model (and whether oneDNN ran, ``distribute.describe_cpu``) of
+    each training segment of a resumed work directory, in order (runs move between machines whose speeds differ several-fold, and
     the training time sums them all). ``start`` records this machine when it
     is about to train; a run resumed from a checkpoint written before this
     record existed begins with "not recorded"."""
@@ -336,7 +336,7 @@ class _Machines:
             self.models = [self.NOT_RECORDED]
 
     def start(self):
-        here = distribute.cpu_info()["model"]
+        here = distribute.describe_cpu()
         if self.models[-1:] != [here]:
             self.models.append(here)
 

@@ -250,4 +250,4 @@ def describe(plan, names, rate_here=None):
 
 def _cpu():
     from tf_advscale import distribute
-    return distribute.cpu_info()["model"]
+    return distribute.describe_cpu()
