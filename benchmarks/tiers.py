@@ -105,7 +105,8 @@ def main():
         p.error(f"--tiers: unknown {unknown[0]!r}; expected some of {sorted(TIERS)}"
                 if unknown else "--tiers: none given")
     from tf_advscale import distribute  # imports TensorFlow, idle while the tiers run
-    record = {"cpu": distribute.cpu_info()["model"], "cpus": os.cpu_count(),
+    # The tests inherit this process's oneDNN setting (tf_advscale.cpu_kernels).
+    record = {"cpu": distribute.describe_cpu(), "cpus": os.cpu_count(),
               "date": datetime.date.today().isoformat(), "tiers": {}}
     for tier in chosen:
         print(f"[tiers] {tier}: python -m pytest {' '.join(TIERS[tier])}", flush=True)

@@ -1,13 +1,13 @@
 """tf_advscale.cpu_kernels: importing the package asks TensorFlow for its
 oneDNN CPU kernels where it would leave them off, and only there."""
 
-import os
 import platform
 import subprocess
 import sys
 
 import pytest
 
+from helpers.cli_process import ROOT, checkout_env
 from tf_advscale import cpu_kernels
 
 
@@ -27,12 +27,12 @@ def test_prefer_onednn_sets_the_variable_only_where_it_takes_effect_unchosen(
 
 
 def _onednn_after_import(**env):
-    environ = {k: v for k, v in os.environ.items() if k != cpu_kernels.ENV}
-    environ.update(env, TF_CPP_MIN_LOG_LEVEL="2")
+    environ = {k: v for k, v in checkout_env(**env).items()
+               if k != cpu_kernels.ENV or k in env}
     code = ("import tf_advscale, keras; from tf_advscale import cpu_kernels, distribute; "
             "print(cpu_kernels.onednn_enabled(), distribute.describe_cpu().endswith("
             "'oneDNN ' + ('on' if cpu_kernels.onednn_enabled() else 'off')))")
-    out = subprocess.run([sys.executable, "-c", code], env=environ, check=True,
+    out = subprocess.run([sys.executable, "-c", code], env=environ, cwd=ROOT, check=True,
                          capture_output=True, text=True)
     return out.stdout.split()[-2:]
 
@@ -47,7 +47,8 @@ def test_importing_the_package_first_turns_onednn_on_unless_the_user_said_0():
 def test_every_benchmark_imports_the_package_before_tensorflow():
     """A benchmark measures the package as a user runs it: with the oneDNN
     setting ``import tf_advscale`` makes, so no module-level import of
-    TensorFlow or Keras may come first."""
+    TensorFlow or Keras may come first (imports inside functions, as in a
+    benchmark's child process, are not checked here)."""
     import ast
     import pathlib
     root = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"

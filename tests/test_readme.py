@@ -57,16 +57,19 @@ def test_measured_results_commands_equal_their_zoo_entries_training_commands():
     shows up as a --set in both places."""
     section = README.split("## Measured results", 1)[1].split("\n### ", 1)[0]
     entries = [json.loads(p.read_text()) for p in sorted((ROOT / "zoo").glob("*/metadata.json"))]
+    checked = set()
     for line in section.splitlines():
         m = re.match(r"\| `([^`]+)` \|", line)
         if not m:
             continue
+        checked.add(m.group(1))
         metrics = _json(TABLE[m.group(1)])
         same = [e for e in entries if e["training"]["train_seconds"] == metrics["train_seconds"]
                 and e["params"] == metrics["params"]]
         assert len(same) == 1, (m.group(1), [e["name"] for e in same])
         command = line.split("|")[5].strip()
         assert command == f"`{same[0]['recipe']['train_command']}`", (m.group(1), command)
+    assert checked == set(TABLE)
 
 
 def test_quick_start_numbers_equal_results_quickstart_json():

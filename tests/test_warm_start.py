@@ -122,6 +122,31 @@ def test_copy_weights_takes_one_mixbn_domain_into_a_bn_model(domain):
         copy_weights(src, _model("gn"), domain=domain)
 
 
+def test_copy_weights_takes_a_domain_from_shared_rows_and_refuses_batch_stats():
+    """A MixBN sharing its affine weights across domains (one row) gives that
+    row to every domain; one normalising with batch statistics at inference
+    is refused, since a BatchNormalization cannot."""
+    src = _model("mixbn", norm_kwargs={"separate_affine": False})
+    rng = np.random.default_rng(5)
+    for layer in mixbn_layers(src):
+        assert layer.gamma.shape[0] == 1
+        for v in (layer.gamma, layer.beta, layer.moving_mean):
+            v.assign(v + rng.normal(0, 0.2, v.shape).astype("float32"))
+    for domain in ("clean", "adversarial"):
+        dst = _model()
+        copy_weights(src, dst, domain=domain)
+        set_route(src, domain)
+        np.testing.assert_allclose(dst(X, training=False), src(X, training=False),
+                                   rtol=1e-5, atol=1e-5)
+    mixbn_layers(src)[-1].set_batch_stats_at_inference(True)
+    dst = _model()
+    before = [w.copy() for w in dst.get_weights()]
+    with pytest.raises(ValueError, match="batch statistics at inference"):
+        copy_weights(src, dst, domain="clean")
+    for a, b in zip(before, dst.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("route", ["clean", "adversarial"])
 def test_warm_start_from_a_mixbn_model_takes_the_domain_of_its_route(tmp_path, route):
     """A MixBN .keras file into a BN config: its route as saved picks the

@@ -87,7 +87,7 @@ def cpu_info(cpuinfo="/proc/cpuinfo"):
 def describe_cpu(kernels=True):
     """``"CPU model, oneDNN on"`` (or ``off``; ``tf_advscale.cpu_kernels``):
     the CPU and whether TensorFlow's oneDNN kernels run on it in this
-    process, which changes the speed of a training step by 1.3-1.9x here;
+    process, which changed the speed of a training step by 1.5-2x here;
     the model alone with ``kernels=False``."""
     from tf_advscale import cpu_kernels
     said = cpu_kernels.describe() if kernels else None

@@ -411,6 +411,11 @@ def copy_weights(source, target, skip=(), domain=None):
                 raise ValueError(f"Cannot copy weights at {where}: a MixBN into a "
                                  f"{type(layer).__name__}" + (" (which domain to keep is not "
                                                               "defined)" if domain is None else ""))
+            if int(ops.convert_to_numpy(src.use_batch_stats)):
+                raise ValueError(f"Cannot copy weights at {where}: the MixBN normalises "
+                                 "with batch statistics at inference "
+                                 "(batch_stats_at_inference), which a BatchNormalization "
+                                 "cannot")
             row = src.domain_index(domain)
             for name, dst, value in _bn_weights(src, layer, where):
                 value = value[row if value.shape[0] > 1 else 0]
