@@ -15,7 +15,8 @@ capability 8.0 or newer or a CPU with avx512_bf16 or amx_bf16; mixed float16
 on a 7.x GPU; float32 elsewhere. Wong et al. trained in mixed precision; on
 a CPU without native bfloat16 it is several times slower than float32
 (results/bench_precision_amd_epyc.json, from `python benchmarks/precision.py`:
-5.2x for resnet20, 8.0x for preactresnet18). The choice is recorded in the
+5.2x for resnet20, 8.0x for preactresnet18, measured with TensorFlow's oneDNN
+kernels off, before the package turned them on there). The choice is recorded in the
 work directory's config.json and kept when the run resumes elsewhere;
 `--set trainer.precision=float32` (or another) fixes it by hand, and must be
 given under multi_worker):
